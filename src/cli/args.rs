@@ -1,0 +1,351 @@
+//! Command-line arguments (clap). Flag names follow `k3s etcd-snapshot`.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// etcd-snapshot: take, store, list, prune, verify and restore etcd snapshots, standalone or as
+/// a Kubernetes operator.
+#[derive(Debug, Parser)]
+#[command(name = "etcd-snapshot", version, propagate_version = true)]
+pub struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `etcd_snapshot=debug`.
+    #[arg(long, global = true, env = "ETCD_SNAPSHOT_LOG", default_value = "info")]
+    pub log_level: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the in-cluster controller (a leader-elected Deployment).
+    Controller(ControllerArgs),
+    /// Run the per-node agent (a DaemonSet on etcd nodes).
+    Agent(AgentArgs),
+    /// Take a snapshot now and store it locally and/or in S3.
+    Save(SaveArgs),
+    /// List local and S3 snapshots.
+    #[command(visible_aliases = ["list", "l"])]
+    Ls(LsArgs),
+    /// Delete snapshots (both the local and the S3 copy).
+    Delete(DeleteArgs),
+    /// Delete snapshots beyond the retention policy.
+    Prune(PruneArgs),
+    /// Restore a snapshot into an etcd data dir with cluster reset.
+    Restore(RestoreArgs),
+    /// Download a snapshot, check every checksum and test-restore it into a temp dir.
+    Verify(VerifyArgs),
+    /// Ask the in-cluster operator for an on-demand run of a schedule, and wait for it.
+    Trigger(TriggerArgs),
+    /// Print the CustomResourceDefinitions as YAML.
+    Crd,
+}
+
+/// How to reach the local etcd member.
+#[derive(Debug, Clone, Args)]
+pub struct EtcdArgs {
+    /// etcd client URL(s), comma-separated.
+    #[arg(
+        long = "etcd-endpoint",
+        visible_alias = "endpoints",
+        env = "ETCD_SNAPSHOT_ETCD_ENDPOINT",
+        value_delimiter = ',',
+        default_value = "https://127.0.0.1:2379"
+    )]
+    pub endpoints: Vec<String>,
+    /// CA certificate file to verify etcd's server certificate.
+    #[arg(
+        long = "etcd-cacert",
+        visible_alias = "cacert",
+        env = "ETCD_SNAPSHOT_ETCD_CACERT"
+    )]
+    pub cacert: Option<PathBuf>,
+    /// Client certificate file for etcd.
+    #[arg(
+        long = "etcd-cert",
+        visible_alias = "cert",
+        env = "ETCD_SNAPSHOT_ETCD_CERT"
+    )]
+    pub cert: Option<PathBuf>,
+    /// Client key file for etcd.
+    #[arg(
+        long = "etcd-key",
+        visible_alias = "key",
+        env = "ETCD_SNAPSHOT_ETCD_KEY"
+    )]
+    pub key: Option<PathBuf>,
+}
+
+/// S3 settings, as k3s's `--s3-*` flags.
+#[derive(Debug, Clone, Args, Default)]
+pub struct S3Args {
+    /// Enable S3 storage.
+    #[arg(long = "s3", visible_alias = "etcd-s3", env = "ETCD_SNAPSHOT_S3")]
+    pub enabled: bool,
+    /// S3 endpoint (host[:port]).
+    #[arg(long = "s3-endpoint", env = "ETCD_SNAPSHOT_S3_ENDPOINT", default_value = crate::consts::DEFAULT_S3_ENDPOINT)]
+    pub endpoint: String,
+    /// CA bundle for the S3 endpoint: PEM file path(s), space-separated.
+    #[arg(long = "s3-endpoint-ca", env = "ETCD_SNAPSHOT_S3_ENDPOINT_CA")]
+    pub endpoint_ca: Option<String>,
+    /// Skip TLS verification of the S3 endpoint.
+    #[arg(long = "s3-skip-ssl-verify", env = "ETCD_SNAPSHOT_S3_SKIP_SSL_VERIFY")]
+    pub skip_ssl_verify: bool,
+    /// S3 access key (also from AWS_ACCESS_KEY_ID).
+    #[arg(
+        long = "s3-access-key",
+        env = "AWS_ACCESS_KEY_ID",
+        hide_env_values = true
+    )]
+    pub access_key: Option<String>,
+    /// S3 secret key (also from AWS_SECRET_ACCESS_KEY).
+    #[arg(
+        long = "s3-secret-key",
+        env = "AWS_SECRET_ACCESS_KEY",
+        hide_env_values = true
+    )]
+    pub secret_key: Option<String>,
+    /// S3 session token (also from AWS_SESSION_TOKEN).
+    #[arg(
+        long = "s3-session-token",
+        env = "AWS_SESSION_TOKEN",
+        hide_env_values = true
+    )]
+    pub session_token: Option<String>,
+    /// S3 bucket.
+    #[arg(long = "s3-bucket", env = "ETCD_SNAPSHOT_S3_BUCKET")]
+    pub bucket: Option<String>,
+    /// Bucket addressing.
+    #[arg(long = "s3-bucket-lookup-type", env = "ETCD_SNAPSHOT_S3_BUCKET_LOOKUP_TYPE", value_enum, default_value_t = LookupArg::Auto)]
+    pub bucket_lookup_type: LookupArg,
+    /// S3 region.
+    #[arg(long = "s3-region", env = "ETCD_SNAPSHOT_S3_REGION", default_value = crate::consts::DEFAULT_S3_REGION)]
+    pub region: String,
+    /// S3 folder (key prefix).
+    #[arg(long = "s3-folder", env = "ETCD_SNAPSHOT_S3_FOLDER")]
+    pub folder: Option<String>,
+    /// Proxy for S3 (URL with scheme), or `none`.
+    #[arg(long = "s3-proxy", env = "ETCD_SNAPSHOT_S3_PROXY")]
+    pub proxy: Option<String>,
+    /// Use plain HTTP for S3.
+    #[arg(long = "s3-insecure", env = "ETCD_SNAPSHOT_S3_INSECURE")]
+    pub insecure: bool,
+    /// Timeout per S3 operation (e.g. 5m, 90s).
+    #[arg(long = "s3-timeout", env = "ETCD_SNAPSHOT_S3_TIMEOUT", default_value = crate::consts::DEFAULT_S3_TIMEOUT)]
+    pub timeout: String,
+}
+
+/// `--s3-bucket-lookup-type` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum LookupArg {
+    /// Virtual-host style for AWS-like endpoints, path style otherwise.
+    #[default]
+    Auto,
+    /// Virtual-host style.
+    Dns,
+    /// Path style.
+    Path,
+}
+
+/// The local snapshot directory.
+#[derive(Debug, Clone, Args)]
+pub struct DirArgs {
+    /// Directory of local snapshots.
+    #[arg(
+        long = "dir",
+        visible_alias = "etcd-snapshot-dir",
+        env = "ETCD_SNAPSHOT_DIR",
+        default_value = "/var/lib/etcd-snapshots"
+    )]
+    pub dir: PathBuf,
+}
+
+/// `save`.
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// Snapshot name prefix; the name is `<name>-<node>-<unix seconds>`.
+    #[arg(long, default_value = crate::consts::DEFAULT_ON_DEMAND_PREFIX)]
+    pub name: String,
+    /// Node name used in the snapshot name (default: this host's name).
+    #[arg(long = "node-name", env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Compress the snapshot with zstd (`.zst`).
+    #[arg(long = "snapshot-compress", visible_alias = "compress")]
+    pub compress: bool,
+    /// Store only in S3, no local copy.
+    #[arg(long = "s3-only")]
+    pub s3_only: bool,
+    #[command(flatten)]
+    pub dir: DirArgs,
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+/// Output format of `ls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum OutputFormat {
+    /// The reference's table.
+    #[default]
+    Table,
+    /// An ETCDSnapshotFileList as JSON.
+    Json,
+    /// An ETCDSnapshotFileList as YAML.
+    Yaml,
+}
+
+/// `ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    #[command(flatten)]
+    pub dir: DirArgs,
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+/// `delete`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Snapshot names to delete.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    #[command(flatten)]
+    pub dir: DirArgs,
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+/// Which snapshots S3 retention counts together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum ScopeArg {
+    /// Each node's snapshots separately.
+    #[default]
+    Node,
+    /// All of this cluster's snapshots in the folder (the reference's behaviour).
+    Cluster,
+}
+
+/// `prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Only snapshots whose name starts with this prefix are pruned.
+    #[arg(long, default_value = crate::consts::DEFAULT_ON_DEMAND_PREFIX)]
+    pub name: String,
+    /// Number of snapshots to keep.
+    #[arg(long = "snapshot-retention", visible_alias = "etcd-snapshot-retention", default_value_t = crate::consts::DEFAULT_RETENTION, value_parser = clap::value_parser!(u32).range(1..))]
+    pub retention: u32,
+    /// Also delete snapshots older than this (e.g. 36h, 7d, 2w).
+    #[arg(long = "max-age")]
+    pub max_age: Option<String>,
+    /// Also keep the newest snapshot of each of the last N hours.
+    #[arg(long = "keep-hourly", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_hourly: Option<u32>,
+    /// Also keep the newest snapshot of each of the last N days.
+    #[arg(long = "keep-daily", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_daily: Option<u32>,
+    /// Also keep the newest snapshot of each of the last N weeks.
+    #[arg(long = "keep-weekly", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_weekly: Option<u32>,
+    /// Also keep the newest snapshot of each of the last N months.
+    #[arg(long = "keep-monthly", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_monthly: Option<u32>,
+    /// What S3 retention counts over.
+    #[arg(long = "retention-scope", value_enum, default_value_t = ScopeArg::Node)]
+    pub retention_scope: ScopeArg,
+    /// Print what would be kept and deleted, with the reason, and delete nothing.
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub dir: DirArgs,
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+/// `restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Snapshot to restore: a path, a name in `--dir`, or (with `--s3`) an S3 object name.
+    #[arg(long = "cluster-reset-restore-path", visible_alias = "snapshot")]
+    pub snapshot: Option<String>,
+    /// Reset membership to this one member (required; without a snapshot, resets the existing
+    /// data dir).
+    #[arg(long = "cluster-reset")]
+    pub cluster_reset: bool,
+    /// etcd data directory to restore into (the old one is moved aside, never deleted).
+    #[arg(long = "data-dir")]
+    pub data_dir: Option<PathBuf>,
+    /// Only fetch, decompress and verify into this file (for k3s/rke2 `--cluster-reset-restore-path`).
+    #[arg(long = "output")]
+    pub output: Option<PathBuf>,
+    /// Member name of the restored single-member cluster.
+    #[arg(long = "name", default_value = "default")]
+    pub name: String,
+    /// Peer URL of the restored member.
+    #[arg(
+        long = "initial-advertise-peer-urls",
+        default_value = "http://localhost:2380"
+    )]
+    pub peer_url: String,
+    #[command(flatten)]
+    pub dir: DirArgs,
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+/// `verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Snapshot to verify: a path, a name in `--dir`, or (with `--s3`) an S3 object name.
+    pub name: String,
+    #[command(flatten)]
+    pub dir: DirArgs,
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+/// `trigger`.
+#[derive(Debug, Args)]
+pub struct TriggerArgs {
+    /// ETCDSnapshotSchedule to run now.
+    pub schedule: String,
+    /// Wait until the run's snapshots are Ready or Failed, and print them.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long to wait.
+    #[arg(long, default_value = "10m")]
+    pub timeout: String,
+}
+
+/// `controller`.
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// Namespace of the operator (Lease, S3 Secrets, extra-metadata ConfigMap).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "etcd-snapshot")]
+    pub namespace: String,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long = "metrics-addr", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: String,
+}
+
+/// `agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Name of the node this agent runs on (the downward API sets it in the chart).
+    #[arg(long = "node-name", env = "NODE_NAME")]
+    pub node_name: String,
+    /// Namespace of the operator (S3 Secrets, extra-metadata ConfigMap).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "etcd-snapshot")]
+    pub namespace: String,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long = "metrics-addr", default_value = "0.0.0.0:8081")]
+    pub metrics_addr: String,
+    #[command(flatten)]
+    pub dir: DirArgs,
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+}

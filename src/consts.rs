@@ -1,0 +1,130 @@
+//! Every name the operator writes into the cluster: API group, labels, annotations, finalizer,
+//! field managers, event reasons and Secret keys. No string literals for these elsewhere.
+
+/// API group of both custom resources.
+pub const GROUP: &str = "etcdsnapshot.io";
+/// API version of both custom resources.
+pub const VERSION: &str = "v1";
+
+/// Label on every ETCDSnapshotFile: the node name for local copies, `s3` for S3 copies.
+pub const LABEL_STORAGE: &str = "etcdsnapshot.io/storage";
+/// Label on every ETCDSnapshotFile: the node that took (local) or uploaded (S3) the snapshot.
+/// Agents watch only the ESFs carrying their own node name here.
+pub const LABEL_NODE: &str = "etcdsnapshot.io/node";
+/// Label on ETCDSnapshotFiles created by a schedule: the schedule's name.
+pub const LABEL_SCHEDULE: &str = "etcdsnapshot.io/schedule";
+/// Label on ETCDSnapshotFiles: the etcd cluster ID (hex) the snapshot was taken from.
+pub const LABEL_CLUSTER_ID: &str = "etcdsnapshot.io/cluster-id";
+
+/// Value of [`LABEL_STORAGE`] for S3 copies.
+pub const STORAGE_S3: &str = "s3";
+
+/// Annotation on an ETCDSnapshotSchedule: any new value requests one on-demand run now
+/// (Flux's `requestedAt` convention). `etcd-snapshot trigger` sets it.
+pub const ANNOTATION_REQUESTED_AT: &str = "etcdsnapshot.io/requested-at";
+
+/// Finalizer on every ETCDSnapshotFile: the stored file or object is deleted before the object
+/// goes (by the agent of the node for local copies, by the controller for S3 copies).
+pub const FINALIZER: &str = "etcdsnapshot.io/snapshot-file";
+
+/// Field manager of the controller's server-side applies.
+pub const MANAGER_CONTROLLER: &str = "etcd-snapshot-controller";
+/// Field manager of the agents' server-side applies.
+pub const MANAGER_AGENT: &str = "etcd-snapshot-agent";
+/// Field manager of the standalone CLI (e.g. `trigger`).
+pub const MANAGER_CLI: &str = "etcd-snapshot-cli";
+
+/// Event reason: a snapshot was saved (Normal), as the reference.
+pub const REASON_CREATED: &str = "ETCDSnapshotCreated";
+/// Event reason: a snapshot failed (Warning), as the reference.
+pub const REASON_FAILED: &str = "ETCDSnapshotFailed";
+/// Event reason: a stored snapshot was deleted (Normal), as the reference.
+pub const REASON_DELETED: &str = "ETCDSnapshotDeleted";
+/// Event reason: retention pruned a snapshot (Normal); the message gives the reason.
+pub const REASON_PRUNED: &str = "ETCDSnapshotPruned";
+/// Event reason: a snapshot passed verification (Normal).
+pub const REASON_VERIFIED: &str = "ETCDSnapshotVerified";
+/// Event reason: a snapshot failed verification (Warning).
+pub const REASON_VERIFY_FAILED: &str = "ETCDSnapshotVerifyFailed";
+/// Event reason: a schedule's spec or its Secret is invalid (Warning).
+pub const REASON_INVALID: &str = "InvalidSchedule";
+
+/// Default cron expression of a schedule (00:00 and 12:00), as the reference.
+pub const DEFAULT_SCHEDULE: &str = "0 */12 * * *";
+/// Default name prefix of scheduled snapshots, as the reference.
+pub const DEFAULT_SCHEDULED_PREFIX: &str = "etcd-snapshot";
+/// Default name prefix of on-demand snapshots, as the reference.
+pub const DEFAULT_ON_DEMAND_PREFIX: &str = "on-demand";
+/// Default number of snapshots retained, as the reference.
+pub const DEFAULT_RETENTION: u32 = 5;
+/// Default S3 region, as the reference.
+pub const DEFAULT_S3_REGION: &str = "us-east-1";
+/// Default S3 timeout per operation, as the reference.
+pub const DEFAULT_S3_TIMEOUT: &str = "5m";
+/// Default S3 endpoint, as the reference.
+pub const DEFAULT_S3_ENDPOINT: &str = "s3.amazonaws.com";
+
+/// File suffix of zstd-compressed snapshots.
+pub const SUFFIX_ZSTD: &str = ".zst";
+/// File suffix of k3s's zip-compressed snapshots (read and restored, never written).
+pub const SUFFIX_ZIP: &str = ".zip";
+/// Directory (beside the snapshots, and under the S3 folder) of extra-metadata JSON files.
+pub const METADATA_DIR: &str = ".metadata";
+
+/// Name of the optional ConfigMap whose data is copied into each snapshot's metadata.
+pub const EXTRA_METADATA_CONFIGMAP: &str = "etcd-snapshot-extra-metadata";
+
+/// Type of the S3 config Secret.
+pub const SECRET_TYPE: &str = "etcdsnapshot.io/s3-config-secret";
+/// k3s's type of the S3 config Secret, also accepted so an existing k3s Secret just works.
+pub const SECRET_TYPE_K3S: &str = "etcd.k3s.cattle.io/s3-config-secret";
+
+/// Keys of the S3 config Secret (the k3s names).
+pub mod secret_keys {
+    /// S3 endpoint (host[:port]).
+    pub const ENDPOINT: &str = "etcd-s3-endpoint";
+    /// PEM CA bundle for the endpoint.
+    pub const ENDPOINT_CA: &str = "etcd-s3-endpoint-ca";
+    /// Name of a ConfigMap (operator namespace) of PEM CA bundles.
+    pub const ENDPOINT_CA_NAME: &str = "etcd-s3-endpoint-ca-name";
+    /// `true` to skip TLS verification.
+    pub const SKIP_SSL_VERIFY: &str = "etcd-s3-skip-ssl-verify";
+    /// Access key.
+    pub const ACCESS_KEY: &str = "etcd-s3-access-key";
+    /// Secret key.
+    pub const SECRET_KEY: &str = "etcd-s3-secret-key";
+    /// Session token.
+    pub const SESSION_TOKEN: &str = "etcd-s3-session-token";
+    /// Bucket.
+    pub const BUCKET: &str = "etcd-s3-bucket";
+    /// Bucket lookup type: auto, dns or path.
+    pub const BUCKET_LOOKUP_TYPE: &str = "etcd-s3-bucket-lookup-type";
+    /// Folder (key prefix).
+    pub const FOLDER: &str = "etcd-s3-folder";
+    /// Region.
+    pub const REGION: &str = "etcd-s3-region";
+    /// `true` for plain HTTP.
+    pub const INSECURE: &str = "etcd-s3-insecure";
+    /// Timeout per operation (Go duration, e.g. `5m`).
+    pub const TIMEOUT: &str = "etcd-s3-timeout";
+    /// Proxy URL, or `none`.
+    pub const PROXY: &str = "etcd-s3-proxy";
+}
+
+/// S3 object user-metadata keys written with every uploaded snapshot.
+pub mod s3_metadata {
+    /// sha256 (hex) of the stored bytes.
+    pub const SHA256: &str = "etcd-snapshot-sha256";
+    /// etcd cluster ID (hex).
+    pub const CLUSTER_ID: &str = "etcd-snapshot-cluster-id";
+    /// Node that took the snapshot.
+    pub const NODE_NAME: &str = "etcd-snapshot-node-name";
+    /// etcd revision at snapshot time.
+    pub const REVISION: &str = "etcd-snapshot-revision";
+    /// `none`, `zstd` or `zip`.
+    pub const COMPRESSION: &str = "etcd-snapshot-compression";
+    /// k3s's node-name key, read when importing k3s uploads.
+    pub const K3S_NODE_NAME: &str = "k3s-node-name";
+    /// k3s's cluster-ID key, read when importing k3s uploads.
+    pub const K3S_CLUSTER_ID: &str = "k3s-cluster-id";
+}

@@ -1,0 +1,8 @@
+//! etcd-snapshot-operator: takes, stores, lists, prunes, verifies and restores etcd snapshots,
+//! as a standalone CLI and as a Kubernetes operator (controller + per-node agents).
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod cli;
+pub mod consts;
+pub mod naming;

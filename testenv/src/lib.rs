@@ -1,0 +1,106 @@
+//! The real test environment of etcd-snapshot-operator: etcd 3.4 and 3.5, SeaweedFS S3 and a real
+//! kube-apiserver, started on 127.0.0.1 with ports picked at run time, and stopped again when the
+//! handle is dropped.
+//!
+//! The binaries are installed by `scripts/install-test-deps.sh` (which `make test` runs) into the
+//! cache directory (`$ESO_CACHE`, default `~/.cache/etcd-snapshot-operator`), under `bin/`.
+//!
+//! Every child process is started under `setpriv --pdeathsig KILL`, so even a test binary that is
+//! killed outright leaves nothing running. Start environments from the test's own thread (not from
+//! a short-lived helper thread): the death signal follows the thread that spawned the child.
+#![forbid(unsafe_code)]
+
+mod apiserver;
+mod etcd;
+mod process;
+mod s3;
+mod tls;
+
+pub use apiserver::{ApiServer, ApiServerOptions, ApiUser};
+pub use etcd::{EtcdCluster, EtcdOptions, EtcdVersion};
+pub use process::{Proc, free_port};
+pub use s3::{S3Options, S3Server};
+pub use tls::TlsFiles;
+
+use std::path::PathBuf;
+
+/// Anything that stops the test environment from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A binary the environment needs is not installed.
+    #[error("{0} is not installed: run `make test-deps` (scripts/install-test-deps.sh) first")]
+    Missing(String),
+    /// A file or process operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A server did not come up; carries the tail of its log.
+    #[error("{0}")]
+    Start(String),
+    /// Certificate generation failed.
+    #[error("generating test certificates: {0}")]
+    Cert(#[from] rcgen::Error),
+}
+
+/// Result type of this crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Io { what, source }
+}
+
+/// The cache directory that holds the installed test binaries (outside the repository).
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("ESO_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    home.join(".cache").join("etcd-snapshot-operator")
+}
+
+/// Path of a binary installed into `$ESO_CACHE/bin` by `scripts/install-test-deps.sh`.
+pub fn bin(name: &str) -> Result<PathBuf> {
+    let path = cache_dir().join("bin").join(name);
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(Error::Missing(path.display().to_string()))
+    }
+}
+
+/// `kubectl`: the one on `PATH` (the machine image ships 1.32), else the 1.20 one built with the
+/// API server.
+pub fn kubectl() -> Result<PathBuf> {
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join("kubectl");
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    bin("kubectl-1.20")
+}
+
+/// Whether to keep temporary directories (logs, data) after a run, for debugging.
+pub(crate) fn keep_temp() -> bool {
+    std::env::var_os("ESO_KEEP_TESTENV").is_some()
+}
+
+/// A temporary directory, kept when `ESO_KEEP_TESTENV` is set.
+pub(crate) fn temp_dir(prefix: &str) -> Result<tempfile::TempDir> {
+    let mut dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(io_err("creating a temporary directory"))?;
+    if keep_temp() {
+        dir.disable_cleanup(true);
+        eprintln!("testenv: keeping {}", dir.path().display());
+    }
+    Ok(dir)
+}
