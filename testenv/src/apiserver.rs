@@ -78,7 +78,10 @@ impl ApiServer {
         let dir = temp_dir("eso-apiserver-")?;
         let tls = TlsFiles::generate(&dir.path().join("tls"))?;
         let sa_key = dir.path().join("sa.key");
-        write(&sa_key, &rcgen::KeyPair::generate()?.serialize_pem())?;
+        let sa_pub = dir.path().join("sa.pub");
+        let sa = rcgen::KeyPair::generate()?;
+        write(&sa_key, &sa.serialize_pem())?;
+        write(&sa_pub, &sa.public_key_pem())?;
 
         let mut users = vec![ApiUser {
             name: ADMIN.into(),
@@ -112,7 +115,7 @@ impl ApiServer {
             format!("--tls-private-key-file={}", tls.server_key.display()),
             format!("--token-auth-file={}", token_file.display()),
             "--authorization-mode=RBAC".to_string(),
-            format!("--service-account-key-file={}", sa_key.display()),
+            format!("--service-account-key-file={}", sa_pub.display()),
             format!("--service-account-signing-key-file={}", sa_key.display()),
             "--service-account-issuer=https://kubernetes.default.svc".to_string(),
             "--service-cluster-ip-range=10.0.0.0/24".to_string(),
