@@ -6,3 +6,6 @@ pub mod api;
 pub mod cli;
 pub mod consts;
 pub mod naming;
+pub mod retention;
+pub mod schedule;
+pub mod storage;

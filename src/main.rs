@@ -1,12 +1,22 @@
-//! `etcd-snapshot`: parse the command line and dispatch. Nothing else lives here.
+//! `etcd-snapshot`: parse the command line (with `--config FILE` merged in) and dispatch.
 
 use clap::Parser;
-use etcd_snapshot::cli::{self, Cli};
+use etcd_snapshot::cli::{self, Cli, config_file};
 use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut argv: Vec<String> = std::env::args().collect();
+    if let Some(path) = config_file::config_path(&argv) {
+        argv = match config_file::load_and_merge(argv, &path) {
+            Ok(merged) => merged,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+    }
+    let cli = Cli::parse_from(argv);
     init_logging(&cli.log_level);
     match cli::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,

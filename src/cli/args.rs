@@ -11,6 +11,9 @@ pub struct Cli {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `etcd_snapshot=debug`.
     #[arg(long, global = true, env = "ETCD_SNAPSHOT_LOG", default_value = "info")]
     pub log_level: String,
+    /// YAML file of flag values (keys are flag names without `--`); command-line flags win.
+    #[arg(long, global = true, env = "ETCD_SNAPSHOT_CONFIG")]
+    pub config: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -199,6 +202,9 @@ pub enum OutputFormat {
 /// `ls`.
 #[derive(Debug, Args)]
 pub struct LsArgs {
+    /// Node name shown for local copies (default: this host's name).
+    #[arg(long = "node-name", env = "NODE_NAME")]
+    pub node_name: Option<String>,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
@@ -260,10 +266,17 @@ pub struct PruneArgs {
     /// Print what would be kept and deleted, with the reason, and delete nothing.
     #[arg(long = "dry-run")]
     pub dry_run: bool,
+    /// Node name of local copies (default: this host's name).
+    #[arg(long = "node-name", env = "NODE_NAME")]
+    pub node_name: Option<String>,
     #[command(flatten)]
     pub dir: DirArgs,
     #[command(flatten)]
     pub s3: S3Args,
+    /// etcd is asked for its cluster ID, so that S3 pruning never touches another cluster's
+    /// snapshots sharing the folder.
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
 }
 
 /// `restore`.

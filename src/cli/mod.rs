@@ -1,6 +1,7 @@
 //! The `etcd-snapshot` command line: argument definitions and one module per subcommand.
 
 pub mod args;
+pub mod config_file;
 mod crd;
 
 pub use args::{Cli, Command};

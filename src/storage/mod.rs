@@ -1,0 +1,5 @@
+//! Where snapshots are stored.
+
+pub mod config;
+pub mod local;
+pub mod s3;
