@@ -128,3 +128,29 @@ pub mod s3_metadata {
     /// k3s's cluster-ID key, read when importing k3s uploads.
     pub const K3S_CLUSTER_ID: &str = "k3s-cluster-id";
 }
+
+/// Label on ETCDSnapshotFiles of a scheduled tick: the tick's Unix seconds. With the schedule
+/// label it makes a tick's snapshots findable (and their creation idempotent).
+pub const LABEL_TICK: &str = "etcdsnapshot.io/tick";
+/// Label on ETCDSnapshotFiles of an on-demand run: a hash of the `requested-at` value handled.
+pub const LABEL_REQUEST: &str = "etcdsnapshot.io/request";
+/// Label on the agents' registration Leases.
+pub const LABEL_AGENT: &str = "etcdsnapshot.io/agent";
+
+/// Prefix of an agent's registration Lease name (`etcd-snapshot-agent-<node>`), in the operator
+/// namespace. The agent renews it; the controller reads which nodes have a live agent.
+pub const AGENT_LEASE_PREFIX: &str = "etcd-snapshot-agent-";
+/// Annotation on an agent Lease: the node's snapshot directory.
+pub const ANNOTATION_SNAPSHOT_DIR: &str = "etcdsnapshot.io/snapshot-dir";
+/// Annotation on an agent Lease: `true` when the local etcd member answered at the last renew,
+/// else the error.
+pub const ANNOTATION_ETCD_HEALTH: &str = "etcdsnapshot.io/etcd-health";
+/// Annotation on an agent Lease: the etcd cluster ID (hex) the local member belongs to.
+pub const ANNOTATION_CLUSTER_ID: &str = "etcdsnapshot.io/cluster-id";
+/// Annotation on an agent Lease: the local member's name.
+pub const ANNOTATION_MEMBER: &str = "etcdsnapshot.io/etcd-member";
+
+/// Name of the controller's leader-election Lease.
+pub const LEADER_LEASE: &str = "etcd-snapshot-controller";
+/// Reporting controller name on events.
+pub const REPORTER: &str = "etcd-snapshot-operator";

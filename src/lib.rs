@@ -5,7 +5,15 @@
 pub mod api;
 pub mod cli;
 pub mod consts;
+pub mod controller;
+pub mod http;
+pub mod leader;
+pub mod metrics;
 pub mod naming;
+pub mod operator;
+pub mod prune;
+pub mod restore;
 pub mod retention;
 pub mod schedule;
+pub mod snapshot;
 pub mod storage;

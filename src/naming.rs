@@ -5,7 +5,7 @@ use crate::api::Compression;
 use sha2::{Digest, Sha256};
 
 /// Which storage a copy lives in; the first part of its ETCDSnapshotFile name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Storage {
     /// A file in a node's snapshot directory.
     Local,

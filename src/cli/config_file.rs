@@ -55,10 +55,11 @@ pub fn config_path(argv: &[String]) -> Option<String> {
 
 /// Read the config file and merge it into `argv`.
 pub fn load_and_merge(argv: Vec<String>, path: &str) -> Result<Vec<String>, ConfigFileError> {
-    let text = std::fs::read_to_string(Path::new(path)).map_err(|source| ConfigFileError::Read {
-        path: path.to_string(),
-        source,
-    })?;
+    let text =
+        std::fs::read_to_string(Path::new(path)).map_err(|source| ConfigFileError::Read {
+            path: path.to_string(),
+            source,
+        })?;
     merge(argv, &text).map_err(|reason| ConfigFileError::Invalid {
         path: path.to_string(),
         reason,
@@ -105,7 +106,11 @@ pub fn merge(argv: Vec<String>, yaml: &str) -> Result<Vec<String>, String> {
                 serde_yaml::Value::Bool(false) | serde_yaml::Value::Null => {}
                 serde_yaml::Value::String(s) => extra.push(format!("--{key}={s}")),
                 serde_yaml::Value::Number(n) => extra.push(format!("--{key}={n}")),
-                _ => return Err(format!("{key}: value must be a string, number, boolean or list")),
+                _ => {
+                    return Err(format!(
+                        "{key}: value must be a string, number, boolean or list"
+                    ));
+                }
             }
         }
     }
@@ -132,7 +137,9 @@ mod tests {
         .expect("merge");
         assert_eq!(
             out,
-            argv("etcd-snapshot save --snapshot-compress --s3-bucket=b --snapshot-retention=3 --dir /cli")
+            argv(
+                "etcd-snapshot save --snapshot-compress --s3-bucket=b --snapshot-retention=3 --dir /cli"
+            )
         );
     }
 
@@ -153,7 +160,13 @@ mod tests {
 
     #[test]
     fn config_path_is_found_in_both_forms() {
-        assert_eq!(config_path(&argv("x save --config /c.yaml")), Some("/c.yaml".into()));
-        assert_eq!(config_path(&argv("x save --config=/c.yaml")), Some("/c.yaml".into()));
+        assert_eq!(
+            config_path(&argv("x save --config /c.yaml")),
+            Some("/c.yaml".into())
+        );
+        assert_eq!(
+            config_path(&argv("x save --config=/c.yaml")),
+            Some("/c.yaml".into())
+        );
     }
 }

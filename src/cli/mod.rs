@@ -1,10 +1,23 @@
 //! The `etcd-snapshot` command line: argument definitions and one module per subcommand.
 
 pub mod args;
+mod common;
 pub mod config_file;
 mod crd;
+mod delete;
+pub mod ls;
+mod prune;
+mod restore; // RESTORE-HELPER local patch
+mod save;
+mod verify; // RESTORE-HELPER local patch
 
 pub use args::{Cli, Command};
+
+use crate::retention::RetentionError;
+use crate::snapshot::SnapshotError;
+use crate::storage::config::S3ConfigError;
+use crate::storage::local::LocalError;
+use crate::storage::s3::S3Error;
 
 /// Why a subcommand failed; printed as one line by `main`.
 #[derive(Debug, thiserror::Error)]
@@ -12,26 +25,50 @@ pub enum CliError {
     /// The subcommand exists in the interface but is not built yet.
     #[error("`etcd-snapshot {0}` is not implemented yet")]
     NotImplemented(&'static str),
+    /// Flags that make no sense together, or a bad value.
+    #[error("{0}")]
+    Usage(String),
     /// Writing to standard output failed.
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
-    /// The CRDs could not be rendered.
-    #[error("rendering the CRDs: {0}")]
-    Crd(#[from] serde_yaml::Error),
+    /// YAML rendering failed.
+    #[error("rendering YAML: {0}")]
+    Yaml(#[from] serde_yaml::Error),
+    /// The snapshot failed.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// The S3 settings are invalid.
+    #[error(transparent)]
+    S3Config(#[from] S3ConfigError),
+    /// An S3 operation failed.
+    #[error(transparent)]
+    S3(#[from] S3Error),
+    /// A local storage operation failed.
+    #[error(transparent)]
+    Local(#[from] LocalError),
+    /// A retention option is invalid.
+    #[error(transparent)]
+    Retention(#[from] RetentionError),
+    /// Restore or verify failed. (RESTORE-HELPER local patch)
+    #[error(transparent)]
+    Restore(#[from] crate::restore::RestoreError),
+    /// Part of the work failed (already reported line by line).
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// Run one parsed command line.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Crd => crd::run(),
+        Command::Save(args) => save::run(args).await,
+        Command::Ls(args) => ls::run(args).await,
+        Command::Delete(args) => delete::run(args).await,
+        Command::Prune(args) => prune::run(args).await,
         Command::Controller(_) => Err(CliError::NotImplemented("controller")),
         Command::Agent(_) => Err(CliError::NotImplemented("agent")),
-        Command::Save(_) => Err(CliError::NotImplemented("save")),
-        Command::Ls(_) => Err(CliError::NotImplemented("ls")),
-        Command::Delete(_) => Err(CliError::NotImplemented("delete")),
-        Command::Prune(_) => Err(CliError::NotImplemented("prune")),
-        Command::Restore(_) => Err(CliError::NotImplemented("restore")),
-        Command::Verify(_) => Err(CliError::NotImplemented("verify")),
+        Command::Restore(args) => Ok(restore::run(args).await?), // RESTORE-HELPER local patch
+        Command::Verify(args) => Ok(verify::run(args).await?), // RESTORE-HELPER local patch
         Command::Trigger(_) => Err(CliError::NotImplemented("trigger")),
     }
 }

@@ -253,15 +253,20 @@ impl LocalDir {
     }
 
     /// The extra metadata of `name`, if any.
-    pub fn read_metadata(&self, name: &str) -> Result<Option<BTreeMap<String, String>>, LocalError> {
+    pub fn read_metadata(
+        &self,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, LocalError> {
         let path = self.metadata_path(name)?;
         match std::fs::read(&path) {
-            Ok(data) => serde_json::from_slice(&data).map(Some).map_err(|e| {
-                LocalError::BadMetadata {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                }
-            }),
+            Ok(data) => {
+                serde_json::from_slice(&data)
+                    .map(Some)
+                    .map_err(|e| LocalError::BadMetadata {
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    })
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io("reading", &path)(e)),
         }
@@ -332,7 +337,9 @@ impl LocalWriter {
     pub async fn write(&mut self, data: &[u8]) -> Result<(), LocalError> {
         let temp = self.temp.clone();
         let Some(file) = self.file.as_mut() else {
-            return Err(io("writing", &temp)(std::io::Error::other("file already closed")));
+            return Err(io("writing", &temp)(std::io::Error::other(
+                "file already closed",
+            )));
         };
         file.write_all(data).await.map_err(io("writing", &temp))?;
         self.written += data.len() as u64;
@@ -389,9 +396,15 @@ mod tests {
         let dir = LocalDir::new(&tmp.path().join("snaps"));
         let mut w = dir.create("on-demand-n-1").await.expect("create");
         w.write(b"hello").await.expect("write");
-        assert!(dir.list().expect("list").is_empty(), "temp file must not be listed");
+        assert!(
+            dir.list().expect("list").is_empty(),
+            "temp file must not be listed"
+        );
         let path = w.commit().await.expect("commit");
-        assert_eq!(std::fs::metadata(&path).expect("stat").mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).expect("stat").mode() & 0o777,
+            0o600
+        );
         assert_eq!(
             std::fs::metadata(dir.path()).expect("stat").mode() & 0o777,
             0o700
@@ -428,13 +441,18 @@ mod tests {
         std::fs::write(tmp.path().join("s-n-1"), b"x").expect("write");
         let meta = BTreeMap::from([("cluster".to_string(), "prod".to_string())]);
         dir.write_metadata("s-n-1", &meta).expect("metadata");
-        dir.write_checksum("s-n-1", &"ab".repeat(32)).expect("checksum");
+        dir.write_checksum("s-n-1", &"ab".repeat(32))
+            .expect("checksum");
         assert_eq!(dir.read_metadata("s-n-1").expect("read"), Some(meta));
         assert_eq!(
             dir.read_checksum("s-n-1").expect("read"),
             Some("ab".repeat(32))
         );
-        assert_eq!(dir.list().expect("list").len(), 1, "sidecars are not snapshots");
+        assert_eq!(
+            dir.list().expect("list").len(),
+            1,
+            "sidecars are not snapshots"
+        );
         assert!(dir.delete("s-n-1").expect("delete"));
         assert!(!dir.delete("s-n-1").expect("delete again"));
         assert_eq!(dir.read_metadata("s-n-1").expect("read"), None);

@@ -54,3 +54,113 @@ pub async fn install_crds(client: &Client) {
             .expect("watch CRD");
     }
 }
+
+/// The `etcd-snapshot` binary under test.
+pub fn cli() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_etcd-snapshot"))
+}
+
+/// Run a command; return (success, stdout, stderr).
+pub fn run(cmd: &mut std::process::Command) -> (bool, String, String) {
+    let out = cmd.output().expect("run command");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `--etcd-endpoint` and TLS flags for a test cluster (member 0).
+pub fn etcd_flags(etcd: &eso_testenv::EtcdCluster) -> Vec<String> {
+    let mut flags = vec![format!("--etcd-endpoint={}", etcd.endpoint(0))];
+    if let Some(tls) = etcd.tls() {
+        flags.push(format!("--etcd-cacert={}", tls.ca.display()));
+        flags.push(format!("--etcd-cert={}", tls.client_cert.display()));
+        flags.push(format!("--etcd-key={}", tls.client_key.display()));
+    }
+    flags
+}
+
+/// `--s3 …` flags for a SeaweedFS server and bucket, plain HTTP, path style.
+pub fn s3_flags(s3: &eso_testenv::S3Server, bucket: &str, folder: &str) -> Vec<String> {
+    vec![
+        "--s3".into(),
+        format!("--s3-endpoint={}", s3.host_port()),
+        "--s3-insecure".into(),
+        "--s3-bucket-lookup-type=path".into(),
+        format!("--s3-bucket={bucket}"),
+        format!("--s3-folder={folder}"),
+        format!("--s3-access-key={}", s3.access_key),
+        format!("--s3-secret-key={}", s3.secret_key),
+    ]
+}
+
+/// An aws-sdk-s3 client for a SeaweedFS server (plain HTTP).
+pub fn s3_client(s3: &eso_testenv::S3Server) -> aws_sdk_s3::Client {
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(s3.endpoint())
+        .region(Region::new("us-east-1"))
+        .force_path_style(true)
+        .credentials_provider(Credentials::new(
+            &s3.access_key,
+            &s3.secret_key,
+            None,
+            None,
+            "test",
+        ))
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// Create a bucket.
+pub async fn create_bucket(s3: &eso_testenv::S3Server, bucket: &str) {
+    s3_client(s3)
+        .create_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("create bucket");
+}
+
+/// Put `n` keys `prefix0..prefixN` into etcd with etcdctl.
+pub fn put_keys(etcd: &eso_testenv::EtcdCluster, prefix: &str, n: usize) {
+    for i in 0..n {
+        let mut cmd = etcd.etcdctl().expect("etcdctl");
+        let (ok, _, err) = run(cmd.arg(format!("--endpoints={}", etcd.endpoint(0))).args([
+            "put",
+            &format!("{prefix}{i}"),
+            &format!("value-{i}"),
+        ]));
+        assert!(ok, "etcdctl put: {err}");
+    }
+}
+
+/// The plain etcd snapshot bytes of a stored file (decompressing `.zst`).
+pub fn plain_bytes(path: &Path) -> Vec<u8> {
+    let data = std::fs::read(path).expect("read snapshot");
+    if path.to_string_lossy().ends_with(".zst") {
+        zstd::decode_all(&data[..]).expect("zstd decode")
+    } else {
+        data
+    }
+}
+
+/// `etcdutl snapshot status -w json` of a plain snapshot file: (revision, total keys).
+pub fn snapshot_status(plain: &Path) -> (i64, i64) {
+    let etcdutl = eso_testenv::EtcdVersion::V3_5.etcdutl().expect("etcdutl");
+    let (ok, out, err) = run(std::process::Command::new(etcdutl)
+        .args(["snapshot", "status", "-w", "json"])
+        .arg(plain));
+    assert!(
+        ok,
+        "etcdutl snapshot status refused {}: {err}",
+        plain.display()
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).expect("status JSON");
+    (
+        v["revision"].as_i64().expect("revision"),
+        v["totalKey"].as_i64().expect("totalKey"),
+    )
+}

@@ -1,0 +1,86 @@
+//! `etcd-snapshot save`: one snapshot now, to the local directory and/or S3.
+
+use super::args::SaveArgs;
+use super::{CliError, common};
+use crate::api::Compression;
+use crate::naming::snapshot_name;
+use crate::snapshot::{self, SaveRequest};
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// Take and store one snapshot; prints `Snapshot NAME saved.` per stored copy, as the reference.
+pub async fn run(args: SaveArgs) -> Result<(), CliError> {
+    if args.s3_only && !args.s3.enabled {
+        return Err(CliError::Usage("--s3-only needs --s3 and the S3 settings".into()));
+    }
+    let node = common::node_name(args.node_name.as_deref())?;
+    let compression = if args.compress {
+        Compression::Zstd
+    } else {
+        Compression::None
+    };
+    let created = common::now_unix();
+    let name = snapshot_name(&args.name, &node, created, compression);
+    crate::naming::validate_snapshot_name(&name)
+        .map_err(|e| CliError::Usage(format!("--name {:?}: {e}", args.name)))?;
+    let s3 = common::s3_store(&args.s3).await?;
+    let local = (!args.s3_only).then(|| common::local_dir(&args.dir));
+    let request = SaveRequest {
+        name: name.clone(),
+        node_name: node,
+        created_unix: created,
+        compression,
+        zstd_level: 1,
+        local,
+        s3,
+        extra_metadata: Default::default(),
+        progress: std::io::stderr().is_terminal().then(progress_display),
+    };
+    let report = snapshot::save(&common::etcd_config(&args.etcd), request).await;
+    if std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[K");
+    }
+    let report = report?;
+    let mut failed = Vec::new();
+    for copy in &report.copies {
+        match &copy.result {
+            Ok(()) => println!("Snapshot {} saved.", report.record.name),
+            Err(e) => failed.push(format!("{} copy: {e}", copy.storage.as_str())),
+        }
+    }
+    tracing::info!(
+        name = %report.record.name,
+        size = report.record.size,
+        raw_size = report.record.raw_size,
+        sha256 = %report.record.sha256,
+        revision = report.record.etcd_revision,
+        cluster_id = %report.record.cluster_id,
+        duration_ms = u64::try_from(report.record.duration.as_millis()).unwrap_or(u64::MAX),
+        "snapshot stored"
+    );
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Failed(failed.join("; ")))
+    }
+}
+
+/// Bytes and rate on one terminal line, at most four updates a second.
+fn progress_display() -> snapshot::Progress {
+    let start = Instant::now();
+    let last_ms = AtomicU64::new(0);
+    Arc::new(move |bytes: u64| {
+        let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if ms.saturating_sub(last_ms.load(Ordering::Relaxed)) < 250 {
+            return;
+        }
+        last_ms.store(ms, Ordering::Relaxed);
+        let mib = bytes as f64 / (1024.0 * 1024.0);
+        let rate = mib / (ms.max(1) as f64 / 1000.0);
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[K{mib:.1} MiB received, {rate:.1} MiB/s");
+        let _ = err.flush();
+    })
+}

@@ -1,0 +1,290 @@
+//! Restore and cluster reset, without Kubernetes (the API server may be down).
+//!
+//! ```text
+//! fetch (path | name in the snapshot dir | S3 object)
+//!   -> sha256 of the stored bytes, compared with the recorded one (.checksums/<name>, S3 metadata)
+//!   -> decompress (.zst streamed, k3s .zip), etcd's trailing sha256 checked as the bytes go by
+//!   -> etcdutl (3.5+) / etcdctl (3.4) snapshot restore into a staging dir beside the data dir
+//!   -> the current data dir is moved aside to <data-dir>-old-<unix> (never deleted)
+//!   -> the staging dir is renamed into place
+//! ```
+//!
+//! Every check runs before anything touches the data dir, and the old data dir is only moved
+//! once the new one has been fully restored. Whatever fails leaves the data dir as it was and no
+//! files of ours behind.
+
+mod check;
+mod datadir;
+mod fetch;
+mod s3;
+mod tools;
+
+pub(crate) use datadir::ScratchDir;
+pub use datadir::{Restored, cluster_reset, restore_into};
+pub use fetch::{Checks, Prepared, Recorded, Source, Target, prepare};
+pub use tools::{SnapshotStatus, ToolKind, Tools};
+
+use crate::naming::NameError;
+use crate::storage::config::S3ConfigError;
+use crate::storage::local::LocalError;
+use crate::storage::s3::S3Error;
+use std::path::{Path, PathBuf};
+
+/// Why a snapshot could not be fetched, checked, restored or verified. Each variant is one line.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The snapshot does not exist where it was looked for.
+    #[error("snapshot {name:?} not found in {location}")]
+    NotFound {
+        /// Name or path as given.
+        name: String,
+        /// Where it was looked for (a directory, an S3 location).
+        location: String,
+    },
+    /// The stored bytes do not hash to the recorded sha256.
+    #[error(
+        "checksum mismatch for {name}: recorded sha256 {expected} ({recorded_in}) but the stored bytes hash to {actual}; the file is corrupt or not the recorded snapshot"
+    )]
+    ChecksumMismatch {
+        /// The snapshot.
+        name: String,
+        /// The recorded hash.
+        expected: String,
+        /// The hash of the stored bytes.
+        actual: String,
+        /// Where the recorded hash came from.
+        recorded_in: String,
+    },
+    /// etcd's trailing sha256 does not match the database: the snapshot is corrupt.
+    #[error(
+        "etcd hash mismatch in {name}: the trailing sha256 {expected} does not match the database ({actual}); the snapshot is corrupt"
+    )]
+    EtcdHashMismatch {
+        /// The snapshot.
+        name: String,
+        /// Hex of the trailing 32 bytes.
+        expected: String,
+        /// Hex of the sha256 of the data before them.
+        actual: String,
+    },
+    /// Too short to carry etcd's trailing sha256.
+    #[error("{name} is {size} bytes, too short to be an etcd snapshot (no trailing sha256)")]
+    TooShort {
+        /// The snapshot.
+        name: String,
+        /// Size of the (decompressed) snapshot.
+        size: u64,
+    },
+    /// The content does not match the compression the name implies.
+    #[error("{name} is named as {named} but holds {found}")]
+    NotCompressedAsNamed {
+        /// The snapshot.
+        name: String,
+        /// What the name implies.
+        named: &'static str,
+        /// What the bytes are.
+        found: &'static str,
+    },
+    /// The compressed data is damaged (truncated frame, bad CRC, unexpected zip layout).
+    #[error("decompressing {name} ({format}): {reason}")]
+    Decompress {
+        /// The snapshot.
+        name: String,
+        /// `zstd` or `zip`.
+        format: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Neither etcdutl nor etcdctl can be run.
+    #[error(
+        "neither etcdutl (etcd 3.5+) nor etcdctl (etcd 3.4) was found: {searched}; install one or point ETCD_SNAPSHOT_ETCDUTL / ETCD_SNAPSHOT_ETCDCTL at it"
+    )]
+    ToolMissing {
+        /// What was looked at.
+        searched: String,
+    },
+    /// The etcd tool failed; carries the last lines it printed.
+    #[error("{tool} failed ({status}): {output_tail}")]
+    ToolFailed {
+        /// Command, e.g. `etcdutl snapshot restore`.
+        tool: String,
+        /// Exit status.
+        status: String,
+        /// Its last output lines, joined with ` | `.
+        output_tail: String,
+    },
+    /// The etcd tool printed something this program cannot read.
+    #[error("{tool} printed unexpected output ({reason}): {output}")]
+    ToolOutput {
+        /// Command.
+        tool: String,
+        /// Parser message.
+        reason: String,
+        /// The output (shortened).
+        output: String,
+    },
+    /// The data dir holds no etcd data to reset.
+    #[error("{path} is not an etcd data dir ({missing} is missing); nothing to reset")]
+    DataDirMissing {
+        /// The data dir.
+        path: String,
+        /// The file or directory that is missing.
+        missing: String,
+    },
+    /// A running etcd holds the data dir's database.
+    #[error("{path} is locked by a running etcd: stop etcd on this node first")]
+    DataDirInUse {
+        /// The locked database file.
+        path: String,
+    },
+    /// A file operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// Path concerned.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The S3 settings are invalid.
+    #[error("S3 settings: {0}")]
+    S3Config(#[from] S3ConfigError),
+    /// S3 failed.
+    #[error(transparent)]
+    S3(#[from] S3Error),
+    /// The local snapshot directory failed.
+    #[error(transparent)]
+    Local(#[from] LocalError),
+    /// The snapshot name is unsafe.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// The command line asks for something that cannot be done.
+    #[error("{0}")]
+    Usage(String),
+    /// A background task failed (a bug).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl RestoreError {
+    /// PascalCase reason, for Event reasons and metric labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RestoreError::NotFound { .. } => "NotFound",
+            RestoreError::ChecksumMismatch { .. } => "ChecksumMismatch",
+            RestoreError::EtcdHashMismatch { .. } => "HashMismatch",
+            RestoreError::TooShort { .. } => "TooShort",
+            RestoreError::NotCompressedAsNamed { .. } => "NotCompressedAsNamed",
+            RestoreError::Decompress { .. } => "DecompressFailed",
+            RestoreError::ToolMissing { .. } => "ToolMissing",
+            RestoreError::ToolFailed { .. } | RestoreError::ToolOutput { .. } => "ToolFailed",
+            RestoreError::DataDirMissing { .. } => "DataDirMissing",
+            RestoreError::DataDirInUse { .. } => "DataDirInUse",
+            RestoreError::Io { .. } => "Io",
+            RestoreError::S3Config(_) => "InvalidS3Config",
+            RestoreError::S3(_) => "S3",
+            RestoreError::Local(_) => "LocalStorage",
+            RestoreError::Name(_) => "BadName",
+            RestoreError::Usage(_) => "Usage",
+            RestoreError::Internal(_) => "Internal",
+        }
+    }
+
+    /// Whether the snapshot itself is bad (as opposed to the environment).
+    pub fn is_corrupt_snapshot(&self) -> bool {
+        matches!(
+            self,
+            RestoreError::ChecksumMismatch { .. }
+                | RestoreError::EtcdHashMismatch { .. }
+                | RestoreError::TooShort { .. }
+                | RestoreError::NotCompressedAsNamed { .. }
+                | RestoreError::Decompress { .. }
+        )
+    }
+}
+
+/// An `Io` error builder for `map_err`.
+pub(crate) fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RestoreError {
+    let path = path.display().to_string();
+    move |source| RestoreError::Io { op, path, source }
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Clone)]
+pub struct VerifyReport {
+    /// The checksum and hash checks of the stored and decompressed bytes.
+    pub checks: Checks,
+    /// `snapshot status` of the snapshot: revision, key count, size, hash.
+    pub status: SnapshotStatus,
+    /// The tool that test-restored the snapshot.
+    pub tool: ToolKind,
+}
+
+/// Fetch `source` into a scratch directory under `work_dir`, check every checksum, test-restore
+/// it into a temporary data dir and read `snapshot status`. Everything it creates is removed
+/// again, whatever the outcome.
+pub async fn verify(
+    tools: &Tools,
+    source: &Source<'_>,
+    expected_sha256: Option<&str>,
+    work_dir: &Path,
+) -> Result<VerifyReport, RestoreError> {
+    let scratch = datadir::ScratchDir::create(work_dir, "verify")?;
+    let prepared = prepare(source, expected_sha256, Target::WorkDir(scratch.path())).await?;
+    let tools_bg = tools.clone();
+    let snapshot = prepared.path().to_path_buf();
+    let data_dir = scratch.path().join("data");
+    let status = blocking(move || {
+        tools_bg.restore(
+            &snapshot,
+            &data_dir,
+            "verify",
+            "http://127.0.0.1:2380",
+            false,
+        )?;
+        tools_bg.status(&snapshot)
+    })
+    .await?;
+    let checks = prepared.checks().clone();
+    drop(prepared);
+    drop(scratch);
+    Ok(VerifyReport {
+        checks,
+        status,
+        tool: tools.kind(),
+    })
+}
+
+/// Run blocking file and process work off the async runtime.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, RestoreError> + Send + 'static,
+) -> Result<T, RestoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| RestoreError::Internal(format!("background task: {e}")))?
+}
+
+/// Unix seconds now (0 if the clock is before 1970).
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A hidden name beside `path` that no other process picks: `.<file name>.<what>-<pid>-<nanos>`.
+pub(crate) fn sibling_name(path: &Path, what: &str) -> PathBuf {
+    let file = path
+        .file_name()
+        .map_or_else(|| "snapshot".into(), |n| n.to_string_lossy().into_owned());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let name = format!(".{file}.{what}-{}-{nanos}", std::process::id());
+    match path.parent() {
+        Some(parent) => parent.join(name),
+        None => PathBuf::from(name),
+    }
+}

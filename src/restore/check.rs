@@ -1,0 +1,371 @@
+//! The checks of a local file, in one read: the stored bytes are hashed as they are read, the
+//! compression is confirmed from the first bytes, and etcd's trailing sha256 is checked as the
+//! decompressed bytes go by, on their way to the output file (if one is written).
+
+use super::fetch::{Checks, OwnedTarget, Prepared, Recorded};
+use super::{RestoreError, io_err, sibling_name};
+use crate::api::Compression;
+use crate::snapshot::trailer::{TrailerCheck, TrailerVerifier};
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Read buffer size.
+const CHUNK: usize = 256 * 1024;
+
+/// What the first bytes of a file are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Content {
+    Plain,
+    Zstd,
+    Zip,
+    Unknown,
+}
+
+impl Content {
+    fn sniff(head: &[u8]) -> Content {
+        if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Content::Zstd
+        } else if head.starts_with(b"PK\x03\x04") {
+            Content::Zip
+        } else if head.get(16..20) == Some(&[0xed, 0xda, 0x0c, 0xed][..]) {
+            // bbolt's meta page magic, right after the 16-byte page header.
+            Content::Plain
+        } else {
+            Content::Unknown
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Content::Plain => "a plain etcd snapshot",
+            Content::Zstd => "zstd data",
+            Content::Zip => "a zip archive",
+            Content::Unknown => "data that is neither zstd nor an etcd snapshot",
+        }
+    }
+}
+
+/// Refuse content that does not match the compression the name implies.
+fn check_named(name: &str, compression: Compression, content: Content) -> Result<(), RestoreError> {
+    let named = match (compression, content) {
+        (Compression::Zstd, Content::Zstd) | (Compression::Zip, Content::Zip) => return Ok(()),
+        (Compression::None, Content::Plain | Content::Unknown) => return Ok(()),
+        (Compression::Zstd, _) => "zstd (.zst)",
+        (Compression::Zip, _) => "a k3s zip (.zip)",
+        (Compression::None, _) => "an uncompressed snapshot (no .zst or .zip suffix)",
+    };
+    Err(RestoreError::NotCompressedAsNamed {
+        name: name.to_string(),
+        named,
+        found: content.describe(),
+    })
+}
+
+/// Check a local file and write its plain snapshot to `target` (blocking).
+pub(super) fn check_local(
+    path: &Path,
+    display: &str,
+    compression: Compression,
+    recorded: &[Recorded],
+    target: &OwnedTarget,
+) -> Result<Prepared, RestoreError> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Err(RestoreError::NotFound {
+                name: display.to_string(),
+                location: path
+                    .parent()
+                    .map_or_else(|| ".".into(), |p| p.display().to_string()),
+            });
+        }
+        Err(e) => return Err(io_err("opening", path)(e)),
+    };
+    let meta = file.metadata().map_err(io_err("reading", path))?;
+    if !meta.is_file() {
+        return Err(io_err("reading", path)(std::io::Error::other(
+            "not a regular file",
+        )));
+    }
+    let mut head = Vec::with_capacity(20);
+    (&mut file)
+        .take(20)
+        .read_to_end(&mut head)
+        .map_err(io_err("reading", path))?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(io_err("reading", path))?;
+    check_named(display, compression, Content::sniff(&head))?;
+
+    let out = match (compression, target) {
+        (Compression::None, OwnedTarget::WorkDir(_)) => None,
+        (_, OwnedTarget::WorkDir(dir)) => Some(OutFile::create(dir.join("snapshot"), None)?),
+        (_, OwnedTarget::File(f)) => Some(OutFile::create(f.clone(), Some(f.clone()))?),
+    };
+    let mut sink = Sink {
+        trailer: TrailerVerifier::new(),
+        out,
+    };
+    let (stored_sha256, stored_size) = match compression {
+        Compression::None => {
+            let mut reader = HashingReader::new(file);
+            copy(&mut reader, &mut sink, |e| io_err("reading", path)(e))?;
+            reader.finish()
+        }
+        Compression::Zstd => {
+            let mut reader = HashingReader::new(file);
+            let mut decoder = zstd::stream::read::Decoder::new(&mut reader)
+                .map_err(|e| decompress_err(display, "zstd", e))?;
+            copy(&mut decoder, &mut sink, |e| {
+                decompress_err(display, "zstd", e)
+            })?;
+            // Hash anything after the last frame too, so the hash covers every stored byte.
+            let mut rest = decoder.finish();
+            std::io::copy(&mut rest, &mut std::io::sink()).map_err(io_err("reading", path))?;
+            drop(rest);
+            reader.finish()
+        }
+        Compression::Zip => {
+            // Check the stored bytes before opening the archive.
+            let mut reader = HashingReader::new(&mut file);
+            std::io::copy(&mut reader, &mut std::io::sink()).map_err(io_err("reading", path))?;
+            let hashed = reader.finish();
+            compare(display, &hashed.0, recorded)?;
+            unzip_one(&mut file, display, &mut sink)?;
+            hashed
+        }
+    };
+    compare(display, &stored_sha256, recorded)?;
+    let snapshot_size = sink.trailer.total();
+    match sink.trailer.finish() {
+        TrailerCheck::Ok => {}
+        TrailerCheck::Mismatch { expected, actual } => {
+            return Err(RestoreError::EtcdHashMismatch {
+                name: display.to_string(),
+                expected,
+                actual,
+            });
+        }
+        TrailerCheck::TooShort(size) => {
+            return Err(RestoreError::TooShort {
+                name: display.to_string(),
+                size,
+            });
+        }
+    }
+    let checks = Checks {
+        source: display.to_string(),
+        compression,
+        stored_size,
+        stored_sha256,
+        recorded: recorded.to_vec(),
+        snapshot_size,
+        metadata: None,
+    };
+    Ok(match sink.out {
+        None => Prepared::new(path.to_path_buf(), checks, None),
+        Some(out) => {
+            let (path, owned) = out.commit()?;
+            Prepared::new(path, checks, owned)
+        }
+    })
+}
+
+/// The stored bytes must match every recorded hash.
+pub(super) fn compare(name: &str, actual: &str, recorded: &[Recorded]) -> Result<(), RestoreError> {
+    for r in recorded {
+        if !r.sha256.eq_ignore_ascii_case(actual) {
+            return Err(RestoreError::ChecksumMismatch {
+                name: name.to_string(),
+                expected: r.sha256.clone(),
+                actual: actual.to_string(),
+                recorded_in: r.from.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn decompress_err(name: &str, format: &'static str, e: impl std::fmt::Display) -> RestoreError {
+    RestoreError::Decompress {
+        name: name.to_string(),
+        format,
+        reason: e.to_string(),
+    }
+}
+
+/// Decompress the one entry of a k3s zip into `sink` (the zip reader checks the entry's CRC-32).
+fn unzip_one(file: &mut File, name: &str, sink: &mut Sink) -> Result<(), RestoreError> {
+    let err = |e: zip::result::ZipError| decompress_err(name, "zip", e);
+    let mut archive = zip::ZipArchive::new(file).map_err(err)?;
+    if archive.len() != 1 {
+        return Err(decompress_err(
+            name,
+            "zip",
+            format!(
+                "a k3s snapshot zip holds exactly one file, this one holds {} entries",
+                archive.len()
+            ),
+        ));
+    }
+    let mut entry = archive.by_index(0).map_err(err)?;
+    if !entry.is_file() {
+        return Err(decompress_err(name, "zip", "its only entry is not a file"));
+    }
+    copy(&mut entry, sink, |e| decompress_err(name, "zip", e))
+}
+
+/// Copy everything from `reader` into `sink`.
+fn copy(
+    reader: &mut impl Read,
+    sink: &mut Sink,
+    read_err: impl Fn(std::io::Error) -> RestoreError,
+) -> Result<(), RestoreError> {
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(read_err(e)),
+        };
+        sink.write(&buf[..n])?;
+    }
+}
+
+/// Where the plain bytes go: etcd's trailer check, and the output file if one is written.
+struct Sink {
+    trailer: TrailerVerifier,
+    out: Option<OutFile>,
+}
+
+impl Sink {
+    fn write(&mut self, data: &[u8]) -> Result<(), RestoreError> {
+        self.trailer.update(data);
+        if let Some(out) = self.out.as_mut() {
+            out.file
+                .write_all(data)
+                .map_err(io_err("writing", &out.temp))?;
+        }
+        Ok(())
+    }
+}
+
+/// sha256 and size of everything read through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+
+    fn finish(self) -> (String, u64) {
+        (hex::encode(self.hasher.finalize()), self.count)
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// A file written under a hidden temporary name (0600, never an existing file), removed on drop
+/// unless committed.
+struct OutFile {
+    file: File,
+    temp: PathBuf,
+    /// Renamed to this on commit; `None` keeps the temporary name (a work-dir file).
+    final_path: Option<PathBuf>,
+}
+
+impl OutFile {
+    fn create(beside: PathBuf, final_path: Option<PathBuf>) -> Result<OutFile, RestoreError> {
+        if let Some(f) = &final_path
+            && std::fs::symlink_metadata(f).is_ok()
+        {
+            return Err(io_err("writing", f)(std::io::Error::from(
+                ErrorKind::AlreadyExists,
+            )));
+        }
+        let temp = sibling_name(&beside, "incomplete");
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+            .map_err(io_err("creating", final_path.as_ref().unwrap_or(&temp)))?;
+        Ok(OutFile {
+            file,
+            temp,
+            final_path,
+        })
+    }
+
+    /// fsync, then rename to the final name. Returns the path and whether the caller owns it.
+    fn commit(mut self) -> Result<(PathBuf, Option<PathBuf>), RestoreError> {
+        self.file
+            .sync_all()
+            .map_err(io_err("syncing", &self.temp))?;
+        let temp = std::mem::take(&mut self.temp);
+        match self.final_path.take() {
+            None => Ok((temp.clone(), Some(temp))),
+            Some(f) => {
+                if let Err(e) = std::fs::rename(&temp, &f) {
+                    let _ = std::fs::remove_file(&temp);
+                    return Err(io_err("renaming to", &f)(e));
+                }
+                Ok((f, None))
+            }
+        }
+    }
+}
+
+impl Drop for OutFile {
+    fn drop(&mut self) {
+        if !self.temp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_is_recognised() {
+        assert_eq!(Content::sniff(&[0x28, 0xb5, 0x2f, 0xfd, 0]), Content::Zstd);
+        assert_eq!(Content::sniff(b"PK\x03\x04rest"), Content::Zip);
+        let mut bolt = vec![0u8; 20];
+        bolt[16..20].copy_from_slice(&[0xed, 0xda, 0x0c, 0xed]);
+        assert_eq!(Content::sniff(&bolt), Content::Plain);
+        assert_eq!(Content::sniff(b"hi"), Content::Unknown);
+    }
+
+    #[test]
+    fn compression_must_match_the_name() {
+        assert!(check_named("a.zst", Compression::Zstd, Content::Zstd).is_ok());
+        assert!(check_named("a", Compression::None, Content::Unknown).is_ok());
+        let err = check_named("a.zst", Compression::Zstd, Content::Plain).expect_err("plain");
+        assert_eq!(
+            err.to_string(),
+            "a.zst is named as zstd (.zst) but holds a plain etcd snapshot"
+        );
+        assert!(check_named("a", Compression::None, Content::Zip).is_err());
+        assert!(check_named("a.zip", Compression::Zip, Content::Zstd).is_err());
+    }
+}

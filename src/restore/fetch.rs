@@ -1,0 +1,268 @@
+//! Fetch a snapshot and check it before anything touches a data dir: the sha256 of the stored
+//! bytes against the recorded one, the compression against the name, and etcd's trailing
+//! sha256 as the decompressed bytes go by. Each file is read once (a k3s `.zip` twice: it is a
+//! seekable format, so it is hashed first and then opened as an archive).
+
+use super::check::check_local;
+use super::{RestoreError, s3};
+use crate::api::Compression;
+use crate::storage::local::LocalDir;
+use crate::storage::s3::S3Store;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Where a snapshot comes from.
+#[derive(Debug, Clone)]
+pub enum Source<'a> {
+    /// A file named by its path. Its recorded checksum is read from `.checksums/<file name>`
+    /// beside it, if there is one.
+    Path(PathBuf),
+    /// A snapshot name in a local snapshot directory (names that would leave it are refused).
+    Local {
+        /// The snapshot directory.
+        dir: &'a LocalDir,
+        /// The snapshot name.
+        name: String,
+    },
+    /// An object in S3, downloaded into the work dir; its recorded checksum is in its metadata.
+    S3 {
+        /// The store.
+        store: &'a S3Store,
+        /// The snapshot (object) name, without the folder.
+        name: String,
+    },
+}
+
+impl<'a> Source<'a> {
+    /// Read a command-line snapshot argument: an explicit path (absolute, or starting with `./`
+    /// or `../`) is a file; anything else is a snapshot name, in S3 when a store is given, else
+    /// in `dir`. Names are checked: no `/`, no `..`, not hidden.
+    pub fn resolve(
+        spec: &str,
+        dir: &'a LocalDir,
+        s3: Option<&'a S3Store>,
+    ) -> Result<Source<'a>, RestoreError> {
+        if Self::is_explicit_path(spec) {
+            return Ok(Source::Path(PathBuf::from(spec)));
+        }
+        crate::naming::validate_snapshot_name(spec)?;
+        let name = spec.to_string();
+        Ok(match s3 {
+            Some(store) => Source::S3 { store, name },
+            None => Source::Local { dir, name },
+        })
+    }
+
+    /// Whether a command-line snapshot argument names a file rather than a snapshot: absolute,
+    /// or starting with `./` or `../`.
+    pub fn is_explicit_path(spec: &str) -> bool {
+        spec.starts_with('/') || spec.starts_with("./") || spec.starts_with("../")
+    }
+
+    /// The snapshot's file or object name (which tells its compression).
+    pub fn name(&self) -> String {
+        match self {
+            Source::Path(p) => p.file_name().map_or_else(
+                || p.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            ),
+            Source::Local { name, .. } | Source::S3 { name, .. } => name.clone(),
+        }
+    }
+}
+
+/// Where the plain (decompressed, checked) snapshot goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// A file of ours in this directory, removed when the [`Prepared`] is dropped. A local
+    /// uncompressed snapshot is used where it is, not copied.
+    WorkDir(&'a Path),
+    /// Exactly this file (0600), which must not exist yet. It appears only once every check has
+    /// passed; it stays after the [`Prepared`] is dropped.
+    File(&'a Path),
+}
+
+/// A recorded sha256 that the stored bytes matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// The hash (lowercase hex).
+    pub sha256: String,
+    /// Where it was recorded (`.checksums/<name>`, S3 object metadata, the caller).
+    pub from: String,
+}
+
+/// Everything that was checked. A [`Prepared`] exists only when every check passed.
+#[derive(Debug, Clone)]
+pub struct Checks {
+    /// The snapshot: its path or S3 location.
+    pub source: String,
+    /// Compression of the stored bytes (from the name, confirmed by the content).
+    pub compression: Compression,
+    /// Size of the stored bytes.
+    pub stored_size: u64,
+    /// sha256 of the stored bytes (lowercase hex).
+    pub stored_sha256: String,
+    /// Recorded hashes the stored bytes matched; empty when none was recorded (k3s records none).
+    pub recorded: Vec<Recorded>,
+    /// Size of the plain snapshot, etcd's 32-byte trailing sha256 included (which matched).
+    pub snapshot_size: u64,
+    /// Extra metadata stored beside the snapshot (what cluster state it came from), if any.
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+/// A plain etcd snapshot that passed every check, ready for `snapshot restore`.
+#[derive(Debug)]
+pub struct Prepared {
+    path: PathBuf,
+    checks: Checks,
+    owned: Option<PathBuf>,
+}
+
+impl Prepared {
+    /// A checked snapshot at `path`; `owned` is removed when this is dropped.
+    pub(super) fn new(path: PathBuf, checks: Checks, owned: Option<PathBuf>) -> Prepared {
+        Prepared {
+            path,
+            checks,
+            owned,
+        }
+    }
+
+    /// The plain snapshot file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What was checked.
+    pub fn checks(&self) -> &Checks {
+        &self.checks
+    }
+
+    pub(super) fn checks_mut(&mut self) -> &mut Checks {
+        &mut self.checks
+    }
+
+    /// The plain snapshot at `path` is ours: remove it on drop.
+    pub(super) fn take_ownership(&mut self, path: PathBuf) {
+        self.path = path.clone();
+        self.owned = Some(path);
+    }
+
+    /// The plain snapshot was moved to `path`, which the caller keeps.
+    pub(super) fn relocate(&mut self, path: PathBuf) {
+        self.path = path;
+        self.owned = None;
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if let Some(path) = self.owned.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Fetch `source`, check it and make a plain snapshot of it at `target`. `expected_sha256` is an
+/// extra hash the stored bytes must have (e.g. an ETCDSnapshotFile's `status.sha256`). Nothing
+/// is left behind in the target's directory when it fails.
+pub async fn prepare(
+    source: &Source<'_>,
+    expected_sha256: Option<&str>,
+    target: Target<'_>,
+) -> Result<Prepared, RestoreError> {
+    let mut recorded = Vec::new();
+    if let Some(hash) = expected_sha256 {
+        recorded.push(Recorded {
+            sha256: hash.trim().to_ascii_lowercase(),
+            from: "expected by the caller".into(),
+        });
+    }
+    let (path, dir, name) = match source {
+        Source::S3 { store, name } => return s3::prepare(store, name, recorded, target).await,
+        Source::Path(path) => {
+            let name = source.name();
+            let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+            let dir = LocalDir::new(parent.unwrap_or(Path::new(".")));
+            (path.clone(), dir, name)
+        }
+        Source::Local { dir, name } => {
+            crate::naming::validate_snapshot_name(name)?;
+            let path = dir.path_of(name)?;
+            if dir.get(name)?.is_none() {
+                return Err(RestoreError::NotFound {
+                    name: name.clone(),
+                    location: dir.path().display().to_string(),
+                });
+            }
+            (path, (*dir).clone(), name.clone())
+        }
+    };
+    // Beside an explicit path the sidecars are optional and may not be ours: read what is there.
+    let explicit = matches!(source, Source::Path(_));
+    let checksum = match dir.read_checksum(&name) {
+        Ok(c) => c,
+        Err(_) if explicit => None,
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(sha256) = checksum {
+        recorded.push(Recorded {
+            sha256,
+            from: format!(".checksums/{name}"),
+        });
+    }
+    let metadata = dir.read_metadata(&name).ok().flatten();
+    let target = OwnedTarget::from(target);
+    let mut prepared = super::blocking(move || {
+        let compression = Compression::from_name(&name);
+        check_local(
+            &path,
+            &path.display().to_string(),
+            compression,
+            &recorded,
+            &target,
+        )
+    })
+    .await?;
+    prepared.checks.metadata = metadata;
+    Ok(prepared)
+}
+
+/// [`Target`] with owned paths, for blocking tasks.
+#[derive(Debug, Clone)]
+pub(super) enum OwnedTarget {
+    /// See [`Target::WorkDir`].
+    WorkDir(PathBuf),
+    /// See [`Target::File`].
+    File(PathBuf),
+}
+
+impl From<Target<'_>> for OwnedTarget {
+    fn from(t: Target<'_>) -> Self {
+        match t {
+            Target::WorkDir(d) => OwnedTarget::WorkDir(d.to_path_buf()),
+            Target::File(f) => OwnedTarget::File(f.to_path_buf()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_refuses_traversal_but_takes_explicit_paths() {
+        let dir = LocalDir::new(Path::new("/var/lib/snaps"));
+        for bad in ["..", "a/../b", "a/b", ".hidden", "..\\x"] {
+            assert!(Source::resolve(bad, &dir, None).is_err(), "{bad}");
+        }
+        assert!(matches!(
+            Source::resolve("../elsewhere/s", &dir, None),
+            Ok(Source::Path(_))
+        ));
+        assert!(matches!(
+            Source::resolve("on-demand-n-1", &dir, None),
+            Ok(Source::Local { .. })
+        ));
+    }
+}

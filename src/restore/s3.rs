@@ -1,0 +1,96 @@
+//! S3 as a restore source: the object is downloaded into the work dir (0600, sha256 computed as
+//! it streams), the hash is compared with the one recorded in the object's metadata, and the
+//! download is then checked and decompressed like a local file.
+
+use super::check::{check_local, compare};
+use super::fetch::{OwnedTarget, Prepared, Recorded};
+use super::{RestoreError, Target, blocking, sibling_name};
+use crate::api::Compression;
+use crate::naming::validate_snapshot_name;
+use crate::storage::s3::S3Store;
+use std::path::{Path, PathBuf};
+
+/// Removes a downloaded file on drop unless taken over.
+struct Download(Option<PathBuf>);
+
+impl Drop for Download {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Download S3 object `name`, check it against its recorded sha256 and `recorded`, and make a
+/// plain snapshot of it at `target`.
+pub(super) async fn prepare(
+    store: &S3Store,
+    name: &str,
+    mut recorded: Vec<Recorded>,
+    target: Target<'_>,
+) -> Result<Prepared, RestoreError> {
+    validate_snapshot_name(name)?;
+    let location = store.config().location(name);
+    let Some(entry) = store.head(name).await? else {
+        return Err(RestoreError::NotFound {
+            name: name.to_string(),
+            location: store.config().location(""),
+        });
+    };
+    if let Some(sha256) = entry
+        .sha256()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        recorded.push(Recorded {
+            sha256,
+            from: "S3 object metadata".into(),
+        });
+    }
+    let dir: PathBuf = match target {
+        Target::WorkDir(d) => d.to_path_buf(),
+        Target::File(f) => f
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf(),
+    };
+    let dl_path = sibling_name(&dir.join(name), "download");
+    let mut download = Download(Some(dl_path.clone()));
+    let downloaded = store.download(name, &dl_path).await?;
+    // Fail on a mismatch before reading the download again.
+    compare(&location, &downloaded.sha256, &recorded)?;
+    let metadata = store.get_extra_metadata(name).await.ok().flatten();
+
+    let compression = Compression::from_name(name);
+    let owned_target = OwnedTarget::from(target);
+    let check_target = match (compression, &owned_target) {
+        // Uncompressed: check in place; the download itself becomes the result.
+        (Compression::None, _) => OwnedTarget::WorkDir(dir.clone()),
+        (_, t) => t.clone(),
+    };
+    let (display, path) = (location.clone(), dl_path.clone());
+    let mut prepared =
+        blocking(move || check_local(&path, &display, compression, &recorded, &check_target))
+            .await?;
+    prepared.checks_mut().metadata = metadata;
+    if compression == Compression::None {
+        match owned_target {
+            OwnedTarget::WorkDir(_) => {
+                download.0 = None;
+                prepared.take_ownership(dl_path);
+            }
+            OwnedTarget::File(f) => {
+                if std::fs::symlink_metadata(&f).is_ok() {
+                    return Err(super::io_err("writing", &f)(std::io::Error::from(
+                        std::io::ErrorKind::AlreadyExists,
+                    )));
+                }
+                std::fs::rename(&dl_path, &f).map_err(super::io_err("renaming to", &f))?;
+                download.0 = None;
+                prepared.relocate(f);
+            }
+        }
+    }
+    Ok(prepared)
+}

@@ -1,0 +1,417 @@
+//! `save`: the one-pass pipeline.
+//!
+//! ```text
+//! etcd stream --(reader task: trailer check, 1 MiB batches)--> [chan 4]
+//!   --> transform thread (zstd, sha256 of stored bytes) --> [chan 4 per copy]
+//!        --> local writer task (temp file)      } committed only when the stream is complete,
+//!        --> S3 multipart upload task           } etcd's hash matches, and that copy succeeded
+//! ```
+//!
+//! Memory is bounded by the channel capacities times the batch size plus the S3 part buffers;
+//! it does not grow with the database.
+
+use super::etcd::EtcdConfig;
+use super::trailer::{TrailerCheck, TrailerVerifier};
+use super::SnapshotError;
+use crate::api::Compression;
+use crate::consts::s3_metadata;
+use crate::naming::{Storage, validate_snapshot_name};
+use crate::storage::local::{LocalDir, LocalWriter};
+use crate::storage::s3::{S3Store, S3Upload};
+use bytes::{Bytes, BytesMut};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Size of the batches passed between the stages.
+const BATCH: usize = 1 << 20;
+/// Batches in flight per channel.
+const DEPTH: usize = 4;
+
+/// Progress callback: total raw bytes received from etcd so far.
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// What to snapshot and where to put it.
+pub struct SaveRequest {
+    /// Full snapshot name, including `.zst` when compressed.
+    pub name: String,
+    /// Node the snapshot is taken on (recorded in S3 metadata).
+    pub node_name: String,
+    /// Unix seconds of the snapshot (the timestamp in its name).
+    pub created_unix: i64,
+    /// `None` or `Zstd`.
+    pub compression: Compression,
+    /// zstd level.
+    pub zstd_level: i32,
+    /// Local directory, if a local copy is wanted.
+    pub local: Option<LocalDir>,
+    /// S3 store, if an S3 copy is wanted.
+    pub s3: Option<S3Store>,
+    /// Extra metadata stored beside the snapshot.
+    pub extra_metadata: BTreeMap<String, String>,
+    /// Called as raw bytes arrive.
+    pub progress: Option<Progress>,
+}
+
+/// What was saved.
+#[derive(Debug, Clone)]
+pub struct SnapshotRecord {
+    /// Snapshot name.
+    pub name: String,
+    /// Node name.
+    pub node_name: String,
+    /// Unix seconds of the snapshot.
+    pub created_unix: i64,
+    /// Size of the stored bytes.
+    pub size: u64,
+    /// Size of the raw etcd snapshot.
+    pub raw_size: u64,
+    /// sha256 (hex) of the stored bytes.
+    pub sha256: String,
+    /// Revision reported by the member when the snapshot started.
+    pub etcd_revision: i64,
+    /// Cluster ID (hex).
+    pub cluster_id: String,
+    /// Member name.
+    pub member_name: String,
+    /// etcd version.
+    pub etcd_version: String,
+    /// Compression of the stored bytes.
+    pub compression: Compression,
+    /// Wall time of the whole save.
+    pub duration: Duration,
+}
+
+/// The outcome of one copy.
+#[derive(Debug)]
+pub struct CopyReport {
+    /// Local or S3.
+    pub storage: Storage,
+    /// `file://…` or `s3://…`.
+    pub location: String,
+    /// Whether this copy was stored.
+    pub result: Result<(), SnapshotError>,
+}
+
+/// The outcome of a save whose stream was complete and correct. Individual copies may still have
+/// failed (a full disk, S3 down); see [`SaveReport::copies`].
+#[derive(Debug)]
+pub struct SaveReport {
+    /// What was streamed.
+    pub record: SnapshotRecord,
+    /// One entry per requested copy.
+    pub copies: Vec<CopyReport>,
+}
+
+impl SaveReport {
+    /// The first failed copy, if any.
+    pub fn first_error(&self) -> Option<&SnapshotError> {
+        self.copies.iter().find_map(|c| c.result.as_ref().err())
+    }
+}
+
+/// A copy being written.
+enum Writer {
+    Local(LocalWriter),
+    S3(S3Upload),
+}
+
+impl Writer {
+    async fn write(&mut self, data: Bytes) -> Result<(), SnapshotError> {
+        match self {
+            Writer::Local(w) => Ok(w.write(&data).await?),
+            Writer::S3(u) => Ok(u.write(data).await?),
+        }
+    }
+
+    async fn abort(self) {
+        match self {
+            Writer::Local(w) => drop(w),
+            Writer::S3(u) => u.abort().await,
+        }
+    }
+}
+
+struct Copy {
+    storage: Storage,
+    location: String,
+    opened: Result<Writer, SnapshotError>,
+}
+
+/// Take one snapshot from etcd and store it in every requested place.
+///
+/// Returns `Err` when nothing could be stored because the snapshot itself failed (etcd
+/// unreachable, stream broken, hash mismatch). Returns `Ok` with per-copy results otherwise.
+pub async fn save(etcd: &EtcdConfig, req: SaveRequest) -> Result<SaveReport, SnapshotError> {
+    validate_snapshot_name(&req.name)?;
+    if req.local.is_none() && req.s3.is_none() {
+        return Err(SnapshotError::NoDestination);
+    }
+    let started = Instant::now();
+    let mut conn = etcd.connect().await?;
+    let info = conn.member_info().await?;
+
+    let mut s3_meta = BTreeMap::from([
+        (s3_metadata::CLUSTER_ID.to_string(), info.cluster_id.clone()),
+        (s3_metadata::NODE_NAME.to_string(), req.node_name.clone()),
+        (s3_metadata::REVISION.to_string(), info.revision.to_string()),
+        (
+            s3_metadata::COMPRESSION.to_string(),
+            req.compression.as_str().to_string(),
+        ),
+    ]);
+    s3_meta.retain(|_, v| !v.is_empty());
+
+    let mut copies = Vec::new();
+    if let Some(dir) = &req.local {
+        copies.push(Copy {
+            storage: Storage::Local,
+            location: dir.location(&req.name),
+            opened: dir.create(&req.name).await.map(Writer::Local).map_err(Into::into),
+        });
+    }
+    if let Some(s3) = &req.s3 {
+        copies.push(Copy {
+            storage: Storage::S3,
+            location: s3.config().location(&req.name),
+            opened: s3
+                .begin_upload(&req.name, &s3_meta)
+                .await
+                .map(Writer::S3)
+                .map_err(Into::into),
+        });
+    }
+    if copies.iter().all(|c| c.opened.is_err()) {
+        let mut copies = copies;
+        let first = copies.remove(0);
+        return Err(first.opened.err().unwrap_or(SnapshotError::NoDestination));
+    }
+
+    let mut stream = conn.snapshot_stream().await?;
+
+    // Stage 3: one task per copy, each fed by its own bounded channel.
+    let mut sink_txs = Vec::new();
+    let mut sink_tasks = Vec::new();
+    let mut failed_early = Vec::new();
+    for (i, copy) in copies.iter_mut().enumerate() {
+        let opened = std::mem::replace(&mut copy.opened, Err(SnapshotError::NoDestination));
+        match opened {
+            Ok(mut writer) => {
+                let (tx, mut rx) = mpsc::channel::<Bytes>(DEPTH);
+                sink_txs.push(tx);
+                sink_tasks.push((
+                    i,
+                    tokio::spawn(async move {
+                        while let Some(data) = rx.recv().await {
+                            if let Err(e) = writer.write(data).await {
+                                writer.abort().await;
+                                return Err(e);
+                            }
+                        }
+                        Ok(writer)
+                    }),
+                ));
+            }
+            Err(e) => failed_early.push((i, e)),
+        }
+    }
+
+    // Stage 2: compression and the sha256 of the stored bytes, on a blocking thread.
+    let (raw_tx, raw_rx) = mpsc::channel::<Bytes>(DEPTH);
+    let compression = req.compression;
+    let level = req.zstd_level;
+    let transform =
+        tokio::task::spawn_blocking(move || transform(raw_rx, sink_txs, compression, level));
+
+    // Stage 1: read the stream, check etcd's hash as it goes.
+    let read = read_stream(&mut stream, raw_tx, req.progress.as_ref()).await;
+    let transformed = transform
+        .await
+        .map_err(|e| SnapshotError::Internal(format!("transform thread: {e}")))?;
+
+    let mut results: Vec<Option<Result<Writer, SnapshotError>>> =
+        (0..copies.len()).map(|_| None).collect();
+    for (i, e) in failed_early {
+        results[i] = Some(Err(e));
+    }
+    for (i, task) in sink_tasks {
+        let r = task
+            .await
+            .map_err(|e| SnapshotError::Internal(format!("copy task: {e}")))
+            .and_then(|r| r);
+        results[i] = Some(r);
+    }
+
+    // The snapshot itself must be complete and correct, or nothing is kept.
+    let outcome = read.and_then(|raw_size| transformed.map(|(sha, size)| (raw_size, sha, size)));
+    let (raw_size, sha256, size) = match outcome {
+        Ok(v) => v,
+        Err(e) => {
+            for w in results.into_iter().flatten().flatten() {
+                w.abort().await;
+            }
+            return Err(e);
+        }
+    };
+
+    let record = SnapshotRecord {
+        name: req.name.clone(),
+        node_name: req.node_name.clone(),
+        created_unix: req.created_unix,
+        size,
+        raw_size,
+        sha256: sha256.clone(),
+        etcd_revision: info.revision,
+        cluster_id: info.cluster_id.clone(),
+        member_name: info.member_name.clone(),
+        etcd_version: info.version.clone(),
+        compression: req.compression,
+        duration: Duration::ZERO,
+    };
+
+    let mut reports = Vec::new();
+    for (copy, result) in copies.into_iter().zip(results) {
+        let result = match result {
+            Some(Ok(writer)) => commit(writer, &req, &sha256).await,
+            Some(Err(e)) => Err(e),
+            None => Err(SnapshotError::Internal("copy without result".into())),
+        };
+        reports.push(CopyReport {
+            storage: copy.storage,
+            location: copy.location,
+            result,
+        });
+    }
+    Ok(SaveReport {
+        record: SnapshotRecord {
+            duration: started.elapsed(),
+            ..record
+        },
+        copies: reports,
+    })
+}
+
+/// Make a finished copy visible under its final name, with its checksum and metadata.
+async fn commit(writer: Writer, req: &SaveRequest, sha256: &str) -> Result<(), SnapshotError> {
+    match writer {
+        Writer::Local(w) => {
+            let dir = req
+                .local
+                .as_ref()
+                .ok_or_else(|| SnapshotError::Internal("local copy without a directory".into()))?;
+            w.commit().await?;
+            dir.write_checksum(&req.name, sha256)?;
+            dir.write_metadata(&req.name, &req.extra_metadata)?;
+            Ok(())
+        }
+        Writer::S3(u) => {
+            let s3 = req
+                .s3
+                .as_ref()
+                .ok_or_else(|| SnapshotError::Internal("S3 copy without a store".into()))?;
+            u.finish(sha256).await?;
+            s3.put_extra_metadata(&req.name, &req.extra_metadata).await?;
+            Ok(())
+        }
+    }
+}
+
+/// Read the etcd stream to the end, checking the trailer, and pass 1 MiB batches on. Returns the
+/// raw size.
+async fn read_stream(
+    stream: &mut etcd_client::SnapshotStreaming,
+    tx: mpsc::Sender<Bytes>,
+    progress: Option<&Progress>,
+) -> Result<u64, SnapshotError> {
+    let mut verifier = TrailerVerifier::new();
+    let mut batch = BytesMut::with_capacity(BATCH);
+    let mut remaining = None;
+    loop {
+        let message = stream.message().await.map_err(|e| SnapshotError::Stream {
+            received: verifier.total(),
+            reason: e.to_string(),
+        })?;
+        let Some(message) = message else { break };
+        let blob = message.blob();
+        verifier.update(blob);
+        batch.extend_from_slice(blob);
+        remaining = Some(message.remaining_bytes());
+        if batch.len() >= BATCH {
+            let full = std::mem::replace(&mut batch, BytesMut::with_capacity(BATCH));
+            if tx.send(full.freeze()).await.is_err() {
+                return Err(SnapshotError::Internal("transform stage stopped".into()));
+            }
+        }
+        if let Some(p) = progress {
+            p(verifier.total());
+        }
+    }
+    if !batch.is_empty() && tx.send(batch.freeze()).await.is_err() {
+        return Err(SnapshotError::Internal("transform stage stopped".into()));
+    }
+    drop(tx);
+    let received = verifier.total();
+    if let Some(remaining) = remaining.filter(|r| *r > 0) {
+        return Err(SnapshotError::CutShort {
+            received,
+            remaining,
+        });
+    }
+    match verifier.finish() {
+        TrailerCheck::Ok => Ok(received),
+        TrailerCheck::Mismatch { expected, actual } => {
+            Err(SnapshotError::HashMismatch { expected, actual })
+        }
+        TrailerCheck::TooShort(n) => Err(SnapshotError::TooShort(n)),
+    }
+}
+
+/// Compress (optionally), hash the stored bytes, and fan out to every copy. A copy whose task
+/// stopped (it failed) is dropped from the fan-out so the others go on. Returns (sha256, size).
+fn transform(
+    mut rx: mpsc::Receiver<Bytes>,
+    mut sinks: Vec<mpsc::Sender<Bytes>>,
+    compression: Compression,
+    level: i32,
+) -> Result<(String, u64), SnapshotError> {
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut emit = |data: Bytes, sinks: &mut Vec<mpsc::Sender<Bytes>>| {
+        hasher.update(&data);
+        size += data.len() as u64;
+        sinks.retain(|tx| tx.blocking_send(data.clone()).is_ok());
+    };
+    match compression {
+        Compression::None => {
+            while let Some(data) = rx.blocking_recv() {
+                emit(data, &mut sinks);
+            }
+        }
+        Compression::Zstd => {
+            let compress = |e: std::io::Error| SnapshotError::Compress(e.to_string());
+            let mut encoder =
+                zstd::stream::write::Encoder::new(Vec::with_capacity(BATCH), level).map_err(compress)?;
+            while let Some(data) = rx.blocking_recv() {
+                encoder.write_all(&data).map_err(compress)?;
+                if encoder.get_ref().len() >= BATCH {
+                    let out = std::mem::replace(encoder.get_mut(), Vec::with_capacity(BATCH));
+                    emit(Bytes::from(out), &mut sinks);
+                }
+            }
+            let out = encoder.finish().map_err(compress)?;
+            if !out.is_empty() {
+                emit(Bytes::from(out), &mut sinks);
+            }
+        }
+        Compression::Zip => {
+            return Err(SnapshotError::Compress(
+                "zip is read for k3s compatibility but never written; use zstd".into(),
+            ));
+        }
+    }
+    drop(sinks);
+    Ok((hex::encode(hasher.finalize()), size))
+}

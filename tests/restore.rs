@@ -1,0 +1,848 @@
+//! Restore, cluster reset and verify against the real etcd 3.4 and 3.5: snapshots saved with
+//! `etcdctl snapshot save`, stored plain, zstd-compressed and as k3s zips, restored into fresh
+//! data dirs and started with a real etcd. No mocks.
+
+use eso_testenv::{EtcdCluster, EtcdOptions, EtcdVersion, Proc, free_port};
+use etcd_snapshot::restore::{
+    self, RestoreError, Source, Target, ToolKind, Tools, cluster_reset, restore_into,
+};
+use etcd_snapshot::storage::local::LocalDir;
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+fn start(version: EtcdVersion, members: usize) -> EtcdCluster {
+    EtcdCluster::start(EtcdOptions {
+        version,
+        members,
+        tls: false,
+    })
+    .expect("start etcd")
+}
+
+fn tools(version: EtcdVersion) -> Tools {
+    let tools = Tools::find(
+        version.etcdutl().ok(),
+        Some(version.etcdctl().expect("etcdctl")),
+    )
+    .expect("etcd tools");
+    let want = match version {
+        EtcdVersion::V3_4 => ToolKind::Etcdctl,
+        EtcdVersion::V3_5 => ToolKind::Etcdutl,
+    };
+    assert_eq!(tools.kind(), want);
+    tools
+}
+
+fn ctl(version: EtcdVersion, endpoint: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(version.etcdctl().expect("etcdctl"))
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .arg("--command-timeout=5s")
+        .args(args)
+        .output()
+        .expect("run etcdctl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn put_keys(version: EtcdVersion, endpoint: &str, prefix: &str, n: usize) {
+    for i in 0..n {
+        let (ok, _, err) = ctl(
+            version,
+            endpoint,
+            &["put", &format!("{prefix}{i}"), &format!("v{i}")],
+        );
+        assert!(ok, "etcdctl put: {err}");
+    }
+}
+
+fn get(version: EtcdVersion, endpoint: &str, key: &str) -> Option<String> {
+    let (ok, out, err) = ctl(version, endpoint, &["get", key, "--print-value-only"]);
+    assert!(ok, "etcdctl get: {err}");
+    let v = out.trim();
+    (!v.is_empty()).then(|| v.to_string())
+}
+
+fn revision(version: EtcdVersion, endpoint: &str) -> i64 {
+    let (ok, out, err) = ctl(version, endpoint, &["endpoint", "status", "-w", "json"]);
+    assert!(ok, "etcdctl endpoint status: {err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("status JSON");
+    v[0]["Status"]["header"]["revision"]
+        .as_i64()
+        .expect("revision")
+}
+
+/// `etcdctl snapshot save` of member `i`, with the cluster's own etcdctl version.
+fn save(cluster: &EtcdCluster, i: usize, dest: &Path) {
+    let version = cluster.options().version;
+    let (ok, _, err) = ctl(
+        version,
+        &cluster.endpoint(i),
+        &["snapshot", "save", &dest.display().to_string()],
+    );
+    assert!(ok, "etcdctl snapshot save: {err}");
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Plain,
+    Zstd,
+    Zip,
+}
+
+impl Format {
+    fn suffix(self) -> &'static str {
+        match self {
+            Format::Plain => "",
+            Format::Zstd => ".zst",
+            Format::Zip => ".zip",
+        }
+    }
+}
+
+/// Store the plain snapshot `plain` in `dir` as `<base><suffix>` in `format`, recording its
+/// sha256 in `.checksums/` as the operator does. Returns the snapshot name.
+fn store(dir: &LocalDir, plain: &Path, base: &str, format: Format) -> String {
+    let name = format!("{base}{}", format.suffix());
+    dir.ensure().expect("snapshot dir");
+    let data = std::fs::read(plain).expect("read plain snapshot");
+    let stored = match format {
+        Format::Plain => data,
+        Format::Zstd => zstd::encode_all(&data[..], 3).expect("zstd"),
+        Format::Zip => {
+            let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+            let options = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated);
+            zip.start_file(base, options).expect("zip entry");
+            zip.write_all(&data).expect("zip write");
+            zip.finish().expect("zip finish").into_inner()
+        }
+    };
+    std::fs::write(dir.path().join(&name), &stored).expect("write stored snapshot");
+    dir.write_checksum(&name, &hex::encode(Sha256::digest(&stored)))
+        .expect("record checksum");
+    name
+}
+
+/// An etcd started on a restored data dir.
+struct Restarted {
+    _proc: Proc,
+    endpoint: String,
+    version: EtcdVersion,
+}
+
+impl Restarted {
+    fn start(version: EtcdVersion, data_dir: &Path, name: &str, peer_url: &str) -> Restarted {
+        let client = format!("http://127.0.0.1:{}", free_port());
+        let args = vec![
+            format!("--name={name}"),
+            format!("--data-dir={}", data_dir.display()),
+            format!("--listen-client-urls={client}"),
+            format!("--advertise-client-urls={client}"),
+            format!("--listen-peer-urls={peer_url}"),
+            format!("--initial-advertise-peer-urls={peer_url}"),
+            format!("--initial-cluster={name}={peer_url}"),
+            "--log-level=warn".to_string(),
+        ];
+        let log = data_dir.with_extension("log");
+        let mut proc = Proc::spawn_with_env(
+            "restored etcd",
+            &version.etcd().expect("etcd"),
+            &args,
+            &[("ETCD_UNSUPPORTED_ARCH".into(), String::new())],
+            &log,
+        )
+        .expect("start etcd on the restored data dir");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            proc.check_running().expect("restored etcd keeps running");
+            if ctl(version, &client, &["endpoint", "health"]).0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "restored etcd not healthy: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Restarted {
+            _proc: proc,
+            endpoint: client,
+            version,
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<String> {
+        get(self.version, &self.endpoint, key)
+    }
+
+    fn member_count(&self) -> usize {
+        let (ok, out, err) = ctl(
+            self.version,
+            &self.endpoint,
+            &["member", "list", "-w", "json"],
+        );
+        assert!(ok, "member list: {err}");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("member list JSON");
+        v["members"].as_array().map_or(0, Vec::len)
+    }
+}
+
+fn peer_url() -> String {
+    format!("http://127.0.0.1:{}", free_port())
+}
+
+/// Names of the entries of a directory, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// A cluster with keys `a0..a2` in snapshot `<dir>/plain.db`, and `b0..b2` written after it.
+fn snapshot_with_a_not_b(
+    version: EtcdVersion,
+    members: usize,
+    member: usize,
+) -> (EtcdCluster, PathBuf) {
+    let cluster = start(version, members);
+    put_keys(version, &cluster.endpoint(0), "a", 3);
+    // A linearizable read on the member to snapshot: it has applied every put.
+    assert_eq!(
+        get(version, &cluster.endpoint(member), "a2"),
+        Some("v2".into())
+    );
+    let plain = cluster.scratch().join("plain.db");
+    save(&cluster, member, &plain);
+    put_keys(version, &cluster.endpoint(0), "b", 3);
+    (cluster, plain)
+}
+
+fn cli() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_etcd-snapshot"))
+}
+
+fn cli_env(cmd: &mut Command, version: EtcdVersion) -> &mut Command {
+    cmd.env("ETCD_SNAPSHOT_ETCDCTL", version.etcdctl().expect("etcdctl"));
+    match version.etcdutl() {
+        Ok(p) => cmd.env("ETCD_SNAPSHOT_ETCDUTL", p),
+        Err(_) => cmd.env_remove("ETCD_SNAPSHOT_ETCDUTL"),
+    }
+}
+
+fn run(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().expect("run etcd-snapshot");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Round trips
+
+async fn round_trip(version: EtcdVersion, format: Format) {
+    let (cluster, plain) = snapshot_with_a_not_b(version, 1, 0);
+    let dir = LocalDir::new(&cluster.scratch().join("snapshots"));
+    let name = store(&dir, &plain, "on-demand-n0-1700000000", format);
+    let work = tempfile::tempdir().expect("work dir");
+    let prepared = restore::prepare(
+        &Source::Local {
+            dir: &dir,
+            name: name.clone(),
+        },
+        None,
+        Target::WorkDir(work.path()),
+    )
+    .await
+    .expect("fetch and check");
+    let checks = prepared.checks().clone();
+    assert_eq!(
+        checks.recorded.len(),
+        1,
+        "the recorded checksum was compared"
+    );
+    assert_eq!(checks.recorded[0].from, format!(".checksums/{name}"));
+    assert_eq!(
+        checks.snapshot_size,
+        std::fs::metadata(&plain).expect("stat").len()
+    );
+    let data_dir = cluster.scratch().join("restored");
+    let peer = peer_url();
+    let restored = restore_into(
+        &tools(version),
+        prepared.path(),
+        &data_dir,
+        "restored",
+        &peer,
+    )
+    .expect("restore");
+    assert_eq!(restored.old_data_dir, None);
+    drop(prepared);
+    assert!(listing(work.path()).is_empty(), "work files are removed");
+
+    let etcd = Restarted::start(version, &data_dir, "restored", &peer);
+    for i in 0..3 {
+        assert_eq!(etcd.get(&format!("a{i}")), Some(format!("v{i}")));
+        assert_eq!(
+            etcd.get(&format!("b{i}")),
+            None,
+            "b{i} was written after the snapshot"
+        );
+    }
+    assert_eq!(etcd.member_count(), 1);
+}
+
+#[tokio::test]
+async fn plain_snapshot_of_etcd_3_4_round_trips() {
+    round_trip(EtcdVersion::V3_4, Format::Plain).await;
+}
+
+#[tokio::test]
+async fn zstd_snapshot_of_etcd_3_4_round_trips() {
+    round_trip(EtcdVersion::V3_4, Format::Zstd).await;
+}
+
+#[tokio::test]
+async fn k3s_zip_snapshot_of_etcd_3_4_round_trips() {
+    round_trip(EtcdVersion::V3_4, Format::Zip).await;
+}
+
+#[tokio::test]
+async fn plain_snapshot_of_etcd_3_5_round_trips() {
+    round_trip(EtcdVersion::V3_5, Format::Plain).await;
+}
+
+#[tokio::test]
+async fn zstd_snapshot_of_etcd_3_5_round_trips() {
+    round_trip(EtcdVersion::V3_5, Format::Zstd).await;
+}
+
+#[tokio::test]
+async fn k3s_zip_snapshot_of_etcd_3_5_round_trips() {
+    round_trip(EtcdVersion::V3_5, Format::Zip).await;
+}
+
+#[tokio::test]
+async fn snapshot_of_one_member_of_three_restores_to_a_single_member() {
+    for version in EtcdVersion::ALL {
+        let (cluster, plain) = snapshot_with_a_not_b(version, 3, 1);
+        let data_dir = cluster.scratch().join("single");
+        let peer = peer_url();
+        restore_into(&tools(version), &plain, &data_dir, "single", &peer).expect("restore");
+        let etcd = Restarted::start(version, &data_dir, "single", &peer);
+        assert_eq!(etcd.get("a2"), Some("v2".into()), "{version:?}");
+        assert_eq!(etcd.get("b0"), None, "{version:?}");
+        assert_eq!(etcd.member_count(), 1, "{version:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refusals: nothing touched
+
+fn data_dir_with_marker(parent: &Path) -> PathBuf {
+    let data_dir = parent.join("etcd-data");
+    std::fs::create_dir_all(data_dir.join("member")).expect("mkdir");
+    std::fs::write(data_dir.join("marker"), b"keep me").expect("marker");
+    data_dir
+}
+
+fn assert_untouched(data_dir: &Path) {
+    assert_eq!(listing(data_dir), ["marker", "member"]);
+    assert_eq!(
+        std::fs::read(data_dir.join("marker")).expect("marker"),
+        b"keep me"
+    );
+    let parent = data_dir.parent().expect("parent");
+    assert_eq!(
+        listing(parent),
+        ["etcd-data"],
+        "nothing beside the data dir"
+    );
+}
+
+#[tokio::test]
+async fn a_flipped_byte_is_refused_before_the_data_dir_is_touched() {
+    let version = EtcdVersion::V3_5;
+    let (cluster, plain) = snapshot_with_a_not_b(version, 1, 0);
+    let tools = tools(version);
+    for format in [Format::Plain, Format::Zstd, Format::Zip] {
+        let dir = LocalDir::new(&cluster.scratch().join(format!("snaps{}", format.suffix())));
+        let name = store(&dir, &plain, "s-n-1", format);
+        let path = dir.path().join(&name);
+        let mut data = std::fs::read(&path).expect("read");
+        let middle = data.len() / 2;
+        data[middle] ^= 0x01;
+        std::fs::write(&path, &data).expect("corrupt");
+
+        // With the recorded checksum, the stored sha256 catches it.
+        let parent = tempfile::tempdir().expect("parent");
+        let data_dir = data_dir_with_marker(parent.path());
+        let work = tempfile::tempdir().expect("work");
+        let source = Source::Local {
+            dir: &dir,
+            name: name.clone(),
+        };
+        let err = restore::prepare(&source, None, Target::WorkDir(work.path()))
+            .await
+            .expect_err("corrupt snapshot refused");
+        assert!(
+            matches!(err, RestoreError::ChecksumMismatch { .. }),
+            "{format:?}: {err}"
+        );
+        assert!(
+            listing(work.path()).is_empty(),
+            "{format:?}: no files left behind"
+        );
+        assert_untouched(&data_dir);
+        let err = restore::verify(&tools, &source, None, work.path())
+            .await
+            .expect_err("verify fails");
+        assert!(err.is_corrupt_snapshot(), "{format:?}: {err}");
+
+        // Without it, etcd's trailing hash (or the compression's own check) catches it.
+        std::fs::remove_dir_all(dir.path().join(".checksums")).expect("drop checksums");
+        let err = restore::prepare(&source, None, Target::WorkDir(work.path()))
+            .await
+            .expect_err("corrupt snapshot refused");
+        assert!(err.is_corrupt_snapshot(), "{format:?}: {err}");
+        if format == Format::Plain {
+            assert!(
+                matches!(err, RestoreError::EtcdHashMismatch { .. }),
+                "{err}"
+            );
+        }
+        assert!(
+            listing(work.path()).is_empty(),
+            "{format:?}: no files left behind"
+        );
+        let err = restore::verify(&tools, &source, None, work.path())
+            .await
+            .expect_err("verify fails");
+        assert!(err.is_corrupt_snapshot(), "{format:?}: {err}");
+        assert!(
+            listing(work.path()).is_empty(),
+            "{format:?}: verify leaves nothing"
+        );
+
+        // The CLI refuses too, and leaves the data dir alone.
+        let (ok, _, stderr) = run(cli_env(&mut cli(), version)
+            .arg("restore")
+            .arg("--cluster-reset")
+            .arg(format!("--cluster-reset-restore-path={name}"))
+            .arg(format!("--dir={}", dir.path().display()))
+            .arg(format!("--data-dir={}", data_dir.display())));
+        assert!(!ok, "{format:?}: restore must fail");
+        assert!(stderr.contains(&name), "{stderr}");
+        assert_untouched(&data_dir);
+    }
+}
+
+#[tokio::test]
+async fn a_recorded_checksum_mismatch_names_both_hashes() {
+    let version = EtcdVersion::V3_4;
+    let (cluster, plain) = snapshot_with_a_not_b(version, 1, 0);
+    let dir = LocalDir::new(&cluster.scratch().join("snapshots"));
+    let name = store(&dir, &plain, "s-n-1", Format::Zstd);
+    let actual = hex::encode(Sha256::digest(
+        std::fs::read(dir.path().join(&name)).expect("read"),
+    ));
+    let wrong = "0".repeat(64);
+    dir.write_checksum(&name, &wrong).expect("wrong checksum");
+    let work = tempfile::tempdir().expect("work");
+    let err = restore::prepare(
+        &Source::Local { dir: &dir, name },
+        None,
+        Target::WorkDir(work.path()),
+    )
+    .await
+    .expect_err("mismatch");
+    let msg = err.to_string();
+    assert!(
+        matches!(err, RestoreError::ChecksumMismatch { .. }),
+        "{msg}"
+    );
+    assert!(msg.contains(&wrong) && msg.contains(&actual), "{msg}");
+    assert!(listing(work.path()).is_empty());
+
+    // A caller-given expected hash is checked as well.
+    let name = store(&dir, &plain, "s-n-2", Format::Plain);
+    let err = restore::prepare(
+        &Source::Path(dir.path().join(&name)),
+        Some(&"1".repeat(64)),
+        Target::WorkDir(work.path()),
+    )
+    .await
+    .expect_err("mismatch");
+    assert!(err.to_string().contains("expected by the caller"), "{err}");
+}
+
+#[tokio::test]
+async fn wrong_compression_fails_clearly() {
+    let version = EtcdVersion::V3_5;
+    let (cluster, plain) = snapshot_with_a_not_b(version, 1, 0);
+    let dir = LocalDir::new(&cluster.scratch().join("snapshots"));
+    dir.ensure().expect("dir");
+    let work = tempfile::tempdir().expect("work");
+    let data = std::fs::read(&plain).expect("read");
+
+    // A .zst name holding plain bytes.
+    std::fs::write(dir.path().join("plain-n-1.zst"), &data).expect("write");
+    let err = restore::prepare(
+        &Source::Local {
+            dir: &dir,
+            name: "plain-n-1.zst".into(),
+        },
+        None,
+        Target::WorkDir(work.path()),
+    )
+    .await
+    .expect_err("plain bytes named .zst");
+    let msg = err.to_string();
+    assert!(
+        msg.ends_with("plain-n-1.zst is named as zstd (.zst) but holds a plain etcd snapshot"),
+        "{msg}"
+    );
+
+    // A truncated zstd frame.
+    let compressed = zstd::encode_all(&data[..], 3).expect("zstd");
+    std::fs::write(
+        dir.path().join("cut-n-1.zst"),
+        &compressed[..compressed.len() / 2],
+    )
+    .expect("write");
+    let err = restore::prepare(
+        &Source::Local {
+            dir: &dir,
+            name: "cut-n-1.zst".into(),
+        },
+        None,
+        Target::WorkDir(work.path()),
+    )
+    .await
+    .expect_err("truncated frame");
+    assert!(
+        matches!(err, RestoreError::Decompress { format: "zstd", .. }),
+        "{err}"
+    );
+
+    // zstd bytes without the suffix.
+    std::fs::write(dir.path().join("packed-n-1"), &compressed).expect("write");
+    let err = restore::prepare(
+        &Source::Local {
+            dir: &dir,
+            name: "packed-n-1".into(),
+        },
+        None,
+        Target::WorkDir(work.path()),
+    )
+    .await
+    .expect_err("zstd without suffix");
+    assert!(
+        matches!(err, RestoreError::NotCompressedAsNamed { .. }),
+        "{err}"
+    );
+    assert!(listing(work.path()).is_empty(), "no files left behind");
+}
+
+#[tokio::test]
+async fn path_traversal_names_are_refused() {
+    let dir = LocalDir::new(Path::new("/var/lib/etcd-snapshots"));
+    for bad in ["a/../../etc/passwd", "..", ".checksums", "x/y"] {
+        assert!(
+            matches!(Source::resolve(bad, &dir, None), Err(RestoreError::Name(_))),
+            "{bad}"
+        );
+    }
+    let work = tempfile::tempdir().expect("work");
+    let err = restore::prepare(
+        &Source::Local {
+            dir: &dir,
+            name: "../../etc/passwd".into(),
+        },
+        None,
+        Target::WorkDir(work.path()),
+    )
+    .await
+    .expect_err("traversal");
+    assert!(matches!(err, RestoreError::Name(_)), "{err}");
+    let (ok, _, stderr) = run(cli_env(&mut cli(), EtcdVersion::V3_5)
+        .args(["verify", "a/../../etc/passwd", "--dir"])
+        .arg(work.path()));
+    assert!(!ok);
+    assert!(stderr.contains("must not contain"), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The data dir: moved aside, never deleted; running etcd refused
+
+#[tokio::test]
+async fn restore_moves_the_old_data_dir_aside_and_never_deletes_it() {
+    let version = EtcdVersion::V3_5;
+    let (cluster, plain) = snapshot_with_a_not_b(version, 1, 0);
+    let tools = tools(version);
+    let data_dir = data_dir_with_marker(&cluster.scratch().join("node"));
+    let peer = peer_url();
+    let first = restore_into(&tools, &plain, &data_dir, "n", &peer).expect("restore");
+    let old1 = first.old_data_dir.expect("old data dir");
+    assert_eq!(
+        std::fs::read(old1.join("marker")).expect("marker"),
+        b"keep me"
+    );
+    let second = restore_into(&tools, &plain, &data_dir, "n", &peer).expect("restore again");
+    let old2 = second.old_data_dir.expect("old data dir");
+    assert_ne!(
+        old1, old2,
+        "a second restore in the same second gets its own name"
+    );
+    assert!(
+        old1.join("marker").exists(),
+        "the first old dir is still there"
+    );
+    assert!(old2.join("member").join("snap").join("db").exists());
+    let names = listing(data_dir.parent().expect("parent"));
+    assert_eq!(
+        names.len(),
+        3,
+        "data dir and two old dirs, nothing else: {names:?}"
+    );
+    let etcd = Restarted::start(version, &data_dir, "n", &peer);
+    assert_eq!(etcd.get("a0"), Some("v0".into()));
+}
+
+#[tokio::test]
+async fn a_running_etcd_data_dir_is_refused() {
+    let version = EtcdVersion::V3_5;
+    let (cluster, plain) = snapshot_with_a_not_b(version, 1, 0);
+    let tools = tools(version);
+    let data_dir = cluster.data_dir(0);
+    let err = restore_into(&tools, &plain, data_dir, "m0", &peer_url()).expect_err("running");
+    assert!(matches!(err, RestoreError::DataDirInUse { .. }), "{err}");
+    let err = cluster_reset(&tools, data_dir, "m0", &peer_url()).expect_err("running");
+    assert!(matches!(err, RestoreError::DataDirInUse { .. }), "{err}");
+    assert_eq!(get(version, &cluster.endpoint(0), "b0"), Some("v0".into()));
+}
+
+#[tokio::test]
+async fn cluster_reset_turns_a_stopped_three_member_cluster_into_one_with_the_data() {
+    for version in EtcdVersion::ALL {
+        let mut cluster = start(version, 3);
+        put_keys(version, &cluster.endpoint(0), "k", 5);
+        // Let the backend commit its batch (100 ms) before the members are killed.
+        std::thread::sleep(Duration::from_millis(500));
+        for i in 0..3 {
+            cluster.stop_member(i);
+        }
+        let data_dir = cluster.data_dir(0).to_path_buf();
+        let peer = peer_url();
+        let reset = cluster_reset(&tools(version), &data_dir, "m0", &peer).expect("reset");
+        let old = reset.old_data_dir.expect("old data dir kept");
+        assert!(old.join("member").join("wal").exists(), "{version:?}");
+        let etcd = Restarted::start(version, &data_dir, "m0", &peer);
+        for i in 0..5 {
+            assert_eq!(
+                etcd.get(&format!("k{i}")),
+                Some(format!("v{i}")),
+                "{version:?}"
+            );
+        }
+        assert_eq!(etcd.member_count(), 1, "{version:?}");
+        put_keys(version, &etcd.endpoint, "after", 1);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Verify
+
+#[tokio::test]
+async fn verify_reports_revision_and_key_count() {
+    for version in EtcdVersion::ALL {
+        let cluster = start(version, 1);
+        let endpoint = cluster.endpoint(0);
+        put_keys(version, &endpoint, "x", 4);
+        let first = cluster.scratch().join("first.db");
+        save(&cluster, 0, &first);
+        let rev1 = revision(version, &endpoint);
+        put_keys(version, &endpoint, "y", 7);
+        let second = cluster.scratch().join("second.db");
+        save(&cluster, 0, &second);
+        let rev2 = revision(version, &endpoint);
+
+        let dir = LocalDir::new(&cluster.scratch().join("snapshots"));
+        let n1 = store(&dir, &first, "s-n-1", Format::Zstd);
+        let n2 = store(&dir, &second, "s-n-2", Format::Zip);
+        let tools = tools(version);
+        let work = tempfile::tempdir().expect("work");
+        let r1 = restore::verify(
+            &tools,
+            &Source::Local {
+                dir: &dir,
+                name: n1,
+            },
+            None,
+            work.path(),
+        )
+        .await
+        .expect("verify first");
+        let r2 = restore::verify(
+            &tools,
+            &Source::Local {
+                dir: &dir,
+                name: n2,
+            },
+            None,
+            work.path(),
+        )
+        .await
+        .expect("verify second");
+        assert_eq!(r1.status.revision, rev1, "{version:?}");
+        assert_eq!(r2.status.revision, rev2, "{version:?}");
+        assert_eq!(
+            r2.status.total_key - r1.status.total_key,
+            7,
+            "{version:?}: one key per put"
+        );
+        assert!(r1.status.total_key >= 4, "{version:?}");
+        assert_eq!(r1.checks.recorded.len(), 1);
+        assert!(
+            listing(work.path()).is_empty(),
+            "verify removes its scratch files"
+        );
+
+        // The CLI prints each check and the figures.
+        let (ok, stdout, stderr) = run(cli_env(&mut cli(), version)
+            .args(["verify", "s-n-2.zip", "--dir"])
+            .arg(dir.path()));
+        assert!(ok, "{stderr}");
+        assert!(
+            stdout.contains("OK: matches .checksums/s-n-2.zip"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains(&format!("revision        {rev2}")),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains(&format!("keys            {}", r2.status.total_key)),
+            "{stdout}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The CLI
+
+#[tokio::test]
+async fn cli_restore_prints_the_checks_the_old_dir_and_the_reference_message() {
+    let version = EtcdVersion::V3_4;
+    let (cluster, plain) = snapshot_with_a_not_b(version, 1, 0);
+    let dir = LocalDir::new(&cluster.scratch().join("snapshots"));
+    let name = store(&dir, &plain, "on-demand-n0-1700000000", Format::Zstd);
+    let data_dir = data_dir_with_marker(&cluster.scratch().join("node"));
+    let peer = peer_url();
+
+    let (ok, _, stderr) = run(cli_env(&mut cli(), version)
+        .arg("restore")
+        .arg(format!("--cluster-reset-restore-path={name}"))
+        .arg(format!("--dir={}", dir.path().display()))
+        .arg(format!("--data-dir={}", data_dir.display())));
+    assert!(!ok);
+    assert!(stderr.contains("pass --cluster-reset"), "{stderr}");
+    assert_untouched(&data_dir);
+
+    let (ok, stdout, stderr) = run(cli_env(&mut cli(), version)
+        .arg("restore")
+        .arg("--cluster-reset")
+        .arg(format!("--cluster-reset-restore-path={name}"))
+        .arg(format!("--dir={}", dir.path().display()))
+        .arg(format!("--data-dir={}", data_dir.display()))
+        .arg("--name=n0")
+        .arg(format!("--initial-advertise-peer-urls={peer}")));
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains(&format!("OK: matches .checksums/{name}")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("etcd hash       OK"), "{stdout}");
+    assert!(
+        stdout.contains("The previous data dir was moved to"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "Managed etcd cluster membership has been reset, restart without --cluster-reset flag now."
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("  2. On each other member"), "{stdout}");
+    let etcd = Restarted::start(version, &data_dir, "n0", &peer);
+    assert_eq!(etcd.get("a1"), Some("v1".into()));
+    assert_eq!(etcd.get("b1"), None);
+}
+
+#[tokio::test]
+async fn cli_output_writes_only_the_verified_plain_snapshot() {
+    let version = EtcdVersion::V3_5;
+    let (cluster, plain) = snapshot_with_a_not_b(version, 1, 0);
+    let dir = LocalDir::new(&cluster.scratch().join("snapshots"));
+    let name = store(&dir, &plain, "etcd-snapshot-n0-1700000000", Format::Zip);
+    let out = cluster.scratch().join("out").join("restore-me.db");
+    std::fs::create_dir_all(out.parent().expect("parent")).expect("mkdir");
+    let (ok, stdout, stderr) = run(cli()
+        .env("PATH", "")
+        .env_remove("ETCD_SNAPSHOT_ETCDUTL")
+        .env_remove("ETCD_SNAPSHOT_ETCDCTL")
+        .arg("restore")
+        .arg(format!("--cluster-reset-restore-path={name}"))
+        .arg(format!("--dir={}", dir.path().display()))
+        .arg(format!("--output={}", out.display())));
+    assert!(ok, "--output needs no etcd tool: {stderr}");
+    assert_eq!(stdout.trim(), out.display().to_string());
+    assert!(stderr.contains("etcd hash       OK"), "{stderr}");
+    assert_eq!(
+        std::fs::read(&out).expect("output"),
+        std::fs::read(&plain).expect("plain")
+    );
+    assert_eq!(listing(out.parent().expect("parent")), ["restore-me.db"]);
+    // An existing output file is never overwritten.
+    let (ok, _, stderr) = run(cli()
+        .arg("restore")
+        .arg(format!("--cluster-reset-restore-path={name}"))
+        .arg(format!("--dir={}", dir.path().display()))
+        .arg(format!("--output={}", out.display())));
+    assert!(!ok);
+    assert!(stderr.contains("exists"), "{stderr}");
+}
+
+#[tokio::test]
+async fn missing_etcd_tools_are_named() {
+    let work = tempfile::tempdir().expect("work");
+    let (ok, _, stderr) = run(cli()
+        .env("PATH", "")
+        .env("ETCD_SNAPSHOT_ETCDUTL", "/nonexistent/etcdutl")
+        .env("ETCD_SNAPSHOT_ETCDCTL", "/nonexistent/etcdctl")
+        .args(["verify", "s-n-1", "--dir"])
+        .arg(work.path()));
+    assert!(!ok);
+    assert!(
+        stderr.contains("/nonexistent/etcdutl") && stderr.contains("/nonexistent/etcdctl"),
+        "{stderr}"
+    );
+}
