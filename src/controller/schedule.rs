@@ -1,0 +1,489 @@
+//! Reconcile of an ETCDSnapshotSchedule: validate -> dereference S3 -> decide what is due ->
+//! create the tick's Pending ETCDSnapshotFiles (idempotently) -> retention -> status.
+
+use super::util::{as_copy, from_time, phase, set_condition, storage, to_time};
+use super::validate::{S3Source, ValidSchedule, validate};
+use super::{Context, ControllerError};
+use crate::api::{
+    Compression, ETCDSnapshotFile, ETCDSnapshotFileSpec, ETCDSnapshotSchedule,
+    ETCDSnapshotScheduleStatus, Members, Phase,
+};
+use crate::consts;
+use crate::naming::{Storage, esf_name, label_value, snapshot_name};
+use crate::operator::{AgentInfo, OperatorError, s3_config_from_secret};
+use crate::prune::{Scope, plan};
+use crate::schedule::Due;
+use crate::storage::config::S3Config;
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::{ConfigMap, Node};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What one run (a tick or an on-demand request) is labelled with.
+struct Run {
+    unix: i64,
+    label: (&'static str, String),
+}
+
+/// Reconcile one schedule.
+pub async fn reconcile(
+    s: Arc<ETCDSnapshotSchedule>,
+    ctx: Arc<Context>,
+) -> Result<Action, ControllerError> {
+    let _timer = ctx.metrics.reconcile_started("schedule");
+    let now = Utc::now();
+    let valid = match validate(&s.spec) {
+        Ok(v) => v,
+        Err(message) => return invalid(&s, &ctx, &message, now).await,
+    };
+    let s3 = match dereference_s3(&valid, &ctx).await {
+        Ok(cfg) => cfg,
+        Err(e) if e.is_config() => return invalid(&s, &ctx, &e.to_string(), now).await,
+        Err(e) => return Err(e.into()),
+    };
+    let files = schedule_files(&ctx, &s.name_any()).await?;
+    let mut status = s.status.clone().unwrap_or_default();
+
+    // On-demand request through the annotation.
+    if let Some(requested) = s.annotations().get(consts::ANNOTATION_REQUESTED_AT)
+        && status.last_requested_at.as_deref() != Some(requested.as_str())
+    {
+        let run = Run {
+            unix: now.timestamp(),
+            label: (consts::LABEL_REQUEST, request_hash(requested)),
+        };
+        let already = files
+            .iter()
+            .any(|f| f.labels().get(run.label.0) == Some(&run.label.1));
+        if !already {
+            create_run(&s, &ctx, &valid, s3.as_ref(), &run).await?;
+        }
+        status.last_requested_at = Some(requested.clone());
+    }
+
+    // Scheduled ticks.
+    let created = s
+        .meta()
+        .creation_timestamp
+        .as_ref()
+        .map(from_time)
+        .unwrap_or(now);
+    let last = status.last_schedule_time.as_ref().map(from_time);
+    let next = match valid
+        .schedule
+        .due(last, created, now, valid.starting_deadline)
+    {
+        Due::Run { tick } if !s.spec.suspend => {
+            let run = Run {
+                unix: tick.timestamp(),
+                label: (consts::LABEL_TICK, tick.timestamp().to_string()),
+            };
+            create_run(&s, &ctx, &valid, s3.as_ref(), &run).await?;
+            status.last_schedule_time = Some(to_time(tick));
+            valid.schedule.next_after(now)
+        }
+        Due::Run { tick } => {
+            status.last_schedule_time = Some(to_time(tick));
+            valid.schedule.next_after(now)
+        }
+        Due::Missed { latest, next } => {
+            if !s.spec.suspend {
+                ctx.events
+                    .publish(
+                        s.as_ref(),
+                        true,
+                        "MissedSchedule",
+                        "Schedule",
+                        format!(
+                            "missed the tick of {} (more than the starting deadline late); waiting for the next",
+                            latest.to_rfc3339()
+                        ),
+                    )
+                    .await;
+            }
+            status.last_schedule_time = Some(to_time(latest));
+            next
+        }
+        Due::Wait { next } => next,
+    };
+
+    // Retention once nothing of this schedule is in flight.
+    let files = schedule_files(&ctx, &s.name_any()).await?;
+    let in_flight = files
+        .iter()
+        .any(|f| matches!(phase(f), Phase::Pending | Phase::Running) && f.meta().deletion_timestamp.is_none());
+    if !in_flight {
+        prune(&s, &ctx, &valid, &files, now).await?;
+    }
+
+    update_status(&s, &ctx, &mut status, &files, next, now).await?;
+    let wait = next
+        .map(|n| (n - now).to_std().unwrap_or_default() + Duration::from_secs(1))
+        .unwrap_or(Duration::from_secs(3600))
+        .min(ctx.config.resync);
+    Ok(Action::requeue(wait))
+}
+
+fn request_hash(value: &str) -> String {
+    hex::encode(&Sha256::digest(value.as_bytes())[..8])
+}
+
+async fn dereference_s3(
+    valid: &ValidSchedule,
+    ctx: &Context,
+) -> Result<Option<(S3Config, Option<String>)>, OperatorError> {
+    match &valid.s3 {
+        None => Ok(None),
+        Some((S3Source::Secret(name), _, _)) => {
+            let cfg = s3_config_from_secret(&ctx.client, &ctx.namespace, name).await?;
+            Ok(Some((cfg, Some(name.clone()))))
+        }
+        Some((S3Source::Inline, _, _)) => Ok(None),
+    }
+}
+
+/// Every ESF of a schedule.
+async fn schedule_files(
+    ctx: &Context,
+    schedule: &str,
+) -> Result<Vec<ETCDSnapshotFile>, ControllerError> {
+    let api: Api<ETCDSnapshotFile> = Api::all(ctx.client.clone());
+    let lp = ListParams::default().labels(&format!(
+        "{}={}",
+        consts::LABEL_SCHEDULE,
+        label_value(schedule)
+    ));
+    Ok(api
+        .list(&lp)
+        .await
+        .map_err(ControllerError::kube("listing the schedule's snapshot files"))?
+        .items)
+}
+
+/// Live agents that may take part, per the node selector.
+async fn candidate_agents(
+    ctx: &Context,
+    valid: &ValidSchedule,
+) -> Result<Vec<AgentInfo>, ControllerError> {
+    let mut agents = super::live_agents(ctx).await?;
+    if !valid.node_selector.is_empty() {
+        let nodes: Api<Node> = Api::all(ctx.client.clone());
+        let mut keep = Vec::new();
+        for agent in agents {
+            let matches = match nodes
+                .get_opt(&agent.node)
+                .await
+                .map_err(ControllerError::kube("reading a Node"))?
+            {
+                Some(node) => valid
+                    .node_selector
+                    .iter()
+                    .all(|(k, v)| node.labels().get(k) == Some(v)),
+                None => false,
+            };
+            if matches {
+                keep.push(agent);
+            }
+        }
+        agents = keep;
+    }
+    agents.sort_by(|a, b| a.node.cmp(&b.node));
+    Ok(agents)
+}
+
+/// Create the Pending ESFs of one run. Names are derived from the run's time, so creating
+/// them twice (a restart, a second replica) finds them already there.
+async fn create_run(
+    s: &ETCDSnapshotSchedule,
+    ctx: &Context,
+    valid: &ValidSchedule,
+    s3: Option<&(S3Config, Option<String>)>,
+    run: &Run,
+) -> Result<(), ControllerError> {
+    let agents = candidate_agents(ctx, valid).await?;
+    let chosen: Vec<&AgentInfo> = match valid.members {
+        Members::All => agents.iter().collect(),
+        Members::One => {
+            let healthy: Vec<&AgentInfo> = agents.iter().filter(|a| a.etcd_healthy).collect();
+            let n = healthy.len() as i64;
+            if n == 0 {
+                Vec::new()
+            } else {
+                // Rotate through the healthy members from tick to tick.
+                let i = usize::try_from(run.unix.rem_euclid(n)).unwrap_or(0);
+                vec![healthy[i]]
+            }
+        }
+    };
+    if chosen.is_empty() {
+        ctx.events
+            .publish(
+                s,
+                true,
+                consts::REASON_FAILED,
+                "Schedule",
+                "no live agent with a healthy etcd member matches this schedule; nothing was snapshotted".into(),
+            )
+            .await;
+        ctx.metrics.record_failure(Storage::Local, "NoAgent");
+        return Ok(());
+    }
+    let metadata = extra_metadata(ctx).await?;
+    let compression = if valid.zstd_level.is_some() {
+        Compression::Zstd
+    } else {
+        Compression::None
+    };
+    let api: Api<ETCDSnapshotFile> = Api::all(ctx.client.clone());
+    let schedule = s.name_any();
+    for agent in chosen {
+        let name = snapshot_name(&valid.prefix, &agent.node, run.unix, compression);
+        let mut copies = Vec::new();
+        if valid.local.is_some() {
+            let dir = agent.snapshot_dir.trim_end_matches('/');
+            copies.push((Storage::Local, format!("file://{dir}/{name}"), None, None));
+        }
+        if let Some((cfg, secret)) = s3 {
+            copies.push((Storage::S3, cfg.location(&name), Some(cfg.to_location()), secret.clone()));
+        } else if let Some(inline) = s.spec.s3.as_ref().filter(|s3| s3.enabled)
+            && let Ok(cfg) = S3Config::from_schedule_inline(inline)
+        {
+            copies.push((Storage::S3, cfg.location(&name), Some(cfg.to_location()), None));
+        }
+        for (storage, location, s3_location, secret) in copies {
+            let mut esf = ETCDSnapshotFile::new(
+                &esf_name(storage, &name, &agent.node, &location),
+                ETCDSnapshotFileSpec {
+                    snapshot_name: name.clone(),
+                    node_name: agent.node.clone(),
+                    location,
+                    s3: s3_location,
+                    metadata: (!metadata.is_empty()).then(|| metadata.clone()),
+                    compression,
+                    compression_level: valid.zstd_level,
+                    schedule_name: Some(schedule.clone()),
+                    s3_config_secret_name: secret,
+                },
+            );
+            let storage_label = match storage {
+                Storage::Local => label_value(&agent.node),
+                Storage::S3 => consts::STORAGE_S3.to_string(),
+            };
+            let mut labels = BTreeMap::from([
+                (consts::LABEL_STORAGE.to_string(), storage_label),
+                (consts::LABEL_NODE.to_string(), label_value(&agent.node)),
+                (consts::LABEL_SCHEDULE.to_string(), label_value(&schedule)),
+                (run.label.0.to_string(), run.label.1.clone()),
+            ]);
+            if let Some(id) = &agent.cluster_id {
+                labels.insert(consts::LABEL_CLUSTER_ID.to_string(), label_value(id));
+            }
+            esf.metadata.labels = Some(labels);
+            esf.metadata.finalizers = Some(vec![consts::FINALIZER.to_string()]);
+            match api.create(&PostParams::default(), &esf).await {
+                Ok(_) => {
+                    tracing::info!(schedule = %schedule, file = %esf.name_any(), "requested snapshot");
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => return Err(ControllerError::kube("creating a snapshot file")(e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The data of the optional extra-metadata ConfigMap.
+async fn extra_metadata(ctx: &Context) -> Result<BTreeMap<String, String>, ControllerError> {
+    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    Ok(cms
+        .get_opt(consts::EXTRA_METADATA_CONFIGMAP)
+        .await
+        .map_err(ControllerError::kube("reading the extra-metadata ConfigMap"))?
+        .and_then(|cm| cm.data)
+        .unwrap_or_default())
+}
+
+/// Apply retention to the schedule's Ready copies of this cluster; deleting an ESF lets its
+/// finalizer delete the file or object.
+async fn prune(
+    s: &ETCDSnapshotSchedule,
+    ctx: &Context,
+    valid: &ValidSchedule,
+    files: &[ETCDSnapshotFile],
+    now: DateTime<Utc>,
+) -> Result<(), ControllerError> {
+    let live = files
+        .iter()
+        .filter(|f| f.meta().deletion_timestamp.is_none());
+    let copies: Vec<_> = live.clone().filter_map(as_copy).collect();
+    let cluster_id = super::current_cluster_id(ctx).await?;
+    let local = valid.local.clone().unwrap_or_default();
+    let (s3_policy, scope) = match &valid.s3 {
+        Some((_, p, scope)) => (
+            p.clone(),
+            match scope {
+                crate::api::RetentionScope::Node => Scope::Node,
+                crate::api::RetentionScope::Cluster => Scope::Cluster,
+            },
+        ),
+        None => (Default::default(), Scope::Node),
+    };
+    let mut plan = plan(
+        &copies,
+        &valid.prefix,
+        &local,
+        &s3_policy,
+        scope,
+        cluster_id.as_deref(),
+        now,
+    );
+    // Local copies of a schedule with local storage off, or S3 copies with S3 off, are left to
+    // the user: only prune what the policy covers.
+    plan.decisions.retain(|(c, _)| match c.storage {
+        Storage::Local => valid.local.is_some(),
+        Storage::S3 => valid.s3.is_some(),
+    });
+    let api: Api<ETCDSnapshotFile> = Api::all(ctx.client.clone());
+    let schedule = s.name_any();
+    for (copy, decision) in plan.deletions() {
+        let Some(esf) = live
+            .clone()
+            .find(|f| f.spec.location == copy.location && storage(f) == copy.storage)
+        else {
+            continue;
+        };
+        match api.delete(&esf.name_any(), &Default::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => continue,
+            Err(e) => return Err(ControllerError::kube("deleting a pruned snapshot file")(e)),
+        }
+        ctx.metrics.record_prune(copy.storage, &schedule, 1);
+        ctx.events
+            .publish(
+                esf,
+                false,
+                consts::REASON_PRUNED,
+                "Prune",
+                format!(
+                    "Snapshot {} pruned from {} by schedule {schedule}: {}",
+                    copy.name,
+                    copy.storage.as_str(),
+                    decision.reason
+                ),
+            )
+            .await;
+    }
+    Ok(())
+}
+
+async fn update_status(
+    s: &ETCDSnapshotSchedule,
+    ctx: &Context,
+    status: &mut ETCDSnapshotScheduleStatus,
+    files: &[ETCDSnapshotFile],
+    next: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<(), ControllerError> {
+    let live: Vec<&ETCDSnapshotFile> = files
+        .iter()
+        .filter(|f| f.meta().deletion_timestamp.is_none())
+        .collect();
+    status.ready_snapshots = count(&live, Phase::Ready);
+    status.failed_snapshots = count(&live, Phase::Failed);
+    // The newest run whose copies all finished decides lastSuccessfulTime.
+    let mut runs: BTreeMap<i64, Vec<Phase>> = BTreeMap::new();
+    for f in &live {
+        if let Some(t) = run_time(f) {
+            runs.entry(t).or_default().push(phase(f));
+        }
+    }
+    if let Some((t, _)) = runs
+        .iter()
+        .rev()
+        .find(|(_, phases)| phases.iter().all(|p| *p == Phase::Ready))
+    {
+        let t = DateTime::from_timestamp(*t, 0).unwrap_or_default();
+        let newer = status
+            .last_successful_time
+            .as_ref()
+            .is_none_or(|old| from_time(old) < t);
+        if newer {
+            status.last_successful_time = Some(to_time(t));
+        }
+    }
+    status.next_schedule_time = next.map(to_time);
+    status.observed_generation = s.meta().generation;
+    let generation = s.meta().generation;
+    set_condition(&mut status.conditions, "Invalid", false, "Valid", "", generation, now);
+    let (ready, reason, message) = match status.last_successful_time {
+        Some(_) => (true, "SnapshotsTaken", "the last completed run stored every copy"),
+        None => (false, "NoSuccessYet", "no run has completed successfully yet"),
+    };
+    set_condition(&mut status.conditions, "Ready", ready, reason, message, generation, now);
+    write_status(s, ctx, status).await
+}
+
+fn count(files: &[&ETCDSnapshotFile], p: Phase) -> u32 {
+    u32::try_from(files.iter().filter(|f| phase(f) == p).count()).unwrap_or(u32::MAX)
+}
+
+/// The unix time of the run an ESF belongs to (from its snapshot name).
+fn run_time(f: &ETCDSnapshotFile) -> Option<i64> {
+    crate::naming::parse_snapshot_name(&f.spec.snapshot_name).map(|p| p.unix_seconds)
+}
+
+async fn write_status(
+    s: &ETCDSnapshotSchedule,
+    ctx: &Context,
+    status: &ETCDSnapshotScheduleStatus,
+) -> Result<(), ControllerError> {
+    if s.status.as_ref() == Some(status) {
+        return Ok(());
+    }
+    let api: Api<ETCDSnapshotSchedule> = Api::all(ctx.client.clone());
+    let patch = serde_json::json!({ "status": status });
+    api.patch_status(
+        &s.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(ControllerError::kube("updating schedule status"))?;
+    Ok(())
+}
+
+/// Mark the schedule Invalid with `message`; the Warning event is published only when the
+/// message changes, so resyncs do not spam.
+async fn invalid(
+    s: &ETCDSnapshotSchedule,
+    ctx: &Context,
+    message: &str,
+    now: DateTime<Utc>,
+) -> Result<Action, ControllerError> {
+    let mut status = s.status.clone().unwrap_or_default();
+    let before = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Invalid" && c.status == "True")
+        .map(|c| c.message.clone());
+    let generation = s.meta().generation;
+    set_condition(&mut status.conditions, "Invalid", true, "InvalidSpec", message, generation, now);
+    set_condition(&mut status.conditions, "Ready", false, "Invalid", message, generation, now);
+    status.observed_generation = generation;
+    status.next_schedule_time = None;
+    write_status(s, ctx, &status).await?;
+    if before.as_deref() != Some(message) {
+        tracing::warn!(schedule = %s.name_any(), %message, "invalid schedule");
+        ctx.events
+            .publish(s, true, consts::REASON_INVALID, "Validate", message.to_string())
+            .await;
+    }
+    ctx.metrics.record_reconcile_error("schedule", "InvalidSchedule");
+    // Wait for a change of the schedule (or of its Secret, which is watched).
+    Ok(Action::requeue(ctx.config.resync))
+}

@@ -1,0 +1,118 @@
+//! Small helpers of the controller: times, conditions, finalizers, ESF views.
+
+use crate::api::{ETCDSnapshotFile, Phase};
+use crate::consts;
+use crate::naming::Storage;
+use crate::storage::catalog::StoredCopy;
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+
+/// chrono -> Kubernetes time.
+pub fn to_time(t: DateTime<Utc>) -> Time {
+    Time(jiff::Timestamp::from_second(t.timestamp()).unwrap_or(jiff::Timestamp::UNIX_EPOCH))
+}
+
+/// Kubernetes time -> chrono.
+pub fn from_time(t: &Time) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.0.as_second(), 0).unwrap_or_default()
+}
+
+/// Set a condition in `conditions`, keeping its transition time when the status is unchanged.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) {
+    let status = if status { "True" } else { "False" }.to_string();
+    let previous = conditions.iter().find(|c| c.type_ == type_);
+    let last_transition_time = match previous {
+        Some(p) if p.status == status => p.last_transition_time.clone(),
+        _ => to_time(now),
+    };
+    conditions.retain(|c| c.type_ != type_);
+    conditions.push(Condition {
+        type_: type_.into(),
+        status,
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time,
+    });
+    conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+}
+
+/// The phase of an ESF (`Pending` when it has no status yet).
+pub fn phase(esf: &ETCDSnapshotFile) -> Phase {
+    esf.status.as_ref().and_then(|s| s.phase).unwrap_or_default()
+}
+
+/// Local or S3, from the storage label (falling back to the location's scheme).
+pub fn storage(esf: &ETCDSnapshotFile) -> Storage {
+    match esf.labels().get(consts::LABEL_STORAGE).map(String::as_str) {
+        Some(consts::STORAGE_S3) => Storage::S3,
+        Some(_) => Storage::Local,
+        None if esf.spec.location.starts_with("s3://") => Storage::S3,
+        None => Storage::Local,
+    }
+}
+
+/// A Ready ESF as a stored copy, for retention.
+pub fn as_copy(esf: &ETCDSnapshotFile) -> Option<StoredCopy> {
+    let status = esf.status.as_ref()?;
+    if status.phase != Some(Phase::Ready) {
+        return None;
+    }
+    Some(StoredCopy {
+        storage: storage(esf),
+        name: esf.spec.snapshot_name.clone(),
+        location: esf.spec.location.clone(),
+        node_name: esf.spec.node_name.clone(),
+        size: 0,
+        created_unix: status
+            .creation_time
+            .as_ref()
+            .map(|t| t.0.as_second())
+            .unwrap_or_default(),
+        compression: esf.spec.compression,
+        sha256: status.sha256.clone(),
+        cluster_id: status
+            .etcd_cluster_id
+            .clone()
+            .or_else(|| esf.labels().get(consts::LABEL_CLUSTER_ID).cloned()),
+        revision: status.etcd_revision,
+        s3: esf.spec.s3.clone(),
+    })
+}
+
+/// Remove our finalizer from an ESF (a no-op if it is not there).
+pub async fn remove_finalizer(api: &Api<ETCDSnapshotFile>, esf: &ETCDSnapshotFile) -> kube::Result<()> {
+    let finalizers: Vec<String> = esf
+        .finalizers()
+        .iter()
+        .filter(|f| f.as_str() != consts::FINALIZER)
+        .cloned()
+        .collect();
+    if finalizers.len() == esf.finalizers().len() {
+        return Ok(());
+    }
+    let patch = serde_json::json!({
+        "metadata": {
+            "resourceVersion": esf.resource_version(),
+            "finalizers": finalizers,
+        }
+    });
+    match api
+        .patch(&esf.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
