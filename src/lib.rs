@@ -2,6 +2,7 @@
 //! as a standalone CLI and as a Kubernetes operator (controller + per-node agents).
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod consts;

@@ -193,6 +193,11 @@ pub fn label_value(s: &str) -> String {
     }
 }
 
+/// The `etcdsnapshot.io/request` label value of the run started by a `requested-at` value.
+pub fn request_label(requested_at: &str) -> String {
+    hex::encode(&Sha256::digest(requested_at.as_bytes())[..8])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

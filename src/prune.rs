@@ -116,13 +116,35 @@ mod tests {
         let mut copies = Vec::new();
         for node in ["a", "b", "c"] {
             for t in 1..=4 {
-                copies.push(copy(Storage::S3, &format!("etcd-snapshot-{node}-{t}"), node, t, Some("c1")));
+                copies.push(copy(
+                    Storage::S3,
+                    &format!("etcd-snapshot-{node}-{t}"),
+                    node,
+                    t,
+                    Some("c1"),
+                ));
             }
         }
         let p = Policy::count_only(2);
-        let node = plan(&copies, "etcd-snapshot", &p, &p, Scope::Node, Some("c1"), now());
+        let node = plan(
+            &copies,
+            "etcd-snapshot",
+            &p,
+            &p,
+            Scope::Node,
+            Some("c1"),
+            now(),
+        );
         assert_eq!(node.deletions().count(), 6, "2 kept per node out of 4");
-        let cluster = plan(&copies, "etcd-snapshot", &p, &p, Scope::Cluster, Some("c1"), now());
+        let cluster = plan(
+            &copies,
+            "etcd-snapshot",
+            &p,
+            &p,
+            Scope::Cluster,
+            Some("c1"),
+            now(),
+        );
         assert_eq!(cluster.deletions().count(), 10, "2 kept in all");
     }
 
@@ -136,7 +158,15 @@ mod tests {
             copy(Storage::Local, "on-demand-a-1", "a", 1, None),
         ];
         let p = Policy::count_only(1);
-        let plan = plan(&copies, "etcd-snapshot", &p, &p, Scope::Node, Some("c1"), now());
+        let plan = plan(
+            &copies,
+            "etcd-snapshot",
+            &p,
+            &p,
+            Scope::Node,
+            Some("c1"),
+            now(),
+        );
         let deleted: Vec<_> = plan.deletions().map(|(c, _)| c.name.as_str()).collect();
         assert_eq!(deleted, ["etcd-snapshot-a-3"]);
         assert_eq!(plan.other_cluster.len(), 2);

@@ -2,7 +2,7 @@
 //! `etcdctl snapshot save`, stored plain, zstd-compressed and as k3s zips, restored into fresh
 //! data dirs and started with a real etcd. No mocks.
 
-use eso_testenv::{EtcdCluster, EtcdOptions, EtcdVersion, Proc, free_port};
+use eso_testenv::{EtcdCluster, EtcdOptions, EtcdVersion, Proc, S3Options, S3Server, free_port};
 use etcd_snapshot::restore::{
     self, RestoreError, Source, Target, ToolKind, Tools, cluster_reset, restore_into,
 };
@@ -843,6 +843,131 @@ async fn missing_etcd_tools_are_named() {
     assert!(!ok);
     assert!(
         stderr.contains("/nonexistent/etcdutl") && stderr.contains("/nonexistent/etcdctl"),
+        "{stderr}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// S3
+
+fn s3_client(s3: &S3Server) -> aws_sdk_s3::Client {
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(s3.endpoint())
+        .region(Region::new("us-east-1"))
+        .force_path_style(true)
+        .credentials_provider(Credentials::new(
+            &s3.access_key,
+            &s3.secret_key,
+            None,
+            None,
+            "test",
+        ))
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// Upload `data` as `folder/name` with the sha256 `recorded` in its metadata.
+async fn put_object(client: &aws_sdk_s3::Client, name: &str, data: Vec<u8>, recorded: &str) {
+    client
+        .put_object()
+        .bucket("snaps")
+        .key(format!("cluster-a/{name}"))
+        .metadata("etcd-snapshot-sha256", recorded)
+        .body(data.into())
+        .send()
+        .await
+        .expect("put object");
+}
+
+fn s3_flags(s3: &S3Server) -> Vec<String> {
+    vec![
+        "--s3".into(),
+        format!("--s3-endpoint={}", s3.host_port()),
+        "--s3-insecure".into(),
+        "--s3-bucket-lookup-type=path".into(),
+        "--s3-bucket=snaps".into(),
+        "--s3-folder=cluster-a".into(),
+        format!("--s3-access-key={}", s3.access_key),
+        format!("--s3-secret-key={}", s3.secret_key),
+    ]
+}
+
+#[tokio::test]
+async fn s3_snapshots_are_downloaded_checked_and_restored() {
+    let version = EtcdVersion::V3_5;
+    let (cluster, plain) = snapshot_with_a_not_b(version, 1, 0);
+    let s3 = S3Server::start(S3Options::default()).expect("start S3");
+    let client = s3_client(&s3);
+    client
+        .create_bucket()
+        .bucket("snaps")
+        .send()
+        .await
+        .expect("create bucket");
+    let data = std::fs::read(&plain).expect("read");
+    let zst = zstd::encode_all(&data[..], 3).expect("zstd");
+    let sha = |d: &[u8]| hex::encode(Sha256::digest(d));
+    put_object(&client, "s-n-1.zst", zst.clone(), &sha(&zst)).await;
+    put_object(&client, "s-n-2", data.clone(), &sha(&data)).await;
+    put_object(&client, "bad-n-3.zst", zst.clone(), &"0".repeat(64)).await;
+
+    // Restore from S3 with the CLI.
+    let data_dir = data_dir_with_marker(&cluster.scratch().join("node"));
+    let peer = peer_url();
+    let (ok, stdout, stderr) = run(cli_env(&mut cli(), version)
+        .args([
+            "restore",
+            "--cluster-reset",
+            "--cluster-reset-restore-path=s-n-1.zst",
+        ])
+        .args(s3_flags(&s3))
+        .arg(format!("--data-dir={}", data_dir.display()))
+        .arg("--name=n0")
+        .arg(format!("--initial-advertise-peer-urls={peer}")));
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("OK: matches S3 object metadata"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("s3://snaps/cluster-a/s-n-1.zst"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&s3.secret_key) && !stderr.contains(&s3.secret_key));
+    let etcd = Restarted::start(version, &data_dir, "n0", &peer);
+    assert_eq!(etcd.get("a0"), Some("v0".into()));
+    assert_eq!(etcd.get("b0"), None);
+
+    // --output of an uncompressed object: the download itself becomes the file.
+    let out_dir = cluster.scratch().join("out");
+    std::fs::create_dir_all(&out_dir).expect("mkdir");
+    let out = out_dir.join("plain.db");
+    let (ok, stdout, stderr) = run(cli()
+        .args(["restore", "--cluster-reset-restore-path=s-n-2"])
+        .args(s3_flags(&s3))
+        .arg(format!("--output={}", out.display())));
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.trim(), out.display().to_string());
+    assert_eq!(std::fs::read(&out).expect("output"), data);
+    assert_eq!(listing(&out_dir), ["plain.db"]);
+
+    // A recorded hash that does not match, and a missing object.
+    let (ok, _, stderr) = run(cli_env(&mut cli(), version)
+        .args(["verify", "bad-n-3.zst"])
+        .args(s3_flags(&s3)));
+    assert!(!ok);
+    assert!(
+        stderr.contains("checksum mismatch") && stderr.contains("S3 object metadata"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = run(cli_env(&mut cli(), version)
+        .args(["verify", "missing-n-4.zst"])
+        .args(s3_flags(&s3)));
+    assert!(!ok);
+    assert!(
+        stderr.contains("not found in s3://snaps/cluster-a"),
         "{stderr}"
     );
 }

@@ -337,12 +337,30 @@ pub struct TriggerArgs {
 /// `controller`.
 #[derive(Debug, Args)]
 pub struct ControllerArgs {
-    /// Namespace of the operator (Lease, S3 Secrets, extra-metadata ConfigMap).
+    /// Namespace of the operator (Lease, S3 Secrets, extra-metadata ConfigMap, agent Leases).
     #[arg(long, env = "POD_NAMESPACE", default_value = "etcd-snapshot")]
     pub namespace: String,
+    /// Identity in leader election (the chart sets the pod name; default: host name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long = "metrics-addr", default_value = "0.0.0.0:8080")]
     pub metrics_addr: String,
+    /// Leader lease duration (e.g. 15s).
+    #[arg(long = "lease-duration", default_value = "15s")]
+    pub lease_duration: String,
+    /// A leader that could not renew for this long stops acting (e.g. 10s).
+    #[arg(long = "renew-deadline", default_value = "10s")]
+    pub renew_deadline: String,
+    /// How often to try to acquire or renew the lease (e.g. 2s).
+    #[arg(long = "retry-period", default_value = "2s")]
+    pub retry_period: String,
+    /// Longest time between two reconciles of a schedule (e.g. 5m).
+    #[arg(long, default_value = "5m")]
+    pub resync: String,
+    /// Failed ETCDSnapshotFiles are deleted this long after they failed (e.g. 24h).
+    #[arg(long = "failed-ttl", default_value = "24h")]
+    pub failed_ttl: String,
 }
 
 /// `agent`.
@@ -351,12 +369,18 @@ pub struct AgentArgs {
     /// Name of the node this agent runs on (the downward API sets it in the chart).
     #[arg(long = "node-name", env = "NODE_NAME")]
     pub node_name: String,
-    /// Namespace of the operator (S3 Secrets, extra-metadata ConfigMap).
+    /// Namespace of the operator (S3 Secrets, agent Leases).
     #[arg(long, env = "POD_NAMESPACE", default_value = "etcd-snapshot")]
     pub namespace: String,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long = "metrics-addr", default_value = "0.0.0.0:8081")]
     pub metrics_addr: String,
+    /// How often the agent renews its registration and checks its etcd member (e.g. 10s).
+    #[arg(long, default_value = "10s")]
+    pub heartbeat: String,
+    /// How often the snapshot directory is compared with the ETCDSnapshotFiles (e.g. 10m).
+    #[arg(long = "sync-interval", default_value = "10m")]
+    pub sync_interval: String,
     #[command(flatten)]
     pub dir: DirArgs,
     #[command(flatten)]

@@ -36,7 +36,9 @@ pub fn node_name(flag: Option<&str>) -> Result<String, CliError> {
         Some(n) if !n.trim().is_empty() => n.trim().to_string(),
         _ => std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
-            .map_err(|e| CliError::Usage(format!("cannot read the host name ({e}); pass --node-name")))?,
+            .map_err(|e| {
+                CliError::Usage(format!("cannot read the host name ({e}); pass --node-name"))
+            })?,
     };
     if name.is_empty() || name.contains('/') || name.contains("..") {
         return Err(CliError::Usage(format!(

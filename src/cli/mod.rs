@@ -6,10 +6,12 @@ pub mod config_file;
 mod crd;
 mod delete;
 pub mod ls;
+mod operator;
 mod prune;
-mod restore; // RESTORE-HELPER local patch
+mod restore;
 mod save;
-mod verify; // RESTORE-HELPER local patch
+mod trigger;
+mod verify;
 
 pub use args::{Cli, Command};
 
@@ -22,9 +24,6 @@ use crate::storage::s3::S3Error;
 /// Why a subcommand failed; printed as one line by `main`.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    /// The subcommand exists in the interface but is not built yet.
-    #[error("`etcd-snapshot {0}` is not implemented yet")]
-    NotImplemented(&'static str),
     /// Flags that make no sense together, or a bad value.
     #[error("{0}")]
     Usage(String),
@@ -49,7 +48,7 @@ pub enum CliError {
     /// A retention option is invalid.
     #[error(transparent)]
     Retention(#[from] RetentionError),
-    /// Restore or verify failed. (RESTORE-HELPER local patch)
+    /// Restore or verify failed.
     #[error(transparent)]
     Restore(#[from] crate::restore::RestoreError),
     /// Part of the work failed (already reported line by line).
@@ -65,10 +64,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Ls(args) => ls::run(args).await,
         Command::Delete(args) => delete::run(args).await,
         Command::Prune(args) => prune::run(args).await,
-        Command::Controller(_) => Err(CliError::NotImplemented("controller")),
-        Command::Agent(_) => Err(CliError::NotImplemented("agent")),
-        Command::Restore(args) => Ok(restore::run(args).await?), // RESTORE-HELPER local patch
-        Command::Verify(args) => Ok(verify::run(args).await?), // RESTORE-HELPER local patch
-        Command::Trigger(_) => Err(CliError::NotImplemented("trigger")),
+        Command::Controller(args) => operator::controller(args).await,
+        Command::Agent(args) => operator::agent(args).await,
+        Command::Restore(args) => Ok(restore::run(args).await?),
+        Command::Verify(args) => Ok(verify::run(args).await?),  
+        Command::Trigger(args) => trigger::run(args).await,
     }
 }

@@ -13,7 +13,9 @@ use std::time::Instant;
 /// Take and store one snapshot; prints `Snapshot NAME saved.` per stored copy, as the reference.
 pub async fn run(args: SaveArgs) -> Result<(), CliError> {
     if args.s3_only && !args.s3.enabled {
-        return Err(CliError::Usage("--s3-only needs --s3 and the S3 settings".into()));
+        return Err(CliError::Usage(
+            "--s3-only needs --s3 and the S3 settings".into(),
+        ));
     }
     let node = common::node_name(args.node_name.as_deref())?;
     let compression = if args.compress {

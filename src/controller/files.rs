@@ -48,7 +48,9 @@ pub async fn reconcile(
                 match api.delete(&esf.name_any(), &Default::default()).await {
                     Ok(_) => {}
                     Err(kube::Error::Api(e)) if e.code == 404 => {}
-                    Err(e) => return Err(ControllerError::kube("deleting a failed snapshot file")(e)),
+                    Err(e) => {
+                        return Err(ControllerError::kube("deleting a failed snapshot file")(e));
+                    }
                 }
                 return Ok(Action::await_change());
             }

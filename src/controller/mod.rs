@@ -121,7 +121,8 @@ pub async fn current_cluster_id(ctx: &Context) -> Result<Option<String>, Control
 }
 
 fn error_policy<K>(_: Arc<K>, error: &ControllerError, ctx: Arc<Context>) -> Action {
-    ctx.metrics.record_reconcile_error("controller", error.reason());
+    ctx.metrics
+        .record_reconcile_error("controller", error.reason());
     tracing::warn!(error = %error, "reconcile failed");
     match error {
         ControllerError::Operator(e) if e.is_config() => Action::requeue(Duration::from_secs(60)),

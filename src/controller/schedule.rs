@@ -9,7 +9,7 @@ use crate::api::{
     ETCDSnapshotScheduleStatus, Members, Phase,
 };
 use crate::consts;
-use crate::naming::{Storage, esf_name, label_value, snapshot_name};
+use crate::naming::{Storage, esf_name, label_value, request_label, snapshot_name};
 use crate::operator::{AgentInfo, OperatorError, s3_config_from_secret};
 use crate::prune::{Scope, plan};
 use crate::schedule::Due;
@@ -19,7 +19,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,7 +54,7 @@ pub async fn reconcile(
     {
         let run = Run {
             unix: now.timestamp(),
-            label: (consts::LABEL_REQUEST, request_hash(requested)),
+            label: (consts::LABEL_REQUEST, request_label(requested)),
         };
         let already = files
             .iter()
@@ -114,9 +113,9 @@ pub async fn reconcile(
 
     // Retention once nothing of this schedule is in flight.
     let files = schedule_files(&ctx, &s.name_any()).await?;
-    let in_flight = files
-        .iter()
-        .any(|f| matches!(phase(f), Phase::Pending | Phase::Running) && f.meta().deletion_timestamp.is_none());
+    let in_flight = files.iter().any(|f| {
+        matches!(phase(f), Phase::Pending | Phase::Running) && f.meta().deletion_timestamp.is_none()
+    });
     if !in_flight {
         prune(&s, &ctx, &valid, &files, now).await?;
     }
@@ -127,10 +126,6 @@ pub async fn reconcile(
         .unwrap_or(Duration::from_secs(3600))
         .min(ctx.config.resync);
     Ok(Action::requeue(wait))
-}
-
-fn request_hash(value: &str) -> String {
-    hex::encode(&Sha256::digest(value.as_bytes())[..8])
 }
 
 async fn dereference_s3(
@@ -161,7 +156,9 @@ async fn schedule_files(
     Ok(api
         .list(&lp)
         .await
-        .map_err(ControllerError::kube("listing the schedule's snapshot files"))?
+        .map_err(ControllerError::kube(
+            "listing the schedule's snapshot files",
+        ))?
         .items)
 }
 
@@ -249,11 +246,21 @@ async fn create_run(
             copies.push((Storage::Local, format!("file://{dir}/{name}"), None, None));
         }
         if let Some((cfg, secret)) = s3 {
-            copies.push((Storage::S3, cfg.location(&name), Some(cfg.to_location()), secret.clone()));
+            copies.push((
+                Storage::S3,
+                cfg.location(&name),
+                Some(cfg.to_location()),
+                secret.clone(),
+            ));
         } else if let Some(inline) = s.spec.s3.as_ref().filter(|s3| s3.enabled)
             && let Ok(cfg) = S3Config::from_schedule_inline(inline)
         {
-            copies.push((Storage::S3, cfg.location(&name), Some(cfg.to_location()), None));
+            copies.push((
+                Storage::S3,
+                cfg.location(&name),
+                Some(cfg.to_location()),
+                None,
+            ));
         }
         for (storage, location, s3_location, secret) in copies {
             let mut esf = ETCDSnapshotFile::new(
@@ -303,7 +310,9 @@ async fn extra_metadata(ctx: &Context) -> Result<BTreeMap<String, String>, Contr
     Ok(cms
         .get_opt(consts::EXTRA_METADATA_CONFIGMAP)
         .await
-        .map_err(ControllerError::kube("reading the extra-metadata ConfigMap"))?
+        .map_err(ControllerError::kube(
+            "reading the extra-metadata ConfigMap",
+        ))?
         .and_then(|cm| cm.data)
         .unwrap_or_default())
 }
@@ -419,12 +428,36 @@ async fn update_status(
     status.next_schedule_time = next.map(to_time);
     status.observed_generation = s.meta().generation;
     let generation = s.meta().generation;
-    set_condition(&mut status.conditions, "Invalid", false, "Valid", "", generation, now);
+    set_condition(
+        &mut status.conditions,
+        "Invalid",
+        false,
+        "Valid",
+        "",
+        generation,
+        now,
+    );
     let (ready, reason, message) = match status.last_successful_time {
-        Some(_) => (true, "SnapshotsTaken", "the last completed run stored every copy"),
-        None => (false, "NoSuccessYet", "no run has completed successfully yet"),
+        Some(_) => (
+            true,
+            "SnapshotsTaken",
+            "the last completed run stored every copy",
+        ),
+        None => (
+            false,
+            "NoSuccessYet",
+            "no run has completed successfully yet",
+        ),
     };
-    set_condition(&mut status.conditions, "Ready", ready, reason, message, generation, now);
+    set_condition(
+        &mut status.conditions,
+        "Ready",
+        ready,
+        reason,
+        message,
+        generation,
+        now,
+    );
     write_status(s, ctx, status).await
 }
 
@@ -472,18 +505,41 @@ async fn invalid(
         .find(|c| c.type_ == "Invalid" && c.status == "True")
         .map(|c| c.message.clone());
     let generation = s.meta().generation;
-    set_condition(&mut status.conditions, "Invalid", true, "InvalidSpec", message, generation, now);
-    set_condition(&mut status.conditions, "Ready", false, "Invalid", message, generation, now);
+    set_condition(
+        &mut status.conditions,
+        "Invalid",
+        true,
+        "InvalidSpec",
+        message,
+        generation,
+        now,
+    );
+    set_condition(
+        &mut status.conditions,
+        "Ready",
+        false,
+        "Invalid",
+        message,
+        generation,
+        now,
+    );
     status.observed_generation = generation;
     status.next_schedule_time = None;
     write_status(s, ctx, &status).await?;
     if before.as_deref() != Some(message) {
         tracing::warn!(schedule = %s.name_any(), %message, "invalid schedule");
         ctx.events
-            .publish(s, true, consts::REASON_INVALID, "Validate", message.to_string())
+            .publish(
+                s,
+                true,
+                consts::REASON_INVALID,
+                "Validate",
+                message.to_string(),
+            )
             .await;
     }
-    ctx.metrics.record_reconcile_error("schedule", "InvalidSchedule");
+    ctx.metrics
+        .record_reconcile_error("schedule", "InvalidSchedule");
     // Wait for a change of the schedule (or of its Secret, which is watched).
     Ok(Action::requeue(ctx.config.resync))
 }

@@ -49,7 +49,10 @@ pub fn set_condition(
 
 /// The phase of an ESF (`Pending` when it has no status yet).
 pub fn phase(esf: &ETCDSnapshotFile) -> Phase {
-    esf.status.as_ref().and_then(|s| s.phase).unwrap_or_default()
+    esf.status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .unwrap_or_default()
 }
 
 /// Local or S3, from the storage label (falling back to the location's scheme).
@@ -91,7 +94,10 @@ pub fn as_copy(esf: &ETCDSnapshotFile) -> Option<StoredCopy> {
 }
 
 /// Remove our finalizer from an ESF (a no-op if it is not there).
-pub async fn remove_finalizer(api: &Api<ETCDSnapshotFile>, esf: &ETCDSnapshotFile) -> kube::Result<()> {
+pub async fn remove_finalizer(
+    api: &Api<ETCDSnapshotFile>,
+    esf: &ETCDSnapshotFile,
+) -> kube::Result<()> {
     let finalizers: Vec<String> = esf
         .finalizers()
         .iter()
@@ -108,7 +114,11 @@ pub async fn remove_finalizer(api: &Api<ETCDSnapshotFile>, esf: &ETCDSnapshotFil
         }
     });
     match api
-        .patch(&esf.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(
+            &esf.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
     {
         Ok(_) => Ok(()),

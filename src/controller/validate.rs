@@ -57,7 +57,9 @@ pub fn validate(spec: &ETCDSnapshotScheduleSpec) -> Result<ValidSchedule, String
         CompressionKind::Zstd => {
             let level = spec.compression.level.unwrap_or(1);
             if !(1..=19).contains(&level) {
-                return Err(format!("compression.level {level} must be between 1 and 19"));
+                return Err(format!(
+                    "compression.level {level} must be between 1 and 19"
+                ));
             }
             Some(level)
         }
@@ -107,7 +109,9 @@ pub fn validate(spec: &ETCDSnapshotScheduleSpec) -> Result<ValidSchedule, String
         _ => None,
     };
     if !spec.local.enabled && s3.is_none() {
-        return Err("nowhere to store snapshots: local.enabled is false and s3 is not enabled".into());
+        return Err(
+            "nowhere to store snapshots: local.enabled is false and s3 is not enabled".into(),
+        );
     }
     Ok(ValidSchedule {
         schedule,

@@ -195,7 +195,9 @@ impl EtcdConn {
     }
 
     /// Open the Maintenance.Snapshot stream.
-    pub async fn snapshot_stream(&mut self) -> Result<etcd_client::SnapshotStreaming, SnapshotError> {
+    pub async fn snapshot_stream(
+        &mut self,
+    ) -> Result<etcd_client::SnapshotStreaming, SnapshotError> {
         let endpoints = self.endpoints.clone();
         tokio::time::timeout(self.timeout, self.client.snapshot())
             .await

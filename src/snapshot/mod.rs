@@ -44,7 +44,9 @@ pub enum SnapshotError {
         reason: String,
     },
     /// The stream ended without error but before all announced bytes arrived.
-    #[error("etcd snapshot stream cut short: {received} bytes received, {remaining} more were announced")]
+    #[error(
+        "etcd snapshot stream cut short: {received} bytes received, {remaining} more were announced"
+    )]
     CutShort {
         /// Bytes received.
         received: u64,
@@ -52,7 +54,9 @@ pub enum SnapshotError {
         remaining: u64,
     },
     /// etcd's trailing sha256 does not match the data: the snapshot is corrupt.
-    #[error("snapshot hash mismatch: etcd's trailing sha256 {expected} does not match the data ({actual}); the snapshot is corrupt and was not stored")]
+    #[error(
+        "snapshot hash mismatch: etcd's trailing sha256 {expected} does not match the data ({actual}); the snapshot is corrupt and was not stored"
+    )]
     HashMismatch {
         /// Hex of the trailing hash.
         expected: String,

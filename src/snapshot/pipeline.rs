@@ -10,9 +10,9 @@
 //! Memory is bounded by the channel capacities times the batch size plus the S3 part buffers;
 //! it does not grow with the database.
 
+use super::SnapshotError;
 use super::etcd::EtcdConfig;
 use super::trailer::{TrailerCheck, TrailerVerifier};
-use super::SnapshotError;
 use crate::api::Compression;
 use crate::consts::s3_metadata;
 use crate::naming::{Storage, validate_snapshot_name};
@@ -170,7 +170,11 @@ pub async fn save(etcd: &EtcdConfig, req: SaveRequest) -> Result<SaveReport, Sna
         copies.push(Copy {
             storage: Storage::Local,
             location: dir.location(&req.name),
-            opened: dir.create(&req.name).await.map(Writer::Local).map_err(Into::into),
+            opened: dir
+                .create(&req.name)
+                .await
+                .map(Writer::Local)
+                .map_err(Into::into),
         });
     }
     if let Some(s3) = &req.s3 {
@@ -313,7 +317,8 @@ async fn commit(writer: Writer, req: &SaveRequest, sha256: &str) -> Result<(), S
                 .as_ref()
                 .ok_or_else(|| SnapshotError::Internal("S3 copy without a store".into()))?;
             u.finish(sha256).await?;
-            s3.put_extra_metadata(&req.name, &req.extra_metadata).await?;
+            s3.put_extra_metadata(&req.name, &req.extra_metadata)
+                .await?;
             Ok(())
         }
     }
@@ -392,8 +397,8 @@ fn transform(
         }
         Compression::Zstd => {
             let compress = |e: std::io::Error| SnapshotError::Compress(e.to_string());
-            let mut encoder =
-                zstd::stream::write::Encoder::new(Vec::with_capacity(BATCH), level).map_err(compress)?;
+            let mut encoder = zstd::stream::write::Encoder::new(Vec::with_capacity(BATCH), level)
+                .map_err(compress)?;
             while let Some(data) = rx.blocking_recv() {
                 encoder.write_all(&data).map_err(compress)?;
                 if encoder.get_ref().len() >= BATCH {

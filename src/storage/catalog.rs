@@ -172,7 +172,12 @@ mod tests {
         assert_eq!(c.created_rfc3339(), "2024-10-30T17:20:16Z");
         assert_eq!(c.location, "file:///snaps/on-demand-n1-1730308816");
         let esf = c.to_esf();
-        assert!(esf.metadata.name.as_deref().is_some_and(|n| n.starts_with("local-on-demand-n1-1730308816-")));
+        assert!(
+            esf.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("local-on-demand-n1-1730308816-"))
+        );
         let status = esf.status.expect("status");
         assert_eq!(status.size, Some(Quantity("42".into())));
         assert_eq!(status.phase, Some(Phase::Ready));
@@ -188,7 +193,11 @@ mod tests {
             metadata: BTreeMap::from([(s3_metadata::K3S_NODE_NAME.to_string(), "a".to_string())]),
         };
         let loc = S3Location::default();
-        let c = StoredCopy::from_s3(&entry, "s3://b/f/etcd-snapshot-a-10.zip".into(), loc.clone());
+        let c = StoredCopy::from_s3(
+            &entry,
+            "s3://b/f/etcd-snapshot-a-10.zip".into(),
+            loc.clone(),
+        );
         assert_eq!(c.node_name, "a");
         assert_eq!(c.compression, Compression::Zip);
         entry.metadata.clear();

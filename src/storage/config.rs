@@ -815,7 +815,7 @@ fn decode_b64(text: &str) -> Option<Vec<u8>> {
 
 /// A Go `time.Duration` string (`5m`, `90s`, `1m30s`, `1.5h`, `300ms`, `0`); `None` if
 /// malformed, negative or too large.
-fn parse_go_duration(s: &str) -> Option<Duration> {
+pub fn parse_go_duration(s: &str) -> Option<Duration> {
     let mut rest = s.strip_prefix('+').unwrap_or(s);
     if rest == "0" {
         return Some(Duration::ZERO);

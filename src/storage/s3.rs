@@ -30,9 +30,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
-use aws_sdk_s3::types::{
-    CompletedMultipartUpload, CompletedPart, MetadataDirective, Tag, Tagging,
-};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective, Tag, Tagging};
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
@@ -299,9 +297,7 @@ impl S3Store {
     /// Build the client and check that the bucket exists and can be listed.
     pub async fn connect(cfg: &S3Config) -> Result<S3Store, S3Error> {
         let secrets = Secrets::of(cfg);
-        let client = client::build(cfg)
-            .await
-            .map_err(|e| e.scrubbed(&secrets))?;
+        let client = client::build(cfg).await.map_err(|e| e.scrubbed(&secrets))?;
         let store = S3Store {
             inner: Arc::new(Inner {
                 client,
@@ -505,7 +501,10 @@ impl S3Store {
     pub async fn delete(&self, name: &str) -> Result<bool, S3Error> {
         let key = self.key_of(name)?;
         let meta_key = self.metadata_key_of(name)?;
-        let existed = self.head_key(name.to_string(), key.clone()).await?.is_some();
+        let existed = self
+            .head_key(name.to_string(), key.clone())
+            .await?
+            .is_some();
         if existed {
             self.delete_key(&key).await?;
         }
@@ -821,9 +820,13 @@ impl S3Store {
                         after: cfg.timeout,
                     }
                 } else {
+                    let reason = match failure.as_connector_error() {
+                        Some(connector) => error_chain_text(connector),
+                        None => error_chain_text(&err),
+                    };
                     S3Error::Unreachable {
                         endpoint: cfg.endpoint.clone(),
-                        reason: secrets.scrub(error_chain_text(&err)),
+                        reason: secrets.scrub(reason),
                     }
                 }
             }
@@ -852,7 +855,11 @@ impl S3Store {
                     },
                     _ => {
                         let message = err.message().unwrap_or_default();
-                        let code = if code.is_empty() { "no error code" } else { code };
+                        let code = if code.is_empty() {
+                            "no error code"
+                        } else {
+                            code
+                        };
                         S3Error::Request {
                             op,
                             key: key.to_string(),
@@ -1163,9 +1170,9 @@ mod client {
         BehaviorVersion, Credentials, Region, RequestChecksumCalculation,
         ResponseChecksumValidation,
     };
+    use aws_smithy_http_client::Connector;
     use aws_smithy_http_client::proxy::ProxyConfig;
     use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
-    use aws_smithy_http_client::Connector;
     use aws_smithy_runtime_api::client::http::{
         HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
     };
@@ -1267,10 +1274,12 @@ mod client {
     fn check_ca(pem: &str) -> Result<(), S3Error> {
         use rustls::pki_types::CertificateDer;
         use rustls::pki_types::pem::PemObject;
-        let bad = |reason| S3Error::Config(S3ConfigError::BadCertificate {
-            field: "S3 endpoint CA",
-            reason,
-        });
+        let bad = |reason| {
+            S3Error::Config(S3ConfigError::BadCertificate {
+                field: "S3 endpoint CA",
+                reason,
+            })
+        };
         let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| bad("a certificate block is not valid PEM"))?;
@@ -1417,7 +1426,12 @@ mod no_verify {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+            verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
         }
 
         fn verify_tls13_signature(
@@ -1426,7 +1440,12 @@ mod no_verify {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+            verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
         }
 
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -1612,7 +1631,10 @@ mod tests {
         };
         let err = client::http_client(&cfg).expect_err("socks5 is not supported");
         let text = err.to_string();
-        assert!(!text.contains("hunter22") && text.contains("proxy:1080"), "{text}");
+        assert!(
+            !text.contains("hunter22") && text.contains("proxy:1080"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -1624,9 +1646,6 @@ mod tests {
             insecure: false,
             ..config()
         };
-        assert!(matches!(
-            client::http_client(&cfg),
-            Err(S3Error::Config(_))
-        ));
+        assert!(matches!(client::http_client(&cfg), Err(S3Error::Config(_))));
     }
 }

@@ -1,0 +1,365 @@
+//! `etcd-snapshot agent`: runs on each etcd node. It registers itself (a Lease with its snapshot
+//! directory and its etcd member's health), executes the Pending ETCDSnapshotFiles of its node
+//! (one etcd stream for the local and the S3 copy), deletes local files when their records are
+//! deleted, and keeps its directory and the records in step. It never decides when.
+
+mod execute;
+mod sync;
+
+use crate::api::{ETCDSnapshotFile, ETCDSnapshotFileStatus, Phase, SnapshotError};
+use crate::consts;
+use crate::controller::util::{phase, remove_finalizer, storage, to_time};
+use crate::metrics::Metrics;
+use crate::naming::{Storage, label_value};
+use crate::operator::{AgentInfo, Events, OperatorError, leases, patch_file_status};
+use crate::snapshot::EtcdConfig;
+use crate::storage::local::LocalDir;
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Settings of an agent.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// This node's name.
+    pub node: String,
+    /// Operator namespace.
+    pub namespace: String,
+    /// Snapshot directory.
+    pub dir: LocalDir,
+    /// How to reach the local etcd member.
+    pub etcd: EtcdConfig,
+    /// Registration renew period.
+    pub heartbeat: Duration,
+    /// Directory sync period.
+    pub sync_interval: Duration,
+}
+
+/// Shared state of the agent's tasks.
+pub struct Agent {
+    /// API client.
+    pub client: Client,
+    /// Settings.
+    pub config: AgentConfig,
+    /// Events.
+    pub events: Events,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Snapshot names being taken right now (never two at once for one name).
+    running: Mutex<HashSet<String>>,
+    /// This node's ETCDSnapshotFiles, as the watch sees them.
+    files: Store<ETCDSnapshotFile>,
+}
+
+/// Why an agent operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// An API request failed.
+    #[error("{op}: {source}")]
+    Kube {
+        /// What was being done.
+        op: &'static str,
+        /// The error.
+        source: kube::Error,
+    },
+    /// Operator settings could not be read.
+    #[error(transparent)]
+    Operator(#[from] OperatorError),
+    /// Local storage failed.
+    #[error(transparent)]
+    Local(#[from] crate::storage::local::LocalError),
+}
+
+impl AgentError {
+    fn kube(op: &'static str) -> impl FnOnce(kube::Error) -> AgentError {
+        move |source| AgentError::Kube { op, source }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            AgentError::Kube { .. } => "KubernetesAPI",
+            AgentError::Operator(e) => e.reason(),
+            AgentError::Local(_) => "LocalStorage",
+        }
+    }
+}
+
+impl Agent {
+    fn api(&self) -> Api<ETCDSnapshotFile> {
+        Api::all(self.client.clone())
+    }
+
+    /// The label selector of this node's records.
+    fn selector(&self) -> String {
+        format!("{}={}", consts::LABEL_NODE, label_value(&self.config.node))
+    }
+
+    /// Mark `esf` Failed with `message` and publish the Warning event.
+    async fn fail(&self, esf: &ETCDSnapshotFile, message: &str, reason: &'static str) {
+        let status = ETCDSnapshotFileStatus {
+            phase: Some(Phase::Failed),
+            ready_to_use: Some(false),
+            error: Some(SnapshotError {
+                time: Some(to_time(chrono::Utc::now())),
+                message: Some(message.to_string()),
+            }),
+            ..esf.status.clone().unwrap_or_default()
+        };
+        if let Err(e) =
+            patch_file_status(&self.api(), &esf.name_any(), &status, consts::MANAGER_AGENT).await
+        {
+            tracing::warn!(file = %esf.name_any(), error = %e, "could not record the failure");
+        }
+        self.metrics.record_failure(storage(esf), reason);
+        self.events
+            .publish(
+                esf,
+                true,
+                consts::REASON_FAILED,
+                "Save",
+                format!(
+                    "Failed to save snapshot {} on {}: {message}",
+                    esf.spec.snapshot_name, self.config.node
+                ),
+            )
+            .await;
+    }
+}
+
+/// Reconcile one of this node's records.
+async fn reconcile(esf: Arc<ETCDSnapshotFile>, agent: Arc<Agent>) -> Result<Action, AgentError> {
+    let _timer = agent.metrics.reconcile_started("agent");
+    if esf.meta().deletion_timestamp.is_some() {
+        if storage(&esf) == Storage::Local && esf.finalizers().iter().any(|f| f == consts::FINALIZER)
+        {
+            delete_local(&esf, &agent).await?;
+        }
+        return Ok(Action::await_change());
+    }
+    if phase(&esf) == Phase::Pending && esf.spec.node_name == agent.config.node {
+        let name = esf.spec.snapshot_name.clone();
+        let fresh = agent
+            .running
+            .lock()
+            .map(|mut r| r.insert(name.clone()))
+            .unwrap_or(false);
+        if fresh {
+            // Every Pending copy of this snapshot on this node, from one stream.
+            let group: Vec<ETCDSnapshotFile> = agent
+                .files
+                .state()
+                .iter()
+                .filter(|f| {
+                    f.spec.snapshot_name == name
+                        && f.spec.node_name == agent.config.node
+                        && phase(f) == Phase::Pending
+                        && f.meta().deletion_timestamp.is_none()
+                })
+                .map(|f| f.as_ref().clone())
+                .collect();
+            let agent = agent.clone();
+            tokio::spawn(async move {
+                execute::take_snapshot(&agent, group).await;
+                if let Ok(mut r) = agent.running.lock() {
+                    r.remove(&name);
+                }
+            });
+        }
+    }
+    Ok(Action::await_change())
+}
+
+/// Delete the local file of a deleted record, then release its finalizer. A record whose
+/// location is not in this agent's snapshot directory (made by hand) is released without
+/// touching any file.
+async fn delete_local(esf: &ETCDSnapshotFile, agent: &Agent) -> Result<(), AgentError> {
+    if esf.spec.node_name != agent.config.node {
+        return Ok(());
+    }
+    let name = &esf.spec.snapshot_name;
+    let inside = agent.config.dir.path_of(name).is_ok()
+        && agent.config.dir.location(name) == esf.spec.location;
+    let note = if inside {
+        if agent.config.dir.delete(name)? {
+            format!("Snapshot {name} deleted")
+        } else {
+            format!("Snapshot {name} was already gone from {}", agent.config.node)
+        }
+    } else {
+        format!(
+            "Snapshot {name}: location {} is outside the snapshot directory {}; nothing was deleted",
+            esf.spec.location,
+            agent.config.dir.path().display()
+        )
+    };
+    remove_finalizer(&agent.api(), esf)
+        .await
+        .map_err(AgentError::kube("releasing the finalizer"))?;
+    agent
+        .events
+        .publish(esf, !inside, consts::REASON_DELETED, "Delete", note)
+        .await;
+    Ok(())
+}
+
+fn error_policy(_: Arc<ETCDSnapshotFile>, error: &AgentError, agent: Arc<Agent>) -> Action {
+    agent.metrics.record_reconcile_error("agent", error.reason());
+    tracing::warn!(error = %error, "agent reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Renew the registration Lease, with the etcd member's health.
+async fn heartbeat(agent: &Agent) -> Result<(), AgentError> {
+    let mut etcd = agent.config.etcd.clone();
+    etcd.connect_timeout = Duration::from_secs(3);
+    let (health, cluster_id, member) = match etcd.connect().await {
+        Ok(mut conn) => match conn.member_info().await {
+            Ok(info) => ("true".to_string(), Some(info.cluster_id), Some(info.member_name)),
+            Err(e) => (e.to_string(), None, None),
+        },
+        Err(e) => (e.to_string(), None, None),
+    };
+    let mut annotations = BTreeMap::from([
+        (
+            consts::ANNOTATION_SNAPSHOT_DIR.to_string(),
+            agent.config.dir.path().display().to_string(),
+        ),
+        (consts::ANNOTATION_ETCD_HEALTH.to_string(), health),
+    ]);
+    if let Some(id) = cluster_id {
+        annotations.insert(consts::ANNOTATION_CLUSTER_ID.to_string(), id);
+    }
+    if let Some(m) = member {
+        annotations.insert(consts::ANNOTATION_MEMBER.to_string(), m);
+    }
+    let name = AgentInfo::lease_name(&agent.config.node);
+    let lease_seconds = i32::try_from(agent.config.heartbeat.as_secs().saturating_mul(3).max(3))
+        .unwrap_or(i32::MAX);
+    let lease = Lease {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(agent.config.namespace.clone()),
+            labels: Some(BTreeMap::from([(consts::LABEL_AGENT.to_string(), "true".to_string())])),
+            annotations: Some(annotations),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(agent.config.node.clone()),
+            lease_duration_seconds: Some(lease_seconds),
+            renew_time: Some(MicroTime(jiff::Timestamp::now())),
+            ..Default::default()
+        }),
+    };
+    leases(&agent.client, &agent.config.namespace)
+        .patch(
+            &name,
+            &PatchParams::apply(consts::MANAGER_AGENT).force(),
+            &Patch::Apply(&lease),
+        )
+        .await
+        .map_err(AgentError::kube("renewing the agent lease"))?;
+    Ok(())
+}
+
+/// Records left Running by a previous run of this agent can never finish: mark them Failed.
+async fn fail_interrupted(agent: &Agent) -> Result<(), AgentError> {
+    let lp = ListParams::default().labels(&agent.selector());
+    let list = agent
+        .api()
+        .list(&lp)
+        .await
+        .map_err(AgentError::kube("listing this node's snapshot files"))?;
+    for esf in list.items {
+        if phase(&esf) == Phase::Running && esf.spec.node_name == agent.config.node {
+            agent
+                .fail(&esf, "the agent restarted while this snapshot was being taken", "Interrupted")
+                .await;
+        }
+    }
+    Ok(())
+}
+
+/// Entry point of `etcd-snapshot agent`.
+pub async fn run(
+    client: Client,
+    config: AgentConfig,
+    metrics_addr: &str,
+) -> Result<(), crate::http::HttpError> {
+    let metrics = Metrics::new();
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+    let (listener, addr) = crate::http::bind(metrics_addr).await?;
+    tracing::info!(%addr, node = %config.node, "agent serving /metrics, /healthz and /readyz");
+    let http = tokio::spawn(crate::http::serve_on(listener, metrics.clone(), ready_rx));
+
+    if let Err(e) = config.dir.ensure() {
+        tracing::warn!(error = %e, "cannot create the snapshot directory");
+    }
+    match config.dir.remove_partials() {
+        Ok(n) if n > 0 => tracing::info!(removed = n, "removed unfinished snapshot files"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot clean unfinished snapshot files"),
+    }
+
+    let api: Api<ETCDSnapshotFile> = Api::all(client.clone());
+    let wc = watcher::Config::default().labels(&format!(
+        "{}={}",
+        consts::LABEL_NODE,
+        label_value(&config.node)
+    ));
+    let controller = Controller::new(api, wc);
+    let agent = Arc::new(Agent {
+        events: Events::new(client.clone(), &config.node),
+        client,
+        metrics,
+        running: Mutex::new(HashSet::new()),
+        files: controller.store(),
+        config,
+    });
+    if let Err(e) = fail_interrupted(&agent).await {
+        tracing::warn!(error = %e, "cannot check for interrupted snapshots");
+    }
+    let beat = {
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            loop {
+                match heartbeat(&agent).await {
+                    Ok(()) => {
+                        let _ = ready_tx.send(true);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+                }
+                tokio::time::sleep(agent.config.heartbeat).await;
+            }
+        })
+    };
+    let syncer = {
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(agent.config.sync_interval).await;
+                if let Err(e) = sync::sync_dir(&agent).await {
+                    tracing::warn!(error = %e, "directory sync failed");
+                }
+            }
+        })
+    };
+    let reconciles = controller
+        .run(reconcile, error_policy, agent.clone())
+        .for_each(|_| async {});
+    tokio::select! {
+        () = reconciles => {}
+        _ = tokio::signal::ctrl_c() => tracing::info!("agent shutting down"),
+    }
+    beat.abort();
+    syncer.abort();
+    http.abort();
+    Ok(())
+}

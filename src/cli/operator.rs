@@ -1,0 +1,65 @@
+//! `etcd-snapshot controller` and `etcd-snapshot agent`: flags to settings, then run.
+
+use super::CliError;
+use super::args::{AgentArgs, ControllerArgs};
+use super::common;
+use crate::agent::AgentConfig;
+use crate::controller::ControllerConfig;
+use crate::leader::LeaseConfig;
+use crate::storage::config::parse_go_duration;
+use std::time::Duration;
+
+fn duration(flag: &str, value: &str) -> Result<Duration, CliError> {
+    parse_go_duration(value)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| CliError::Usage(format!("--{flag} {value:?} is not a duration like 10s, 5m or 500ms")))
+}
+
+async fn client() -> Result<kube::Client, CliError> {
+    kube::Client::try_default()
+        .await
+        .map_err(|e| CliError::Usage(format!("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG): {e}")))
+}
+
+/// Run the controller until it loses leadership or is stopped.
+pub async fn controller(args: ControllerArgs) -> Result<(), CliError> {
+    let lease = LeaseConfig {
+        lease_duration: duration("lease-duration", &args.lease_duration)?,
+        renew_deadline: duration("renew-deadline", &args.renew_deadline)?,
+        retry_period: duration("retry-period", &args.retry_period)?,
+        ..LeaseConfig::default()
+    };
+    lease
+        .validate()
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let config = ControllerConfig {
+        resync: duration("resync", &args.resync)?,
+        failed_ttl: duration("failed-ttl", &args.failed_ttl)?,
+        lease,
+    };
+    let identity = match args.identity {
+        Some(id) if !id.is_empty() => id,
+        _ => common::node_name(None)?,
+    };
+    crate::controller::run(client().await?, args.namespace, identity, &args.metrics_addr, config)
+        .await
+        .map_err(|e| CliError::Usage(e.to_string()))
+}
+
+/// Run the agent until stopped.
+pub async fn agent(args: AgentArgs) -> Result<(), CliError> {
+    if args.node_name.trim().is_empty() {
+        return Err(CliError::Usage("--node-name (or NODE_NAME) is required".into()));
+    }
+    let config = AgentConfig {
+        node: args.node_name.trim().to_string(),
+        namespace: args.namespace,
+        dir: common::local_dir(&args.dir),
+        etcd: common::etcd_config(&args.etcd),
+        heartbeat: duration("heartbeat", &args.heartbeat)?,
+        sync_interval: duration("sync-interval", &args.sync_interval)?,
+    };
+    crate::agent::run(client().await?, config, &args.metrics_addr)
+        .await
+        .map_err(|e| CliError::Usage(e.to_string()))
+}

@@ -1,0 +1,89 @@
+//! `etcd-snapshot trigger SCHEDULE [--wait]`: ask the operator for an on-demand run of a
+//! schedule (the `etcdsnapshot.io/requested-at` annotation) and optionally wait for its
+//! snapshots to finish.
+
+use super::CliError;
+use super::args::TriggerArgs;
+use crate::api::{ETCDSnapshotFile, ETCDSnapshotSchedule, Phase};
+use crate::consts;
+use crate::naming::request_label;
+use crate::storage::config::parse_go_duration;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::ResourceExt;
+use std::time::{Duration, Instant};
+
+/// Request the run; with `--wait`, print its records when all are Ready or Failed.
+pub async fn run(args: TriggerArgs) -> Result<(), CliError> {
+    let timeout = parse_go_duration(&args.timeout)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| CliError::Usage(format!("--timeout {:?} is not a duration like 10m", args.timeout)))?;
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| CliError::Usage(format!("cannot reach the Kubernetes API: {e}")))?;
+    let schedules: Api<ETCDSnapshotSchedule> = Api::all(client.clone());
+    let value = jiff::Timestamp::now().to_string();
+    let patch = serde_json::json!({"metadata": {"annotations": {consts::ANNOTATION_REQUESTED_AT: value}}});
+    schedules
+        .patch(&args.schedule, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| match e {
+            kube::Error::Api(s) if s.code == 404 => {
+                CliError::Usage(format!("ETCDSnapshotSchedule {} not found", args.schedule))
+            }
+            e => CliError::Usage(format!("requesting a run of {}: {e}", args.schedule)),
+        })?;
+    println!("Requested a snapshot run of schedule {} ({value}).", args.schedule);
+    if !args.wait {
+        return Ok(());
+    }
+    let files: Api<ETCDSnapshotFile> = Api::all(client);
+    let lp = ListParams::default().labels(&format!("{}={}", consts::LABEL_REQUEST, request_label(&value)));
+    let start = Instant::now();
+    loop {
+        let list = files
+            .list(&lp)
+            .await
+            .map_err(|e| CliError::Usage(format!("listing snapshot files: {e}")))?
+            .items;
+        let done = !list.is_empty()
+            && list.iter().all(|f| {
+                matches!(f.status.as_ref().and_then(|s| s.phase), Some(Phase::Ready | Phase::Failed))
+            });
+        if done {
+            return report(&list);
+        }
+        if start.elapsed() > timeout {
+            return Err(CliError::Failed(format!(
+                "timed out after {:?}: {} snapshot file(s) of the run, not all finished",
+                timeout,
+                list.len()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn report(list: &[ETCDSnapshotFile]) -> Result<(), CliError> {
+    let mut failed = 0;
+    println!("NAME\tPHASE\tLOCATION\tSIZE\tMESSAGE");
+    for f in list {
+        let st = f.status.clone().unwrap_or_default();
+        let phase = st.phase.unwrap_or_default();
+        if phase == Phase::Failed {
+            failed += 1;
+        }
+        println!(
+            "{}\t{:?}\t{}\t{}\t{}",
+            f.name_any(),
+            phase,
+            f.spec.location,
+            st.size.map(|q| q.0).unwrap_or_default(),
+            st.error.and_then(|e| e.message).unwrap_or_default()
+        );
+    }
+    if failed > 0 {
+        Err(CliError::Failed(format!("{failed} of {} snapshot copies failed", list.len())))
+    } else {
+        Ok(())
+    }
+}
