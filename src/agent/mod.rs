@@ -151,30 +151,52 @@ async fn reconcile(esf: Arc<ETCDSnapshotFile>, agent: Arc<Agent>) -> Result<Acti
             .lock()
             .map(|mut r| r.insert(name.clone()))
             .unwrap_or(false);
-        if fresh {
-            // Every Pending copy of this snapshot on this node, from one stream.
-            let group: Vec<ETCDSnapshotFile> = agent
-                .files
-                .state()
-                .iter()
-                .filter(|f| {
-                    f.spec.snapshot_name == name
-                        && f.spec.node_name == agent.config.node
-                        && phase(f) == Phase::Pending
-                        && f.meta().deletion_timestamp.is_none()
-                })
-                .map(|f| f.as_ref().clone())
-                .collect();
-            let agent = agent.clone();
-            tokio::spawn(async move {
-                execute::take_snapshot(&agent, group).await;
-                if let Ok(mut r) = agent.running.lock() {
-                    r.remove(&name);
-                }
-            });
+        if !fresh {
+            // A stream for this snapshot is running; look again when it is done.
+            return Ok(Action::requeue(Duration::from_secs(2)));
         }
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            // The controller creates the local and the S3 record one after the other: give the
+            // sibling a moment to arrive so both copies come from one stream. Copies still
+            // Pending after a stream (a late sibling) get a stream of their own.
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            // The cache may still show finished copies as Pending for a moment: never take
+            // one record twice.
+            let mut attempted = HashSet::new();
+            loop {
+                let group: Vec<_> = pending_copies(&agent, &name)
+                    .into_iter()
+                    .filter(|f| !attempted.contains(&f.name_any()))
+                    .collect();
+                if group.is_empty() {
+                    break;
+                }
+                attempted.extend(group.iter().map(|f| f.name_any()));
+                execute::take_snapshot(&agent, group).await;
+            }
+            if let Ok(mut r) = agent.running.lock() {
+                r.remove(&name);
+            }
+        });
     }
     Ok(Action::await_change())
+}
+
+/// Every Pending copy of snapshot `name` on this node, as the watch sees them now.
+fn pending_copies(agent: &Agent, name: &str) -> Vec<ETCDSnapshotFile> {
+    agent
+        .files
+        .state()
+        .iter()
+        .filter(|f| {
+            f.spec.snapshot_name == name
+                && f.spec.node_name == agent.config.node
+                && phase(f) == Phase::Pending
+                && f.meta().deletion_timestamp.is_none()
+        })
+        .map(|f| f.as_ref().clone())
+        .collect()
 }
 
 /// Delete the local file of a deleted record, then release its finalizer. A record whose

@@ -433,7 +433,7 @@ async fn update_status(
         "Invalid",
         false,
         "Valid",
-        "",
+        "the spec and its S3 settings are valid",
         generation,
         now,
     );
@@ -486,7 +486,10 @@ async fn write_status(
         &Patch::Merge(&patch),
     )
     .await
-    .map_err(ControllerError::kube("updating schedule status"))?;
+    .map_err(|e| {
+        tracing::debug!(patch = %patch, "status patch refused");
+        ControllerError::kube("updating schedule status")(e)
+    })?;
     Ok(())
 }
 

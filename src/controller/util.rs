@@ -36,6 +36,8 @@ pub fn set_condition(
         _ => to_time(now),
     };
     conditions.retain(|c| c.type_ != type_);
+    // Some API servers turn an empty message into null, which the schema refuses.
+    let message = if message.is_empty() { reason } else { message };
     conditions.push(Condition {
         type_: type_.into(),
         status,
