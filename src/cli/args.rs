@@ -361,6 +361,9 @@ pub struct ControllerArgs {
     /// Failed ETCDSnapshotFiles are deleted this long after they failed (e.g. 24h).
     #[arg(long = "failed-ttl", default_value = "24h")]
     pub failed_ttl: String,
+    /// How often the S3 folders in use are compared with the records (e.g. 10m).
+    #[arg(long = "s3-sync-interval", default_value = "10m")]
+    pub s3_sync_interval: String,
 }
 
 /// `agent`.

@@ -35,6 +35,7 @@ pub async fn controller(args: ControllerArgs) -> Result<(), CliError> {
     let config = ControllerConfig {
         resync: duration("resync", &args.resync)?,
         failed_ttl: duration("failed-ttl", &args.failed_ttl)?,
+        s3_sync_interval: duration("s3-sync-interval", &args.s3_sync_interval)?,
         lease,
     };
     let identity = match args.identity {

@@ -5,6 +5,7 @@
 
 mod files;
 mod schedule;
+mod sync;
 pub mod util;
 pub mod validate;
 
@@ -15,12 +16,12 @@ use crate::metrics::Metrics;
 use crate::operator::{AgentInfo, Events, OperatorError, leases};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +32,8 @@ pub struct ControllerConfig {
     pub resync: Duration,
     /// Failed ETCDSnapshotFiles are deleted this long after they failed.
     pub failed_ttl: Duration,
+    /// How often the S3 folders in use are compared with the records.
+    pub s3_sync_interval: Duration,
     /// Leader election timing.
     pub lease: LeaseConfig,
 }
@@ -40,6 +43,7 @@ impl Default for ControllerConfig {
         ControllerConfig {
             resync: Duration::from_secs(300),
             failed_ttl: Duration::from_secs(24 * 3600),
+            s3_sync_interval: Duration::from_secs(600),
             lease: LeaseConfig::default(),
         }
     }
@@ -192,10 +196,33 @@ pub async fn run_controllers(ctx: Arc<Context>) {
         )
         .run(schedule::reconcile, error_policy, ctx.clone())
         .for_each(|_| async {});
-    let files_run = Controller::new(files, wc)
+    let files_ctl = Controller::new(files, wc.clone());
+    let file_store = files_ctl.store();
+    // A deleted Node re-checks the local records of that node (their finalizers may need
+    // releasing).
+    let by_node = move |node: Node| {
+        let name = node.name_any();
+        file_store
+            .state()
+            .into_iter()
+            .filter(|f| f.spec.node_name == name && f.meta().deletion_timestamp.is_some())
+            .map(|f| ObjectRef::from_obj(f.as_ref()))
+            .collect::<Vec<_>>()
+    };
+    let files_run = files_ctl
+        .watches(Api::<Node>::all(ctx.client.clone()), wc, by_node)
         .run(files::reconcile, error_policy, ctx.clone())
         .for_each(|_| async {});
-    futures::join!(schedules_run, files_run);
+    let s3_sync = async {
+        loop {
+            if let Err(e) = sync::sync_s3(&ctx).await {
+                ctx.metrics.record_reconcile_error("s3-sync", e.reason());
+                tracing::warn!(error = %e, "S3 sync failed");
+            }
+            tokio::time::sleep(ctx.config.s3_sync_interval).await;
+        }
+    };
+    futures::join!(schedules_run, files_run, s3_sync);
 }
 
 /// Entry point of `etcd-snapshot controller`: serve metrics, elect a leader, reconcile while
