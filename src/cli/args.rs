@@ -205,6 +205,10 @@ pub struct LsArgs {
     /// Node name shown for local copies (default: this host's name).
     #[arg(long = "node-name", env = "NODE_NAME")]
     pub node_name: Option<String>,
+    /// List the ETCDSnapshotFiles of the cluster (every node's copies, through the Kubernetes API
+    /// and KUBECONFIG) instead of this node's directory and S3.
+    #[arg(long)]
+    pub cluster: bool,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,

@@ -33,11 +33,34 @@ pub async fn collect(
     Ok(copies)
 }
 
+/// Ready copies recorded in the cluster, as stored copies.
+async fn from_cluster() -> Result<Vec<StoredCopy>, CliError> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| CliError::Usage(format!("cannot reach the Kubernetes API: {e}")))?;
+    let api: kube::Api<crate::api::ETCDSnapshotFile> = kube::Api::all(client);
+    let list = api
+        .list(&Default::default())
+        .await
+        .map_err(|e| CliError::Usage(format!("listing ETCDSnapshotFiles: {e}")))?;
+    let mut copies: Vec<StoredCopy> = list
+        .items
+        .iter()
+        .filter_map(crate::controller::util::as_copy)
+        .collect();
+    sort_copies(&mut copies);
+    Ok(copies)
+}
+
 /// Print the copies.
 pub async fn run(args: LsArgs) -> Result<(), CliError> {
-    let node = common::node_name(args.node_name.as_deref())?;
-    let s3 = common::s3_store(&args.s3).await?;
-    let copies = collect(&common::local_dir(&args.dir), &node, s3.as_ref()).await?;
+    let copies = if args.cluster {
+        from_cluster().await?
+    } else {
+        let node = common::node_name(args.node_name.as_deref())?;
+        let s3 = common::s3_store(&args.s3).await?;
+        collect(&common::local_dir(&args.dir), &node, s3.as_ref()).await?
+    };
     let out = match args.output {
         OutputFormat::Table => table(&copies),
         OutputFormat::Json => {

@@ -78,7 +78,11 @@ pub fn as_copy(esf: &ETCDSnapshotFile) -> Option<StoredCopy> {
         name: esf.spec.snapshot_name.clone(),
         location: esf.spec.location.clone(),
         node_name: esf.spec.node_name.clone(),
-        size: 0,
+        size: status
+            .size
+            .as_ref()
+            .and_then(|q| q.0.parse().ok())
+            .unwrap_or(0),
         created_unix: status
             .creation_time
             .as_ref()
