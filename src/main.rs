@@ -17,7 +17,11 @@ async fn main() -> ExitCode {
         };
     }
     let cli = Cli::parse_from(argv);
-    init_logging(&cli.log_level);
+    let default_level = match cli.command {
+        cli::Command::Controller(_) | cli::Command::Agent(_) => "info",
+        _ => "warn",
+    };
+    init_logging(cli.log_level.as_deref().unwrap_or(default_level));
     match cli::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -33,6 +37,7 @@ fn init_logging(filter: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
 }

@@ -45,15 +45,16 @@ pub async fn take_snapshot(agent: &Agent, group: Vec<ETCDSnapshotFile>) {
                 copies.push(esf.clone());
             }
             Storage::S3 => {
-                let store = match s3_config_for_file(&agent.client, &agent.config.namespace, esf).await {
-                    Ok(cfg) if cfg.location(&name) != esf.spec.location => Err(format!(
-                        "location {} is not where the S3 settings point ({})",
-                        esf.spec.location,
-                        cfg.location(&name)
-                    )),
-                    Ok(cfg) => S3Store::connect(&cfg).await.map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
+                let store =
+                    match s3_config_for_file(&agent.client, &agent.config.namespace, esf).await {
+                        Ok(cfg) if cfg.location(&name) != esf.spec.location => Err(format!(
+                            "location {} is not where the S3 settings point ({})",
+                            esf.spec.location,
+                            cfg.location(&name)
+                        )),
+                        Ok(cfg) => S3Store::connect(&cfg).await.map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
                 match store {
                     Ok(store) => {
                         s3 = Some(store);
@@ -74,7 +75,9 @@ pub async fn take_snapshot(agent: &Agent, group: Vec<ETCDSnapshotFile>) {
             ready_to_use: Some(false),
             ..esf.status.clone().unwrap_or_default()
         };
-        if let Err(e) = patch_file_status(&api, &esf.name_any(), &status, consts::MANAGER_AGENT).await {
+        if let Err(e) =
+            patch_file_status(&api, &esf.name_any(), &status, consts::MANAGER_AGENT).await
+        {
             tracing::warn!(file = %esf.name_any(), error = %e, "could not mark Running");
         }
     }
@@ -95,7 +98,9 @@ pub async fn take_snapshot(agent: &Agent, group: Vec<ETCDSnapshotFile>) {
     };
     if first.spec.compression == Compression::Zip {
         for esf in &copies {
-            agent.fail(esf, "zip compression is never written; use zstd", "BadSpec").await;
+            agent
+                .fail(esf, "zip compression is never written; use zstd", "BadSpec")
+                .await;
         }
         return;
     }
@@ -124,7 +129,8 @@ pub async fn take_snapshot(agent: &Agent, group: Vec<ETCDSnapshotFile>) {
                     phase: Some(Phase::Ready),
                     ready_to_use: Some(true),
                     size: Some(Quantity(record.size.to_string())),
-                    creation_time: chrono::DateTime::from_timestamp(record.created_unix, 0).map(to_time),
+                    creation_time: chrono::DateTime::from_timestamp(record.created_unix, 0)
+                        .map(to_time),
                     sha256: Some(record.sha256.clone()),
                     etcd_revision: Some(record.etcd_revision),
                     etcd_cluster_id: Some(record.cluster_id.clone()),
@@ -142,14 +148,20 @@ pub async fn take_snapshot(agent: &Agent, group: Vec<ETCDSnapshotFile>) {
                     esf.metadata.generation,
                     now,
                 );
-                if let Err(e) = patch_file_status(&api, &esf.name_any(), &status, consts::MANAGER_AGENT).await {
+                if let Err(e) =
+                    patch_file_status(&api, &esf.name_any(), &status, consts::MANAGER_AGENT).await
+                {
                     tracing::warn!(file = %esf.name_any(), error = %e, "could not mark Ready");
                 }
                 let labels = serde_json::json!({"metadata": {"labels": {
                     consts::LABEL_CLUSTER_ID: label_value(&record.cluster_id)
                 }}});
                 if let Err(e) = api
-                    .patch(&esf.name_any(), &PatchParams::default(), &Patch::Merge(&labels))
+                    .patch(
+                        &esf.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&labels),
+                    )
                     .await
                 {
                     tracing::warn!(file = %esf.name_any(), error = %e, "could not label the cluster ID");
@@ -177,7 +189,11 @@ pub async fn take_snapshot(agent: &Agent, group: Vec<ETCDSnapshotFile>) {
                     .await;
             }
             Some(Err((message, reason))) => agent.fail(esf, &message, reason).await,
-            None => agent.fail(esf, "the copy was not attempted", "Internal").await,
+            None => {
+                agent
+                    .fail(esf, "the copy was not attempted", "Internal")
+                    .await
+            }
         }
     }
 }

@@ -138,7 +138,8 @@ impl Agent {
 async fn reconcile(esf: Arc<ETCDSnapshotFile>, agent: Arc<Agent>) -> Result<Action, AgentError> {
     let _timer = agent.metrics.reconcile_started("agent");
     if esf.meta().deletion_timestamp.is_some() {
-        if storage(&esf) == Storage::Local && esf.finalizers().iter().any(|f| f == consts::FINALIZER)
+        if storage(&esf) == Storage::Local
+            && esf.finalizers().iter().any(|f| f == consts::FINALIZER)
         {
             delete_local(&esf, &agent).await?;
         }
@@ -213,7 +214,10 @@ async fn delete_local(esf: &ETCDSnapshotFile, agent: &Agent) -> Result<(), Agent
         if agent.config.dir.delete(name)? {
             format!("Snapshot {name} deleted")
         } else {
-            format!("Snapshot {name} was already gone from {}", agent.config.node)
+            format!(
+                "Snapshot {name} was already gone from {}",
+                agent.config.node
+            )
         }
     } else {
         format!(
@@ -233,7 +237,9 @@ async fn delete_local(esf: &ETCDSnapshotFile, agent: &Agent) -> Result<(), Agent
 }
 
 fn error_policy(_: Arc<ETCDSnapshotFile>, error: &AgentError, agent: Arc<Agent>) -> Action {
-    agent.metrics.record_reconcile_error("agent", error.reason());
+    agent
+        .metrics
+        .record_reconcile_error("agent", error.reason());
     tracing::warn!(error = %error, "agent reconcile failed");
     Action::requeue(Duration::from_secs(5))
 }
@@ -244,7 +250,11 @@ async fn heartbeat(agent: &Agent) -> Result<(), AgentError> {
     etcd.connect_timeout = Duration::from_secs(3);
     let (health, cluster_id, member) = match etcd.connect().await {
         Ok(mut conn) => match conn.member_info().await {
-            Ok(info) => ("true".to_string(), Some(info.cluster_id), Some(info.member_name)),
+            Ok(info) => (
+                "true".to_string(),
+                Some(info.cluster_id),
+                Some(info.member_name),
+            ),
             Err(e) => (e.to_string(), None, None),
         },
         Err(e) => (e.to_string(), None, None),
@@ -269,7 +279,10 @@ async fn heartbeat(agent: &Agent) -> Result<(), AgentError> {
         metadata: kube::api::ObjectMeta {
             name: Some(name.clone()),
             namespace: Some(agent.config.namespace.clone()),
-            labels: Some(BTreeMap::from([(consts::LABEL_AGENT.to_string(), "true".to_string())])),
+            labels: Some(BTreeMap::from([(
+                consts::LABEL_AGENT.to_string(),
+                "true".to_string(),
+            )])),
             annotations: Some(annotations),
             ..Default::default()
         },
@@ -302,7 +315,11 @@ async fn fail_interrupted(agent: &Agent) -> Result<(), AgentError> {
     for esf in list.items {
         if phase(&esf) == Phase::Running && esf.spec.node_name == agent.config.node {
             agent
-                .fail(&esf, "the agent restarted while this snapshot was being taken", "Interrupted")
+                .fail(
+                    &esf,
+                    "the agent restarted while this snapshot was being taken",
+                    "Interrupted",
+                )
                 .await;
         }
     }

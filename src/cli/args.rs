@@ -8,9 +8,10 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(name = "etcd-snapshot", version, propagate_version = true)]
 pub struct Cli {
-    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `etcd_snapshot=debug`.
-    #[arg(long, global = true, env = "ETCD_SNAPSHOT_LOG", default_value = "info")]
-    pub log_level: String,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `etcd_snapshot=debug`. Default:
+    /// `info` for `controller` and `agent`, `warn` for the other subcommands.
+    #[arg(long, global = true, env = "ETCD_SNAPSHOT_LOG")]
+    pub log_level: Option<String>,
     /// YAML file of flag values (keys are flag names without `--`); command-line flags win.
     #[arg(long, global = true, env = "ETCD_SNAPSHOT_CONFIG")]
     pub config: Option<PathBuf>,

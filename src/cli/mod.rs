@@ -67,7 +67,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Controller(args) => operator::controller(args).await,
         Command::Agent(args) => operator::agent(args).await,
         Command::Restore(args) => Ok(restore::run(args).await?),
-        Command::Verify(args) => Ok(verify::run(args).await?),  
+        Command::Verify(args) => Ok(verify::run(args).await?),
         Command::Trigger(args) => trigger::run(args).await,
     }
 }

@@ -12,13 +12,19 @@ use std::time::Duration;
 fn duration(flag: &str, value: &str) -> Result<Duration, CliError> {
     parse_go_duration(value)
         .filter(|d| !d.is_zero())
-        .ok_or_else(|| CliError::Usage(format!("--{flag} {value:?} is not a duration like 10s, 5m or 500ms")))
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "--{flag} {value:?} is not a duration like 10s, 5m or 500ms"
+            ))
+        })
 }
 
 async fn client() -> Result<kube::Client, CliError> {
-    kube::Client::try_default()
-        .await
-        .map_err(|e| CliError::Usage(format!("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG): {e}")))
+    kube::Client::try_default().await.map_err(|e| {
+        CliError::Usage(format!(
+            "cannot reach the Kubernetes API (in-cluster config or KUBECONFIG): {e}"
+        ))
+    })
 }
 
 /// Run the controller until it loses leadership or is stopped.
@@ -42,15 +48,23 @@ pub async fn controller(args: ControllerArgs) -> Result<(), CliError> {
         Some(id) if !id.is_empty() => id,
         _ => common::node_name(None)?,
     };
-    crate::controller::run(client().await?, args.namespace, identity, &args.metrics_addr, config)
-        .await
-        .map_err(|e| CliError::Usage(e.to_string()))
+    crate::controller::run(
+        client().await?,
+        args.namespace,
+        identity,
+        &args.metrics_addr,
+        config,
+    )
+    .await
+    .map_err(|e| CliError::Usage(e.to_string()))
 }
 
 /// Run the agent until stopped.
 pub async fn agent(args: AgentArgs) -> Result<(), CliError> {
     if args.node_name.trim().is_empty() {
-        return Err(CliError::Usage("--node-name (or NODE_NAME) is required".into()));
+        return Err(CliError::Usage(
+            "--node-name (or NODE_NAME) is required".into(),
+        ));
     }
     let config = AgentConfig {
         node: args.node_name.trim().to_string(),

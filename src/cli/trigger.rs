@@ -8,23 +8,33 @@ use crate::api::{ETCDSnapshotFile, ETCDSnapshotSchedule, Phase};
 use crate::consts;
 use crate::naming::request_label;
 use crate::storage::config::parse_go_duration;
-use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use std::time::{Duration, Instant};
 
 /// Request the run; with `--wait`, print its records when all are Ready or Failed.
 pub async fn run(args: TriggerArgs) -> Result<(), CliError> {
     let timeout = parse_go_duration(&args.timeout)
         .filter(|d| !d.is_zero())
-        .ok_or_else(|| CliError::Usage(format!("--timeout {:?} is not a duration like 10m", args.timeout)))?;
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "--timeout {:?} is not a duration like 10m",
+                args.timeout
+            ))
+        })?;
     let client = kube::Client::try_default()
         .await
         .map_err(|e| CliError::Usage(format!("cannot reach the Kubernetes API: {e}")))?;
     let schedules: Api<ETCDSnapshotSchedule> = Api::all(client.clone());
     let value = jiff::Timestamp::now().to_string();
-    let patch = serde_json::json!({"metadata": {"annotations": {consts::ANNOTATION_REQUESTED_AT: value}}});
+    let patch =
+        serde_json::json!({"metadata": {"annotations": {consts::ANNOTATION_REQUESTED_AT: value}}});
     schedules
-        .patch(&args.schedule, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(
+            &args.schedule,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
         .map_err(|e| match e {
             kube::Error::Api(s) if s.code == 404 => {
@@ -32,12 +42,19 @@ pub async fn run(args: TriggerArgs) -> Result<(), CliError> {
             }
             e => CliError::Usage(format!("requesting a run of {}: {e}", args.schedule)),
         })?;
-    println!("Requested a snapshot run of schedule {} ({value}).", args.schedule);
+    println!(
+        "Requested a snapshot run of schedule {} ({value}).",
+        args.schedule
+    );
     if !args.wait {
         return Ok(());
     }
     let files: Api<ETCDSnapshotFile> = Api::all(client);
-    let lp = ListParams::default().labels(&format!("{}={}", consts::LABEL_REQUEST, request_label(&value)));
+    let lp = ListParams::default().labels(&format!(
+        "{}={}",
+        consts::LABEL_REQUEST,
+        request_label(&value)
+    ));
     let start = Instant::now();
     loop {
         let list = files
@@ -47,7 +64,10 @@ pub async fn run(args: TriggerArgs) -> Result<(), CliError> {
             .items;
         let done = !list.is_empty()
             && list.iter().all(|f| {
-                matches!(f.status.as_ref().and_then(|s| s.phase), Some(Phase::Ready | Phase::Failed))
+                matches!(
+                    f.status.as_ref().and_then(|s| s.phase),
+                    Some(Phase::Ready | Phase::Failed)
+                )
             });
         if done {
             return report(&list);
@@ -82,7 +102,10 @@ fn report(list: &[ETCDSnapshotFile]) -> Result<(), CliError> {
         );
     }
     if failed > 0 {
-        Err(CliError::Failed(format!("{failed} of {} snapshot copies failed", list.len())))
+        Err(CliError::Failed(format!(
+            "{failed} of {} snapshot copies failed",
+            list.len()
+        )))
     } else {
         Ok(())
     }

@@ -31,7 +31,9 @@ pub async fn sync_s3(ctx: &Context) -> Result<(), ControllerError> {
         .map_err(ControllerError::kube("listing schedules"))?
         .items
     {
-        let Ok(valid) = validate(&s.spec) else { continue };
+        let Ok(valid) = validate(&s.spec) else {
+            continue;
+        };
         let resolved = match valid.s3 {
             Some((S3Source::Secret(name), _, _)) => {
                 match s3_config_from_secret(&ctx.client, &ctx.namespace, &name).await {
@@ -86,7 +88,10 @@ pub async fn sync_s3(ctx: &Context) -> Result<(), ControllerError> {
             import(&api, &copy, secret.as_deref()).await?;
         }
         let now = jiff::Timestamp::now().as_second();
-        for record in records.iter().filter(|r| r.spec.location.starts_with(&prefix)) {
+        for record in records
+            .iter()
+            .filter(|r| r.spec.location.starts_with(&prefix))
+        {
             let old_enough = record
                 .meta()
                 .creation_timestamp
@@ -124,8 +129,13 @@ async fn import(
     match api.create(&PostParams::default(), &esf).await {
         Ok(created) => {
             if let Some(status) = status {
-                patch_file_status(api, &created.name_any(), &status, consts::MANAGER_CONTROLLER)
-                    .await?;
+                patch_file_status(
+                    api,
+                    &created.name_any(),
+                    &status,
+                    consts::MANAGER_CONTROLLER,
+                )
+                .await?;
             }
             tracing::info!(location = %copy.location, "recorded an S3 snapshot without a record");
             Ok(())
