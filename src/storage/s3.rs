@@ -1057,28 +1057,32 @@ impl S3Upload {
     }
 
     /// Upload the last part, complete the upload, and record `sha256` (of all bytes written) in
-    /// the object's metadata. On failure the upload is aborted.
+    /// the object's metadata. On failure the upload is aborted; if only recording the sha256
+    /// failed, the completed object is deleted, so a failed upload never looks finished.
     pub async fn finish(mut self, sha256: &str) -> Result<(), S3Error> {
         self.check_open("CompleteMultipartUpload")?;
-        match self.complete().await {
-            Ok(()) => {
-                self.open = false;
-                let store = self.store.clone();
-                store
-                    .record_sha256(
-                        &self.key,
-                        &self.metadata,
-                        self.content_type,
-                        self.written,
-                        sha256,
-                    )
-                    .await
-            }
-            Err(e) => {
-                self.abort_now().await;
-                Err(e)
+        if let Err(e) = self.complete().await {
+            self.abort_now().await;
+            return Err(e);
+        }
+        self.open = false;
+        let store = self.store.clone();
+        let recorded = store
+            .record_sha256(
+                &self.key,
+                &self.metadata,
+                self.content_type,
+                self.written,
+                sha256,
+            )
+            .await;
+        if let Err(e) = &recorded {
+            tracing::warn!(key = %self.key, error = %e, "deleting the object: its sha256 could not be recorded");
+            if let Err(e) = store.delete_key(&self.key).await {
+                tracing::warn!(key = %self.key, error = %e, "could not delete the object");
             }
         }
+        recorded
     }
 
     async fn complete(&mut self) -> Result<(), S3Error> {
