@@ -52,8 +52,11 @@ pub async fn reconcile(
     if let Some(requested) = s.annotations().get(consts::ANNOTATION_REQUESTED_AT)
         && status.last_requested_at.as_deref() != Some(requested.as_str())
     {
+        // Snapshot names carry whole seconds: a run must not reuse a second another run of
+        // this schedule already has, or its records would collide with that run's.
+        let taken = files.iter().filter_map(run_time).max().unwrap_or(i64::MIN);
         let run = Run {
-            unix: now.timestamp(),
+            unix: now.timestamp().max(taken.saturating_add(1)),
             label: (consts::LABEL_REQUEST, request_label(requested)),
         };
         let already = files

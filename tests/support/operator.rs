@@ -1,0 +1,760 @@
+//! Harness of the operator integration tests: a real kube-apiserver with the chart's RBAC
+//! (`deploy/rbac.yaml`), SeaweedFS, an etcd cluster, Node objects, and the `etcd-snapshot`
+//! binary running as real `controller` and `agent` processes under the ServiceAccount users that
+//! RBAC binds. Everything stops when the [`OperatorEnv`] is dropped.
+#![allow(dead_code)]
+
+use crate::support;
+use eso_testenv::{
+    ApiServer, ApiServerOptions, ApiUser, EtcdCluster, EtcdOptions, EtcdVersion, Proc, S3Options,
+    S3Server, free_port,
+};
+use etcd_snapshot::api::{ETCDSnapshotFile, ETCDSnapshotSchedule, Phase};
+use etcd_snapshot::consts;
+use etcd_snapshot::naming::{label_value, parse_snapshot_name, request_label};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Secret};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+/// The operator's namespace, as in `deploy/rbac.yaml`.
+pub const NS: &str = "etcd-snapshot";
+/// The controller's ServiceAccount.
+pub const CONTROLLER_SA: &str = "etcd-snapshot-controller";
+/// The agents' ServiceAccount.
+pub const AGENT_SA: &str = "etcd-snapshot-agent";
+/// The S3 bucket the environment creates.
+pub const BUCKET: &str = "etcd-snapshots";
+/// The S3 folder the config Secret names.
+pub const FOLDER: &str = "cluster-a";
+/// Name of the S3 config Secret made by [`OperatorEnv::create_s3_secret`].
+pub const SECRET: &str = "etcd-s3-config";
+/// Leader lease timing given to the controllers (`--lease-duration`).
+pub const LEASE_DURATION: Duration = Duration::from_secs(3);
+/// `--retry-period` given to the controllers.
+pub const RETRY_PERIOD: Duration = Duration::from_millis(500);
+/// How often conditions are polled.
+const POLL: Duration = Duration::from_millis(200);
+/// Log lines shown per process when a wait fails.
+const TAIL: usize = 40;
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct OperatorOptions {
+    /// etcd members (1 or 3).
+    pub etcd_members: usize,
+    /// etcd release.
+    pub etcd_version: EtcdVersion,
+    /// Agents `node0..`; agent K talks to member K (modulo the member count).
+    pub agents: usize,
+    /// Controllers `ctl-1..`, started one after the other (the first becomes leader).
+    pub controllers: usize,
+    /// RBAC manifest to apply instead of `deploy/rbac.yaml` (for the missing-rule test).
+    pub rbac: Option<String>,
+}
+
+impl Default for OperatorOptions {
+    fn default() -> Self {
+        OperatorOptions {
+            etcd_members: 1,
+            etcd_version: EtcdVersion::V3_5,
+            agents: 1,
+            controllers: 1,
+            rbac: None,
+        }
+    }
+}
+
+/// The text of `deploy/rbac.yaml`.
+pub fn rbac_yaml() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rbac.yaml");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// `deploy/rbac.yaml` with `verb` removed from the rules on `resource` of the `kind` named
+/// `name` (e.g. the controller ClusterRole's `create` on `etcdsnapshotfiles`).
+pub fn rbac_without(kind: &str, name: &str, resource: &str, verb: &str) -> String {
+    let mut out = Vec::new();
+    let mut removed = false;
+    for doc in serde_yaml::Deserializer::from_str(&rbac_yaml()) {
+        let mut value: serde_yaml::Value =
+            serde::Deserialize::deserialize(doc).expect("rbac.yaml document");
+        let matches = value["kind"].as_str() == Some(kind)
+            && value["metadata"]["name"].as_str() == Some(name);
+        if matches && let Some(rules) = value["rules"].as_sequence_mut() {
+            for rule in rules {
+                let on_resource = rule["resources"]
+                    .as_sequence()
+                    .is_some_and(|r| r.iter().any(|x| x.as_str() == Some(resource)));
+                if on_resource && let Some(verbs) = rule["verbs"].as_sequence_mut() {
+                    let before = verbs.len();
+                    verbs.retain(|v| v.as_str() != Some(verb));
+                    removed |= verbs.len() != before;
+                }
+            }
+        }
+        out.push(serde_yaml::to_string(&value).expect("render YAML"));
+    }
+    assert!(
+        removed,
+        "rbac.yaml has no {kind}/{name} rule granting {verb} on {resource}"
+    );
+    out.join("---\n")
+}
+
+/// One operator environment at a time per test binary by default: each starts a kube-apiserver
+/// (~365 MB) and timing-sensitive processes (3 s leases) on a 2-core machine.
+/// `ESO_OPERATOR_PARALLEL=N` allows N at once.
+fn slots() -> &'static Semaphore {
+    static SLOTS: OnceLock<Semaphore> = OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let n = std::env::var("ESO_OPERATOR_PARALLEL")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(1);
+        Semaphore::new(n)
+    })
+}
+
+/// A running operator environment. Fields drop in order: the operator processes first, then the
+/// servers, then the scratch directory (logs, snapshot directories).
+pub struct OperatorEnv {
+    procs: Mutex<BTreeMap<String, Proc>>,
+    logs: Mutex<BTreeMap<String, PathBuf>>,
+    /// The API server (admin kubeconfig, kubectl).
+    pub api: ApiServer,
+    /// The etcd cluster the agents snapshot.
+    pub etcd: EtcdCluster,
+    /// SeaweedFS.
+    pub s3: S3Server,
+    /// The administrator's client.
+    pub admin: Client,
+    nodes: Vec<String>,
+    dir: tempfile::TempDir,
+    _slot: SemaphorePermit<'static>,
+}
+
+impl OperatorEnv {
+    /// Start everything and wait until the first controller leads and every agent has
+    /// registered with a healthy etcd member.
+    pub async fn start(opts: OperatorOptions) -> OperatorEnv {
+        let slot = slots().acquire().await.expect("test slot");
+        let api = ApiServer::start(ApiServerOptions {
+            users: vec![
+                ApiUser::service_account(NS, CONTROLLER_SA),
+                ApiUser::service_account(NS, AGENT_SA),
+            ],
+        })
+        .expect("start kube-apiserver");
+        let admin = support::admin_client(&api).await;
+        support::install_crds(&admin).await;
+        let rbac = opts.rbac.clone().unwrap_or_else(rbac_yaml);
+        kubectl_apply(&api, &rbac);
+
+        let s3 = S3Server::start(S3Options::default()).expect("start SeaweedFS");
+        support::create_bucket(&s3, BUCKET).await;
+        let etcd = EtcdCluster::start(EtcdOptions {
+            version: opts.etcd_version,
+            members: opts.etcd_members,
+            tls: false,
+        })
+        .expect("start etcd");
+
+        let mut dir = tempfile::Builder::new()
+            .prefix("eso-operator-")
+            .tempdir()
+            .expect("temp dir");
+        if std::env::var_os("ESO_KEEP_TESTENV").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("operator env: keeping {}", dir.path().display());
+        }
+        let nodes: Vec<String> = (0..opts.agents).map(|k| format!("node{k}")).collect();
+        let node_api: Api<Node> = Api::all(admin.clone());
+        for name in &nodes {
+            let node = Node {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    labels: Some(BTreeMap::from([(
+                        "kubernetes.io/hostname".to_string(),
+                        name.clone(),
+                    )])),
+                    ..ObjectMeta::default()
+                },
+                ..Node::default()
+            };
+            node_api
+                .create(&PostParams::default(), &node)
+                .await
+                .expect("create Node");
+        }
+
+        let env = OperatorEnv {
+            procs: Mutex::new(BTreeMap::new()),
+            logs: Mutex::new(BTreeMap::new()),
+            api,
+            etcd,
+            s3,
+            admin,
+            nodes,
+            dir,
+            _slot: slot,
+        };
+        for k in 0..opts.agents {
+            env.start_agent(k);
+        }
+        for i in 1..=opts.controllers {
+            env.start_controller(&format!("ctl-{i}"));
+            if i == 1 {
+                env.wait_for_leader("ctl-1", Duration::from_secs(20)).await;
+            }
+        }
+        env.wait_agents_registered(Duration::from_secs(20)).await;
+        env
+    }
+
+    /// Node names of the agents (`node0`, `node1`, …).
+    pub fn nodes(&self) -> &[String] {
+        &self.nodes
+    }
+
+    /// Snapshot directory of an agent.
+    pub fn node_dir(&self, node: &str) -> PathBuf {
+        self.dir.path().join(node)
+    }
+
+    fn kubeconfig(&self, sa: &str) -> PathBuf {
+        self.api
+            .kubeconfig(&format!("system:serviceaccount:{NS}:{sa}"))
+            .expect("ServiceAccount kubeconfig")
+            .to_path_buf()
+    }
+
+    fn spawn(&self, key: &str, args: Vec<String>, sa: &str) {
+        let log = self
+            .dir
+            .path()
+            .join(format!("{}.log", key.replace(' ', "-")));
+        let env = [
+            (
+                "KUBECONFIG".to_string(),
+                self.kubeconfig(sa).display().to_string(),
+            ),
+            (
+                "ETCD_SNAPSHOT_LOG".to_string(),
+                "info,etcd_snapshot=debug".to_string(),
+            ),
+        ];
+        let proc = Proc::spawn_with_env(
+            key,
+            Path::new(env!("CARGO_BIN_EXE_etcd-snapshot")),
+            &args,
+            &env,
+            &log,
+        )
+        .unwrap_or_else(|e| panic!("start {key}: {e}"));
+        self.logs.lock().expect("logs").insert(key.to_string(), log);
+        self.procs
+            .lock()
+            .expect("procs")
+            .insert(key.to_string(), proc);
+    }
+
+    /// Start a controller with leader identity `id` (as the controller ServiceAccount).
+    pub fn start_controller(&self, id: &str) {
+        let args = [
+            "controller",
+            "--namespace",
+            NS,
+            "--identity",
+            id,
+            "--metrics-addr",
+            &format!("127.0.0.1:{}", free_port()),
+            "--lease-duration",
+            "3s",
+            "--renew-deadline",
+            "2s",
+            "--retry-period",
+            "500ms",
+            "--resync",
+            "5s",
+        ];
+        self.spawn(
+            &format!("controller {id}"),
+            args.iter().map(|s| s.to_string()).collect(),
+            CONTROLLER_SA,
+        );
+    }
+
+    /// Kill controller `id` with SIGKILL (no lease release).
+    pub fn kill_controller(&self, id: &str) {
+        self.kill(&format!("controller {id}"));
+    }
+
+    /// Start the agent of `node{k}` (as the agent ServiceAccount), on etcd member k.
+    pub fn start_agent(&self, k: usize) {
+        let node = format!("node{k}");
+        let member = k % self.etcd.endpoints().len();
+        let args = [
+            "agent",
+            "--node-name",
+            &node,
+            "--namespace",
+            NS,
+            "--dir",
+            &self.node_dir(&node).display().to_string(),
+            "--etcd-endpoint",
+            &self.etcd.endpoint(member),
+            "--heartbeat",
+            "1s",
+            "--sync-interval",
+            "5s",
+            "--metrics-addr",
+            &format!("127.0.0.1:{}", free_port()),
+        ];
+        self.spawn(
+            &format!("agent {node}"),
+            args.iter().map(|s| s.to_string()).collect(),
+            AGENT_SA,
+        );
+    }
+
+    /// Kill the agent of `node` with SIGKILL.
+    pub fn kill_agent(&self, node: &str) {
+        self.kill(&format!("agent {node}"));
+    }
+
+    fn kill(&self, key: &str) {
+        let mut proc = self
+            .procs
+            .lock()
+            .expect("procs")
+            .remove(key)
+            .unwrap_or_else(|| panic!("no running process {key:?}"));
+        proc.kill();
+    }
+
+    /// The log of a process (also after it was killed).
+    pub fn log(&self, key: &str) -> String {
+        let path = self.logs.lock().expect("logs").get(key).cloned();
+        path.map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    /// The log of controller `id`.
+    pub fn controller_log(&self, id: &str) -> String {
+        self.log(&format!("controller {id}"))
+    }
+
+    /// Which processes have exited, and the last lines of every log.
+    pub fn diagnostics(&self) -> String {
+        let mut out = String::new();
+        if let Ok(mut procs) = self.procs.lock() {
+            for (name, proc) in procs.iter_mut() {
+                if let Err(e) = proc.check_running() {
+                    out.push_str(&format!("!! {name} is not running: {e}\n"));
+                }
+            }
+        }
+        let logs = self.logs.lock().map(|l| l.clone()).unwrap_or_default();
+        for (name, path) in logs {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out.push_str(&format!(
+                "---- {name}: last {TAIL} lines of {} ----\n{}\n",
+                path.display(),
+                lines[lines.len().saturating_sub(TAIL)..].join("\n")
+            ));
+        }
+        out
+    }
+
+    /// Poll `check` every 200 ms until it returns `Some`; panic after `timeout` with `what` and
+    /// the tails of the controller and agent logs.
+    pub async fn wait_until<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl AsyncFnMut() -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for: {what}\n{}",
+                    self.diagnostics()
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Fail if any operator process logged a 403 (a permission `deploy/rbac.yaml` lacks).
+    pub fn assert_no_forbidden(&self) {
+        let logs = self.logs.lock().map(|l| l.clone()).unwrap_or_default();
+        for (name, path) in logs {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let denied: Vec<&str> = text
+                .lines()
+                .filter(|l| l.to_lowercase().contains("forbidden"))
+                .collect();
+            assert!(
+                denied.is_empty(),
+                "{name} was refused by RBAC (deploy/rbac.yaml lacks a rule):\n{}",
+                denied.join("\n")
+            );
+        }
+    }
+
+    /// Holder of the controller's leader Lease.
+    pub async fn leader(&self) -> Option<String> {
+        let leases: Api<Lease> = Api::namespaced(self.admin.clone(), NS);
+        leases
+            .get_opt(consts::LEADER_LEASE)
+            .await
+            .expect("read leader lease")
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+            .filter(|h| !h.is_empty())
+    }
+
+    /// Wait until `id` holds the leader Lease; returns how long it took.
+    pub async fn wait_for_leader(&self, id: &str, timeout: Duration) -> Duration {
+        let start = Instant::now();
+        self.wait_until(
+            &format!("controller {id} to hold the leader lease"),
+            timeout,
+            async || (self.leader().await.as_deref() == Some(id)).then_some(()),
+        )
+        .await;
+        start.elapsed()
+    }
+
+    async fn wait_agents_registered(&self, timeout: Duration) {
+        let leases: Api<Lease> = Api::namespaced(self.admin.clone(), NS);
+        let lp = ListParams::default().labels(&format!("{}=true", consts::LABEL_AGENT));
+        let want = self.nodes.len();
+        self.wait_until(
+            &format!("{want} agents to register with a healthy etcd member"),
+            timeout,
+            async || {
+                let healthy = leases
+                    .list(&lp)
+                    .await
+                    .ok()?
+                    .items
+                    .iter()
+                    .filter(|l| {
+                        l.annotations()
+                            .get(consts::ANNOTATION_ETCD_HEALTH)
+                            .is_some_and(|h| h == "true")
+                    })
+                    .count();
+                (healthy == want).then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// `kubectl` as the administrator.
+    pub fn kubectl(&self) -> Command {
+        self.api.kubectl().expect("kubectl")
+    }
+
+    /// `kubectl apply -f -` of a manifest, as the administrator.
+    pub fn apply(&self, yaml: &str) {
+        kubectl_apply(&self.api, yaml);
+    }
+
+    /// Create or update the S3 config Secret [`SECRET`] for SeaweedFS, with `secret_key` (the
+    /// server's real one when `None`).
+    pub async fn create_s3_secret(&self, secret_key: Option<&str>) {
+        use consts::secret_keys as k;
+        let data = [
+            (k::ENDPOINT, self.s3.host_port()),
+            (k::ACCESS_KEY, self.s3.access_key.clone()),
+            (
+                k::SECRET_KEY,
+                secret_key.unwrap_or(&self.s3.secret_key).to_string(),
+            ),
+            (k::BUCKET, BUCKET.to_string()),
+            (k::FOLDER, FOLDER.to_string()),
+            (k::BUCKET_LOOKUP_TYPE, "path".to_string()),
+            (k::INSECURE, "true".to_string()),
+            (k::REGION, self.s3.region.clone()),
+        ];
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(SECRET.into()),
+                namespace: Some(NS.into()),
+                ..ObjectMeta::default()
+            },
+            type_: Some(consts::SECRET_TYPE.into()),
+            data: Some(
+                data.into_iter()
+                    .map(|(key, v)| (key.to_string(), ByteString(v.into_bytes())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        };
+        Api::<Secret>::namespaced(self.admin.clone(), NS)
+            .patch(
+                SECRET,
+                &PatchParams::apply("eso-tests").force(),
+                &Patch::Apply(&secret),
+            )
+            .await
+            .expect("apply S3 config Secret");
+    }
+
+    /// Request an on-demand run of `schedule` through the `requested-at` annotation; returns the
+    /// value set. Waits first until the clock is past the second of every existing snapshot of
+    /// the schedule: snapshot names carry Unix seconds, so two runs within one second would get
+    /// the same names.
+    pub async fn request_run(&self, schedule: &str) -> String {
+        let newest = self
+            .files(&format!(
+                "{}={}",
+                consts::LABEL_SCHEDULE,
+                label_value(schedule)
+            ))
+            .await
+            .iter()
+            .filter_map(|f| parse_snapshot_name(&f.spec.snapshot_name).map(|p| p.unix_seconds))
+            .max()
+            .unwrap_or(0);
+        self.wait_until(
+            "the clock to pass the newest snapshot's second",
+            Duration::from_secs(3),
+            async || (jiff::Timestamp::now().as_second() > newest).then_some(()),
+        )
+        .await;
+        let value = jiff::Timestamp::now().to_string();
+        let patch = serde_json::json!({
+            "metadata": {"annotations": {consts::ANNOTATION_REQUESTED_AT: value}}
+        });
+        Api::<ETCDSnapshotSchedule>::all(self.admin.clone())
+            .patch(schedule, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("annotate schedule");
+        value
+    }
+
+    /// The ESF API (as the administrator).
+    pub fn files_api(&self) -> Api<ETCDSnapshotFile> {
+        Api::all(self.admin.clone())
+    }
+
+    /// ESFs matching a label selector (`""` for all), sorted by name.
+    pub async fn files(&self, selector: &str) -> Vec<ETCDSnapshotFile> {
+        let mut items = self
+            .files_api()
+            .list(&ListParams::default().labels(selector))
+            .await
+            .expect("list ESFs")
+            .items;
+        items.sort_by_key(|f| f.name_any());
+        items
+    }
+
+    /// ESFs of the on-demand run requested with `value`.
+    pub async fn run_files(&self, value: &str) -> Vec<ETCDSnapshotFile> {
+        self.files(&format!(
+            "{}={}",
+            consts::LABEL_REQUEST,
+            request_label(value)
+        ))
+        .await
+    }
+
+    /// Wait until the run requested with `value` has exactly `copies` ESFs and every one is
+    /// Ready or Failed; return them.
+    pub async fn wait_run_finished(
+        &self,
+        value: &str,
+        copies: usize,
+        timeout: Duration,
+    ) -> Vec<ETCDSnapshotFile> {
+        self.wait_until(
+            &format!("{copies} finished ESFs of the run requested at {value}"),
+            timeout,
+            async || {
+                let files = self.run_files(value).await;
+                (files.len() == copies && files.iter().all(finished)).then_some(files)
+            },
+        )
+        .await
+    }
+
+    /// As [`Self::wait_run_finished`], and assert every copy is Ready.
+    pub async fn wait_run_ready(
+        &self,
+        value: &str,
+        copies: usize,
+        timeout: Duration,
+    ) -> Vec<ETCDSnapshotFile> {
+        let files = self.wait_run_finished(value, copies, timeout).await;
+        let failed: Vec<String> = files
+            .iter()
+            .filter(|f| phase(f) != Phase::Ready)
+            .map(|f| format!("{}: {:?} {}", f.name_any(), phase(f), error_message(f)))
+            .collect();
+        assert!(
+            failed.is_empty(),
+            "copies of the run requested at {value} failed: {failed:?}\n{}",
+            self.diagnostics()
+        );
+        files
+    }
+
+    /// Delete a Node object.
+    pub async fn delete_node(&self, name: &str) {
+        Api::<Node>::all(self.admin.clone())
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("delete Node");
+    }
+
+    /// Keys of the snapshot objects under the S3 folder (without `.metadata/` objects).
+    pub async fn s3_keys(&self) -> Vec<String> {
+        let out = support::s3_client(&self.s3)
+            .list_objects_v2()
+            .bucket(BUCKET)
+            .prefix(format!("{FOLDER}/"))
+            .send()
+            .await
+            .expect("list S3 objects");
+        let mut keys: Vec<String> = out
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .filter(|k| !k.contains(&format!("/{}/", consts::METADATA_DIR)))
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Body and user metadata of an S3 object, or `None` when it does not exist.
+    pub async fn s3_object(
+        &self,
+        key: &str,
+    ) -> Option<(Vec<u8>, std::collections::HashMap<String, String>)> {
+        let got = support::s3_client(&self.s3)
+            .get_object()
+            .bucket(BUCKET)
+            .key(key)
+            .send()
+            .await
+            .ok()?;
+        let meta = got.metadata().cloned().unwrap_or_default();
+        let body = got.body.collect().await.expect("S3 body").into_bytes();
+        Some((body.to_vec(), meta))
+    }
+
+    /// Snapshot file names in a node's directory (as the agent's directory listing sees them).
+    pub fn local_snapshots(&self, node: &str) -> Vec<String> {
+        let dir = etcd_snapshot::storage::local::LocalDir::new(&self.node_dir(node));
+        let mut names: Vec<String> = dir
+            .list()
+            .expect("list snapshot dir")
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+fn kubectl_apply(api: &ApiServer, yaml: &str) {
+    let mut child = api
+        .kubectl()
+        .expect("kubectl")
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl apply");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(yaml.as_bytes())
+        .expect("write manifest");
+    let out = child.wait_with_output().expect("kubectl apply");
+    assert!(
+        out.status.success(),
+        "kubectl apply failed: {}\n{yaml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The phase of an ESF (`Pending` without status).
+pub fn phase(f: &ETCDSnapshotFile) -> Phase {
+    f.status.as_ref().and_then(|s| s.phase).unwrap_or_default()
+}
+
+/// Ready or Failed.
+pub fn finished(f: &ETCDSnapshotFile) -> bool {
+    matches!(phase(f), Phase::Ready | Phase::Failed)
+}
+
+/// The status error message of an ESF (empty without one).
+pub fn error_message(f: &ETCDSnapshotFile) -> String {
+    f.status
+        .as_ref()
+        .and_then(|s| s.error.as_ref())
+        .and_then(|e| e.message.clone())
+        .unwrap_or_default()
+}
+
+/// Whether an ESF is a local copy (by its storage label).
+pub fn is_local(f: &ETCDSnapshotFile) -> bool {
+    f.labels()
+        .get(consts::LABEL_STORAGE)
+        .is_some_and(|s| s != consts::STORAGE_S3)
+}
+
+/// The path of a local ESF's file.
+pub fn local_path(f: &ETCDSnapshotFile) -> PathBuf {
+    PathBuf::from(
+        f.spec
+            .location
+            .strip_prefix("file://")
+            .unwrap_or_else(|| panic!("{} is not a file:// location", f.spec.location)),
+    )
+}
+
+/// The object key of an S3 ESF in [`BUCKET`].
+pub fn s3_key(f: &ETCDSnapshotFile) -> String {
+    f.spec
+        .location
+        .strip_prefix(&format!("s3://{BUCKET}/"))
+        .unwrap_or_else(|| panic!("{} is not in s3://{BUCKET}/", f.spec.location))
+        .to_string()
+}
+
+/// The recorded sha256 of an ESF.
+pub fn recorded_sha256(f: &ETCDSnapshotFile) -> String {
+    f.status
+        .as_ref()
+        .and_then(|s| s.sha256.clone())
+        .unwrap_or_else(|| panic!("{} has no status.sha256", f.name_any()))
+}
+
+/// Hex sha256 of bytes.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
