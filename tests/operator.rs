@@ -962,7 +962,7 @@ async fn controller_without_create_on_snapshot_files_is_refused_and_nothing_is_s
         async || {
             env.controller_log("ctl-1")
                 .lines()
-                .any(|l| l.contains("403") || l.to_lowercase().contains("forbidden"))
+                .any(|l| l.to_lowercase().contains("forbidden"))
                 .then_some(())
         },
     )

@@ -169,7 +169,7 @@ mod tests {
             ("startingDeadlineSeconds: -5", "negative"),
             (
                 "s3: {enabled: true, configSecretRef: {name: s}, bucket: b, endpoint: e}",
-                "bucket, endpoint",
+                "endpoint, bucket",
             ),
             ("s3: {enabled: true}", "neither configSecretRef nor bucket"),
             ("local: {enabled: false}", "nowhere to store"),

@@ -3,7 +3,9 @@
 //! variables describing it to ENV_FILE, and keep it running until standard input closes or the
 //! process is terminated. Used by the demo and for debugging.
 
-use eso_testenv::{ApiServer, ApiServerOptions, ApiUser, EtcdCluster, EtcdOptions, S3Options, S3Server};
+use eso_testenv::{
+    ApiServer, ApiServerOptions, ApiUser, EtcdCluster, EtcdOptions, S3Options, S3Server,
+};
 use std::io::Read;
 
 fn main() {
@@ -37,7 +39,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         s3.secret_key,
     );
     std::fs::write(&env_file, text)?;
-    eprintln!("eso-testenv: running; environment in {env_file}; close stdin or stop this process to end");
+    eprintln!(
+        "eso-testenv: running; environment in {env_file}; close stdin or stop this process to end"
+    );
     let mut sink = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut sink);
     drop((api, etcd, s3));
