@@ -2,6 +2,8 @@
 //! `etcdctl snapshot save`, stored plain, zstd-compressed and as k3s zips, restored into fresh
 //! data dirs and started with a real etcd. No mocks.
 
+mod support;
+
 use eso_testenv::{EtcdCluster, EtcdOptions, EtcdVersion, Proc, S3Options, S3Server, free_port};
 use etcd_snapshot::restore::{
     self, RestoreError, Source, Target, ToolKind, Tools, cluster_reset, restore_into,
@@ -851,21 +853,7 @@ async fn missing_etcd_tools_are_named() {
 // S3
 
 fn s3_client(s3: &S3Server) -> aws_sdk_s3::Client {
-    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-    let conf = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(s3.endpoint())
-        .region(Region::new("us-east-1"))
-        .force_path_style(true)
-        .credentials_provider(Credentials::new(
-            &s3.access_key,
-            &s3.secret_key,
-            None,
-            None,
-            "test",
-        ))
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
+    support::s3_client(s3)
 }
 
 /// Upload `data` as `folder/name` with the sha256 `recorded` in its metadata.

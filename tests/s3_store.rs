@@ -2,8 +2,9 @@
 //! deletion, aborts, and the errors a user meets (missing bucket, wrong secret, untrusted
 //! certificate, unsafe names, a server that is down).
 
+mod support;
+
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use eso_testenv::{S3Options, S3Server};
@@ -40,22 +41,8 @@ fn config(s3: &S3Server) -> S3Config {
     }
 }
 
-/// A plain aws-sdk-s3 client, to set up and inspect the bucket behind the store's back.
-fn raw(s3: &S3Server) -> Client {
-    let conf = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(s3.endpoint())
-        .region(Region::new("us-east-1"))
-        .force_path_style(true)
-        .credentials_provider(Credentials::new(
-            &s3.access_key,
-            &s3.secret_key,
-            None,
-            None,
-            "test",
-        ))
-        .build();
-    Client::from_conf(conf)
+fn raw(s3: &S3Server) -> aws_sdk_s3::Client {
+    support::s3_client(s3)
 }
 
 async fn with_bucket(s3: &S3Server) -> Client {
