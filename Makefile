@@ -1,12 +1,13 @@
 # etcd-snapshot-operator — developer entry points.
 #   make test       install the test environment if missing, then fmt, clippy and every test
 #   make test-deps  only install the test environment (etcd 3.4/3.5, SeaweedFS, kube-apiserver)
-#   make crds       regenerate crds/ from the Rust types
+#   make crds       regenerate crds/ from the Rust types (and the chart's copy, and deploy/)
+#   make chart      render the chart with default values into deploy/etcd-snapshot-operator.yaml
 #   make build      release build of the etcd-snapshot binary
 
 CARGO ?= cargo
 
-.PHONY: test test-deps lint crds build
+.PHONY: test test-deps lint crds chart build
 
 test: test-deps lint
 	$(CARGO) test --workspace --all-targets --locked
@@ -20,6 +21,11 @@ lint:
 
 crds:
 	$(CARGO) run --quiet --locked -- crd > crds/etcdsnapshot.io.yaml
+	cp crds/etcdsnapshot.io.yaml charts/etcd-snapshot-operator/crds/
+	scripts/render-chart.sh
+
+chart:
+	scripts/render-chart.sh
 
 build:
 	$(CARGO) build --release --locked

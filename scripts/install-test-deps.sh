@@ -42,7 +42,8 @@ apt_install() {
   return 0
 }
 
-apt_install protobuf-compiler etcd-server etcd-client openssl ca-certificates util-linux curl
+apt_install protobuf-compiler etcd-server etcd-client openssl ca-certificates util-linux curl \
+  golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev
 
 # Python packages in a venv outside the repository.
 venv=$cache/venv

@@ -1,0 +1,297 @@
+//! The Helm chart (charts/etcd-snapshot-operator), rendered by scripts/render-chart.sh (Helm's
+//! engine: Go text/template + Debian's sprig, as `helm template` does):
+//! - with default values it equals the checked-in deploy/etcd-snapshot-operator.yaml (drift);
+//! - its RBAC is exactly deploy/rbac.yaml's, the least privilege tests/operator.rs proves;
+//! - values that make no sense are rejected at render time with a clear message;
+//! - the kubeadm/k3s/rke2 presets put their paths into the agent DaemonSet.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+use serde_yaml::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `go` builds the renderer; `make test` installs it (the kube-apiserver build needs it too).
+fn go_available() -> bool {
+    let found = Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!(
+            "SKIPPED: `go` is not installed, so the chart cannot be rendered \
+             (apt-get install golang-go golang-github-masterminds-sprig-dev)"
+        );
+    }
+    found
+}
+
+/// Renders the chart with `values` files (YAML texts) on top of the defaults.
+/// Ok(manifests) or Err(stderr).
+fn render(values: &[&str]) -> Result<String, String> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cmd = Command::new(root().join("scripts/render-chart.sh"));
+    cmd.args(["-o", "-"]);
+    for (i, v) in values.iter().enumerate() {
+        let file = dir.path().join(format!("values-{i}.yaml"));
+        std::fs::write(&file, v).expect("write values file");
+        cmd.arg("-f").arg(&file);
+    }
+    let out = cmd.output().expect("run scripts/render-chart.sh");
+    if out.status.success() {
+        Ok(String::from_utf8(out.stdout).expect("utf-8 manifests"))
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn documents(text: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| Value::deserialize(d).expect("valid YAML document"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    path.iter().try_fold(v, |v, k| v.get(*k))?.as_str()
+}
+
+fn sorted_strings(v: Option<&Value>) -> Vec<String> {
+    let mut out: Vec<String> = v
+        .and_then(Value::as_sequence)
+        .map(|s| {
+            s.iter()
+                .map(|x| x.as_str().expect("string").to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// A rule, order-insensitive: (apiGroups, resources, resourceNames, verbs), each sorted.
+type Rule = [Vec<String>; 4];
+
+/// The RBAC of a manifest set: every Role/ClusterRole's rules and every binding's roleRef and
+/// subjects, keyed by (kind, namespace, name).
+fn rbac(docs: &[Value]) -> BTreeMap<(String, String, String), String> {
+    let mut out = BTreeMap::new();
+    for d in docs {
+        let kind = str_at(d, &["kind"]).unwrap_or_default().to_owned();
+        let name = str_at(d, &["metadata", "name"])
+            .unwrap_or_default()
+            .to_owned();
+        let ns = str_at(d, &["metadata", "namespace"])
+            .unwrap_or_default()
+            .to_owned();
+        let summary = match kind.as_str() {
+            "Role" | "ClusterRole" => {
+                let mut rules: Vec<Rule> = d
+                    .get("rules")
+                    .and_then(Value::as_sequence)
+                    .expect("rules")
+                    .iter()
+                    .map(|r| {
+                        ["apiGroups", "resources", "resourceNames", "verbs"]
+                            .map(|k| sorted_strings(r.get(k)))
+                    })
+                    .collect();
+                rules.sort();
+                format!("{rules:?}")
+            }
+            "RoleBinding" | "ClusterRoleBinding" => format!(
+                "roleRef={:?} subjects={:?}",
+                d.get("roleRef"),
+                d.get("subjects")
+            ),
+            "ServiceAccount" => String::new(),
+            _ => continue,
+        };
+        out.insert((kind, ns, name), summary);
+    }
+    out
+}
+
+#[test]
+fn default_values_render_the_checked_in_deploy_manifests() {
+    if !go_available() {
+        return;
+    }
+    let rendered = render(&[]).expect("default values render");
+    let checked_in = root().join("deploy/etcd-snapshot-operator.yaml");
+    let expected =
+        std::fs::read_to_string(&checked_in).expect("read deploy/etcd-snapshot-operator.yaml");
+    if rendered != expected {
+        let line = rendered
+            .lines()
+            .zip(expected.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or_else(|| rendered.lines().count().min(expected.lines().count()))
+            + 1;
+        panic!(
+            "deploy/etcd-snapshot-operator.yaml is not the chart rendered with default values \
+             (first difference at line {line}); run scripts/render-chart.sh and commit the result"
+        );
+    }
+}
+
+#[test]
+fn chart_rbac_is_exactly_deploy_rbac() {
+    if !go_available() {
+        return;
+    }
+    let chart = rbac(&documents(&render(&[]).expect("default values render")));
+    let reference = rbac(&documents(
+        &std::fs::read_to_string(root().join("deploy/rbac.yaml")).expect("read deploy/rbac.yaml"),
+    ));
+    assert!(
+        chart.keys().any(|(k, _, _)| k == "ClusterRole")
+            && chart.keys().any(|(k, _, _)| k == "Role"),
+        "the chart renders no Role/ClusterRole: {chart:#?}"
+    );
+    for (key, rules) in &reference {
+        match chart.get(key) {
+            None => panic!("the chart does not render {key:?} of deploy/rbac.yaml"),
+            Some(r) => assert_eq!(r, rules, "{key:?} differs from deploy/rbac.yaml"),
+        }
+    }
+    for key in chart.keys() {
+        assert!(
+            reference.contains_key(key),
+            "the chart renders {key:?}, which deploy/rbac.yaml does not have"
+        );
+    }
+}
+
+#[test]
+fn values_without_storage_are_rejected() {
+    if !go_available() {
+        return;
+    }
+    let err = render(&["local:\n  enabled: false\n"]).expect_err("no storage must not render");
+    assert!(
+        err.contains("no snapshot storage enabled: set local.enabled=true and/or s3.enabled=true"),
+        "unclear error: {err}"
+    );
+    // S3 alone is storage enough.
+    render(&["local:\n  enabled: false\ns3:\n  enabled: true\n  bucket: snapshots\n"])
+        .expect("S3-only renders");
+}
+
+#[test]
+fn s3_without_bucket_is_rejected_when_the_chart_creates_the_secret() {
+    if !go_available() {
+        return;
+    }
+    let err = render(&["s3:\n  enabled: true\n"]).expect_err("S3 without a bucket must not render");
+    assert!(
+        err.contains("s3.enabled=true needs s3.bucket"),
+        "unclear error: {err}"
+    );
+    // An existing Secret carries the bucket: no bucket needed, no Secret rendered, and the
+    // schedule references it.
+    let out = render(&["s3:\n  enabled: true\n  existingSecret: my-s3\n"]).expect("renders");
+    let docs = documents(&out);
+    assert!(!docs.iter().any(|d| str_at(d, &["kind"]) == Some("Secret")));
+    let schedule = docs
+        .iter()
+        .find(|d| str_at(d, &["kind"]) == Some("ETCDSnapshotSchedule"))
+        .expect("default schedule");
+    assert_eq!(
+        str_at(schedule, &["spec", "s3", "configSecretRef", "name"]),
+        Some("my-s3")
+    );
+    // With a bucket, the chart's Secret has the operator's type and k3s's keys.
+    let out = render(&["s3:\n  enabled: true\n  bucket: snapshots\n"]).expect("renders");
+    let secret = documents(&out)
+        .into_iter()
+        .find(|d| str_at(d, &["kind"]) == Some("Secret"))
+        .expect("S3 Secret");
+    assert_eq!(
+        str_at(&secret, &["type"]),
+        Some(etcd_snapshot::consts::SECRET_TYPE)
+    );
+    assert_eq!(
+        str_at(
+            &secret,
+            &["stringData", etcd_snapshot::consts::secret_keys::BUCKET]
+        ),
+        Some("snapshots")
+    );
+}
+
+#[test]
+fn presets_set_the_agents_etcd_certificates_and_snapshot_dir() {
+    if !go_available() {
+        return;
+    }
+    let cases = [
+        (
+            "kubeadm",
+            "/etc/kubernetes/pki/etcd/healthcheck-client.key",
+            "/var/lib/etcd-snapshots",
+        ),
+        (
+            "k3s",
+            "/var/lib/rancher/k3s/server/tls/etcd/client.key",
+            "/var/lib/rancher/k3s/server/db/snapshots",
+        ),
+        (
+            "rke2",
+            "/var/lib/rancher/rke2/server/tls/etcd/client.key",
+            "/var/lib/rancher/rke2/server/db/snapshots",
+        ),
+    ];
+    for (preset, key, dir) in cases {
+        let out = render(&[&format!("etcd:\n  preset: {preset}\n")]).expect("renders");
+        let ds = documents(&out)
+            .into_iter()
+            .find(|d| str_at(d, &["kind"]) == Some("DaemonSet"))
+            .expect("agent DaemonSet");
+        let spec = &ds["spec"]["template"]["spec"];
+        assert_eq!(spec["hostNetwork"], Value::Bool(true), "{preset}");
+        let args = sorted_strings(spec["containers"][0].get("args"));
+        assert!(
+            args.contains(&format!("--etcd-key={key}")),
+            "{preset}: {args:?}"
+        );
+        assert!(args.contains(&format!("--dir={dir}")), "{preset}: {args:?}");
+        let host_paths: Vec<&str> = spec["volumes"]
+            .as_sequence()
+            .expect("volumes")
+            .iter()
+            .filter_map(|v| str_at(v, &["hostPath", "path"]))
+            .collect();
+        assert!(host_paths.contains(&dir), "{preset}: {host_paths:?}");
+        assert!(
+            host_paths.iter().any(|p| Path::new(key).starts_with(p)),
+            "{preset}: the key's directory is not mounted: {host_paths:?}"
+        );
+    }
+    let err = render(&["etcd:\n  preset: minikube\n"]).expect_err("unknown preset");
+    assert!(
+        err.contains("etcd.preset must be one of kubeadm, k3s, rke2, custom"),
+        "{err}"
+    );
+}
+
+#[test]
+fn chart_crds_are_the_generated_crds() {
+    // Helm installs charts/*/crds/ on install (and never deletes them); they must be crds/'s.
+    let generated =
+        std::fs::read_to_string(root().join("crds/etcdsnapshot.io.yaml")).expect("crds/");
+    let chart = std::fs::read_to_string(
+        root().join("charts/etcd-snapshot-operator/crds/etcdsnapshot.io.yaml"),
+    )
+    .expect("chart crds/");
+    assert!(
+        generated == chart,
+        "charts/etcd-snapshot-operator/crds/etcdsnapshot.io.yaml differs from crds/etcdsnapshot.io.yaml: \
+         cp crds/etcdsnapshot.io.yaml charts/etcd-snapshot-operator/crds/ && scripts/render-chart.sh"
+    );
+}
