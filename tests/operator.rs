@@ -23,8 +23,9 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use kube::runtime::watcher;
 use operator_support::{
-    FOLDER, LEASE_DURATION, NS, OperatorEnv, OperatorOptions, RETRY_PERIOD, SECRET, error_message,
-    finished, is_local, local_path, phase, rbac_without, recorded_sha256, s3_key, sha256_hex,
+    BUCKET, FOLDER, LEASE_DURATION, NS, OperatorEnv, OperatorOptions, RETRY_PERIOD, SECRET,
+    error_message, finished, is_local, local_path, phase, rbac_without, recorded_sha256, s3_key,
+    sha256_hex,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
@@ -983,4 +984,69 @@ async fn controller_without_create_on_snapshot_files_is_refused_and_nothing_is_s
         .status
         .unwrap_or_default();
     assert!(status.last_successful_time.is_none(), "{status:?}");
+}
+
+/// The controller's S3 sync records objects that have no ETCDSnapshotFile — here an upload by
+/// k3s (a `.zip` with k3s's node metadata) — and the record can be used like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_sync_records_objects_without_a_record_including_k3s_zip_uploads() {
+    let env = OperatorEnv::start(OperatorOptions::default()).await;
+    env.create_s3_secret(None).await;
+    env.apply(&schedule_yaml("synced", NEW_YEAR_ONLY, &with_s3("")));
+    let name = "etcd-snapshot-k3s-server-1-1730308816.zip";
+    support::s3_client(&env.s3)
+        .put_object()
+        .bucket(BUCKET)
+        .key(format!("{FOLDER}/{name}"))
+        .metadata("k3s-node-name", "k3s-server-1")
+        .body(b"PK-not-really-a-zip".to_vec().into())
+        .send()
+        .await
+        .expect("upload a k3s-style object");
+    let record = env
+        .wait_until(
+            "the S3 sync to record the k3s upload",
+            Duration::from_secs(30),
+            async || {
+                env.files("")
+                    .await
+                    .into_iter()
+                    .find(|f| f.spec.snapshot_name == name && f.status.is_some())
+            },
+        )
+        .await;
+    assert_eq!(record.spec.node_name, "k3s-server-1");
+    assert_eq!(
+        record.spec.compression,
+        etcd_snapshot::api::Compression::Zip
+    );
+    assert_eq!(
+        record.spec.location,
+        format!("s3://{BUCKET}/{FOLDER}/{name}")
+    );
+    let status = record.status.clone().unwrap_or_default();
+    assert_eq!(status.phase, Some(Phase::Ready));
+    assert_eq!(
+        status.creation_time.map(|t| t.0.as_second()),
+        Some(1_730_308_816)
+    );
+    assert!(
+        record.finalizers().iter().any(|f| f == consts::FINALIZER),
+        "the record owns the object"
+    );
+    // Deleting the record deletes the object, as for any S3 copy.
+    let (ok, _, err) =
+        support::run(
+            env.kubectl()
+                .args(["delete", "etcdsnapshotfile", &record.name_any()]),
+        );
+    assert!(ok, "{err}");
+    let gone = support::s3_client(&env.s3)
+        .head_object()
+        .bucket(BUCKET)
+        .key(format!("{FOLDER}/{name}"))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the object is deleted with its record");
+    env.assert_no_forbidden();
 }

@@ -286,6 +286,8 @@ impl OperatorEnv {
             "500ms",
             "--resync",
             "5s",
+            "--s3-sync-interval",
+            "2s",
         ];
         self.spawn(
             &format!("controller {id}"),
