@@ -16,7 +16,7 @@ use crate::metrics::Metrics;
 use crate::operator::{AgentInfo, Events, OperatorError, leases};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -186,9 +186,29 @@ pub async fn run_controllers(ctx: Arc<Context>) {
                 .collect::<Vec<_>>()
         }
     };
+    // The endpoint-CA ConfigMap a Secret may name: any change re-reconciles the schedules that
+    // use a Secret (which ConfigMap a Secret names is only known by reading the Secret).
+    let by_configmap = {
+        let store = store.clone();
+        move |_: ConfigMap| {
+            store
+                .state()
+                .into_iter()
+                .filter(|s| {
+                    s.spec
+                        .s3
+                        .as_ref()
+                        .is_some_and(|s3| s3.config_secret_ref.is_some())
+                })
+                .map(|s| ObjectRef::from_obj(s.as_ref()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let configmaps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let schedules_run = schedule_ctl
         .watches(files.clone(), wc.clone(), by_file)
         .watches(secrets, wc.clone(), by_secret)
+        .watches(configmaps, wc.clone(), by_configmap)
         .watches(
             agent_leases,
             watcher::Config::default().labels(&format!("{}=true", consts::LABEL_AGENT)),
