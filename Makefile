@@ -4,10 +4,12 @@
 #   make crds       regenerate crds/ from the Rust types (and the chart's copy, and deploy/)
 #   make chart      render the chart with default values into deploy/etcd-snapshot-operator.yaml
 #   make build      release build of the etcd-snapshot binary
+#   make demo       the operator end to end on this machine (kube-apiserver, etcd, SeaweedFS);
+#                   `make demo DEMO_FLAGS=--keep` keeps it running until Ctrl-C
 
 CARGO ?= cargo
 
-.PHONY: test test-deps lint crds chart build
+.PHONY: test test-deps lint crds chart build demo
 
 test: test-deps lint
 	$(CARGO) test --workspace --all-targets --locked
@@ -29,3 +31,6 @@ chart:
 
 build:
 	$(CARGO) build --release --locked
+
+demo:
+	scripts/demo.sh $(DEMO_FLAGS)
