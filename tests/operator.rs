@@ -1050,3 +1050,47 @@ async fn s3_sync_records_objects_without_a_record_including_k3s_zip_uploads() {
     assert!(gone.is_err(), "the object is deleted with its record");
     env.assert_no_forbidden();
 }
+
+/// Every object of `deploy/etcd-snapshot-operator.yaml` (the chart rendered with its default
+/// values) applies server-side to the real API server, and the controller and agent, running as
+/// that manifest's ServiceAccounts with only its RBAC, complete a snapshot of its default
+/// schedule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rendered_deploy_manifests_apply_server_side_and_their_identities_complete_a_snapshot() {
+    let manifests = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/etcd-snapshot-operator.yaml"
+    ))
+    .expect("read deploy/etcd-snapshot-operator.yaml");
+    let env = OperatorEnv::start(OperatorOptions {
+        manifests: Some(manifests),
+        ..OperatorOptions::default()
+    })
+    .await;
+    for (kind, name) in [
+        ("deployment", "etcd-snapshot-controller"),
+        ("daemonset", "etcd-snapshot-agent"),
+        ("serviceaccount", "etcd-snapshot-controller"),
+        ("serviceaccount", "etcd-snapshot-agent"),
+        ("role", "etcd-snapshot-controller"),
+        ("rolebinding", "etcd-snapshot-agent"),
+    ] {
+        let (ok, _, err) = support::run(env.kubectl().args(["get", "-n", NS, kind, name]));
+        assert!(ok, "{kind}/{name} was not applied: {err}");
+    }
+    let (ok, _, err) = support::run(env.kubectl().args([
+        "get",
+        "clusterrole",
+        "etcd-snapshot-controller",
+        "etcd-snapshot-agent",
+    ]));
+    assert!(ok, "cluster roles were not applied: {err}");
+    // The default schedule of the chart: local copies only, one member.
+    let run = env.request_run("etcd-snapshot").await;
+    let files = env.wait_run_ready(&run, 1, RUN).await;
+    assert!(
+        files.iter().all(is_local),
+        "the default schedule stores locally"
+    );
+    env.assert_no_forbidden();
+}

@@ -59,6 +59,9 @@ pub struct OperatorOptions {
     pub controllers: usize,
     /// RBAC manifest to apply instead of `deploy/rbac.yaml` (for the missing-rule test).
     pub rbac: Option<String>,
+    /// A whole rendered install (e.g. `deploy/etcd-snapshot-operator.yaml`) to apply server-side
+    /// into a freshly created namespace, instead of `deploy/rbac.yaml`.
+    pub manifests: Option<String>,
 }
 
 impl Default for OperatorOptions {
@@ -69,6 +72,7 @@ impl Default for OperatorOptions {
             agents: 1,
             controllers: 1,
             rbac: None,
+            manifests: None,
         }
     }
 }
@@ -157,8 +161,19 @@ impl OperatorEnv {
         .expect("start kube-apiserver");
         let admin = support::admin_client(&api).await;
         support::install_crds(&admin).await;
-        let rbac = opts.rbac.clone().unwrap_or_else(rbac_yaml);
-        kubectl_apply(&api, &rbac);
+        match &opts.manifests {
+            Some(manifests) => {
+                let (ok, _, err) =
+                    support::run(
+                        api.kubectl()
+                            .expect("kubectl")
+                            .args(["create", "namespace", NS]),
+                    );
+                assert!(ok, "create namespace: {err}");
+                kubectl_apply_server_side(&api, manifests);
+            }
+            None => kubectl_apply(&api, &opts.rbac.clone().unwrap_or_else(rbac_yaml)),
+        }
 
         let s3 = S3Server::start(S3Options::default()).expect("start SeaweedFS");
         support::create_bucket(&s3, BUCKET).await;
@@ -679,10 +694,23 @@ impl OperatorEnv {
 }
 
 fn kubectl_apply(api: &ApiServer, yaml: &str) {
+    kubectl_apply_args(api, yaml, &["apply", "-f", "-"]);
+}
+
+/// `kubectl apply --server-side` (taking over fields another manager set, e.g. the CRDs).
+fn kubectl_apply_server_side(api: &ApiServer, yaml: &str) {
+    kubectl_apply_args(
+        api,
+        yaml,
+        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+    );
+}
+
+fn kubectl_apply_args(api: &ApiServer, yaml: &str, args: &[&str]) {
     let mut child = api
         .kubectl()
         .expect("kubectl")
-        .args(["apply", "-f", "-"])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
