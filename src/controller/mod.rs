@@ -158,52 +158,39 @@ pub async fn run_controllers(ctx: Arc<Context>) {
                 .map(|s| ObjectRef::from_obj(s.as_ref()))
         }
     };
-    let by_secret = {
+    // Watched objects map to the schedules they concern.
+    let schedules_where = {
         let store = store.clone();
-        move |secret: Secret| {
-            let name = secret.name_any();
+        move |keep: &dyn Fn(&ETCDSnapshotSchedule) -> bool| {
             store
                 .state()
                 .into_iter()
-                .filter(|s| {
-                    s.spec
-                        .s3
-                        .as_ref()
-                        .and_then(|s3| s3.config_secret_ref.as_ref())
-                        .is_some_and(|r| r.name == name)
-                })
+                .filter(|s| keep(s))
                 .map(|s| ObjectRef::from_obj(s.as_ref()))
                 .collect::<Vec<_>>()
+        }
+    };
+    let secret_name = |s: &ETCDSnapshotSchedule| {
+        s.spec
+            .s3
+            .as_ref()
+            .and_then(|s3| s3.config_secret_ref.as_ref())
+            .map(|r| r.name.clone())
+    };
+    let by_secret = {
+        let schedules_where = schedules_where.clone();
+        move |secret: Secret| {
+            let name = secret.name_any();
+            schedules_where(&|s| secret_name(s).as_deref() == Some(name.as_str()))
         }
     };
     let all_schedules = {
-        let store = store.clone();
-        move |_: Lease| {
-            store
-                .state()
-                .into_iter()
-                .map(|s| ObjectRef::from_obj(s.as_ref()))
-                .collect::<Vec<_>>()
-        }
+        let schedules_where = schedules_where.clone();
+        move |_: Lease| schedules_where(&|_| true)
     };
     // The endpoint-CA ConfigMap a Secret may name: any change re-reconciles the schedules that
     // use a Secret (which ConfigMap a Secret names is only known by reading the Secret).
-    let by_configmap = {
-        let store = store.clone();
-        move |_: ConfigMap| {
-            store
-                .state()
-                .into_iter()
-                .filter(|s| {
-                    s.spec
-                        .s3
-                        .as_ref()
-                        .is_some_and(|s3| s3.config_secret_ref.is_some())
-                })
-                .map(|s| ObjectRef::from_obj(s.as_ref()))
-                .collect::<Vec<_>>()
-        }
-    };
+    let by_configmap = move |_: ConfigMap| schedules_where(&|s| secret_name(s).is_some());
     let configmaps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let schedules_run = schedule_ctl
         .watches(files.clone(), wc.clone(), by_file)
