@@ -7,7 +7,7 @@ use super::{Context, ControllerError};
 use crate::api::{ETCDSnapshotFile, Phase};
 use crate::consts;
 use crate::naming::Storage;
-use crate::operator::{AgentInfo, leases, s3_config_for_file};
+use crate::operator::s3_config_for_file;
 use crate::storage::s3::S3Store;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
@@ -108,19 +108,15 @@ async fn release_if_node_gone(
     ctx: &Context,
 ) -> Result<Action, ControllerError> {
     let node = &esf.spec.node_name;
-    let nodes: Api<Node> = Api::all(ctx.client.clone());
-    let node_exists = nodes
-        .get_opt(node)
-        .await
-        .map_err(ControllerError::kube("reading a Node"))?
-        .is_some();
-    let agent_live = leases(&ctx.client, &ctx.namespace)
-        .get_opt(&AgentInfo::lease_name(node))
-        .await
-        .map_err(ControllerError::kube("reading an agent lease"))?
-        .as_ref()
-        .and_then(AgentInfo::from_lease)
-        .is_some_and(|a| a.is_live(jiff::Timestamp::now()));
+    // The agent is usually alive and about to delete the file: ask the cache first, and the
+    // API server about the Node only when no agent is.
+    let agent_live = super::live_agents(ctx).iter().any(|a| &a.node == node);
+    let node_exists = !agent_live
+        && Api::<Node>::all(ctx.client.clone())
+            .get_opt(node)
+            .await
+            .map_err(ControllerError::kube("reading a Node"))?
+            .is_some();
     if node_exists || agent_live {
         // The agent will handle it; look again later in case the node goes away.
         return Ok(Action::requeue(Duration::from_secs(60)));

@@ -17,10 +17,10 @@ use crate::operator::{AgentInfo, Events, OperatorError, leases};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,6 +61,83 @@ pub struct Context {
     pub metrics: Metrics,
     /// Tunables.
     pub config: ControllerConfig,
+    /// Watch caches: reconciles read these instead of listing.
+    pub cache: Caches,
+    /// One flag per cache, set once its first complete listing is in.
+    ready: Vec<tokio::sync::watch::Receiver<bool>>,
+    /// The newest run (unix second) this process created per schedule: the cache may not show
+    /// a run's records yet when the next reconcile comes, and a run must never reuse a second.
+    runs: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+}
+
+/// Caches of the watched objects, filled by the controllers' watches. Reading them costs no API
+/// request, so reconciles at 10,000 snapshot files stay cheap.
+#[derive(Clone)]
+pub struct Caches {
+    /// Every ETCDSnapshotFile.
+    pub files: Store<ETCDSnapshotFile>,
+    /// Every ETCDSnapshotSchedule.
+    pub schedules: Store<ETCDSnapshotSchedule>,
+    /// The agents' registration Leases.
+    pub agents: Store<Lease>,
+}
+
+/// What the reconcilers share besides the caches (made before the watches start).
+pub struct ContextParts {
+    /// API client.
+    pub client: Client,
+    /// Operator namespace.
+    pub namespace: String,
+    /// Event publisher.
+    pub events: Events,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Tunables.
+    pub config: ControllerConfig,
+}
+
+impl Context {
+    /// Wait until the caches hold a complete first listing. (Not `Store::wait_until_ready`:
+    /// it wakes only one of several concurrent waiters, and the controllers' runners already
+    /// wait on it.)
+    pub async fn caches_ready(&self) -> Result<(), ControllerError> {
+        for ready in &self.ready {
+            let mut ready = ready.clone();
+            ready
+                .wait_for(|r| *r)
+                .await
+                .map_err(|_| ControllerError::CacheClosed)?;
+        }
+        Ok(())
+    }
+
+    /// Every ETCDSnapshotFile of a schedule, from the cache.
+    pub fn schedule_files(&self, schedule: &str) -> Vec<ETCDSnapshotFile> {
+        let label = crate::naming::label_value(schedule);
+        self.cache
+            .files
+            .state()
+            .iter()
+            .filter(|f| f.labels().get(consts::LABEL_SCHEDULE) == Some(&label))
+            .map(|f| f.as_ref().clone())
+            .collect()
+    }
+
+    /// The newest run second this process created for `schedule`.
+    pub fn last_run(&self, schedule: &str) -> Option<i64> {
+        self.runs
+            .lock()
+            .ok()
+            .and_then(|runs| runs.get(schedule).copied())
+    }
+
+    /// Remember a run this process created.
+    pub fn record_run(&self, schedule: &str, unix: i64) {
+        if let Ok(mut runs) = self.runs.lock() {
+            let e = runs.entry(schedule.to_string()).or_insert(unix);
+            *e = (*e).max(unix);
+        }
+    }
 }
 
 /// Why a reconcile failed.
@@ -80,6 +157,9 @@ pub enum ControllerError {
     /// An S3 operation failed.
     #[error(transparent)]
     S3(#[from] crate::storage::s3::S3Error),
+    /// The watch caches stopped (the process is shutting down).
+    #[error("the watch caches stopped")]
+    CacheClosed,
 }
 
 impl ControllerError {
@@ -94,34 +174,44 @@ impl ControllerError {
             ControllerError::Kube { .. } => "KubernetesAPI",
             ControllerError::Operator(e) => e.reason(),
             ControllerError::S3(_) => "S3",
+            ControllerError::CacheClosed => "CacheClosed",
         }
     }
 }
 
-/// Agents whose registration Lease was renewed recently.
-pub async fn live_agents(ctx: &Context) -> Result<Vec<AgentInfo>, ControllerError> {
-    let lp = ListParams::default().labels(&format!("{}=true", consts::LABEL_AGENT));
+/// Agents whose registration Lease was renewed recently (from the cache).
+pub fn live_agents(ctx: &Context) -> Vec<AgentInfo> {
     let now = jiff::Timestamp::now();
-    Ok(leases(&ctx.client, &ctx.namespace)
-        .list(&lp)
-        .await
-        .map_err(ControllerError::kube("listing agent leases"))?
-        .items
+    ctx.cache
+        .agents
+        .state()
         .iter()
-        .filter_map(AgentInfo::from_lease)
+        .filter_map(|l| AgentInfo::from_lease(l))
         .filter(|a| a.is_live(now))
-        .collect())
+        .collect()
 }
 
 /// The etcd cluster ID the live agents report (the most common one).
-pub async fn current_cluster_id(ctx: &Context) -> Result<Option<String>, ControllerError> {
+pub fn current_cluster_id(ctx: &Context) -> Option<String> {
     let mut counts = std::collections::BTreeMap::<String, usize>::new();
-    for agent in live_agents(ctx).await? {
+    for agent in live_agents(ctx) {
         if let Some(id) = agent.cluster_id {
             *counts.entry(id).or_default() += 1;
         }
     }
-    Ok(counts.into_iter().max_by_key(|(_, n)| *n).map(|(id, _)| id))
+    counts.into_iter().max_by_key(|(_, n)| *n).map(|(id, _)| id)
+}
+
+/// What of an agent Lease matters to schedules: not its renewals, which come every few
+/// seconds from every agent and would otherwise re-reconcile every schedule each time.
+fn lease_fingerprint(lease: &Lease) -> String {
+    let spec = lease.spec.as_ref();
+    format!(
+        "{:?}|{:?}|{:?}",
+        spec.and_then(|s| s.holder_identity.as_ref()),
+        lease.metadata.annotations,
+        lease.metadata.deletion_timestamp,
+    )
 }
 
 fn error_policy<K>(_: Arc<K>, error: &ControllerError, ctx: Arc<Context>) -> Action {
@@ -134,15 +224,78 @@ fn error_policy<K>(_: Arc<K>, error: &ControllerError, ctx: Arc<Context>) -> Act
     }
 }
 
-/// Run the reconcilers until the stream ends (they run only while this replica leads).
-pub async fn run_controllers(ctx: Arc<Context>) {
-    let schedules: Api<ETCDSnapshotSchedule> = Api::all(ctx.client.clone());
-    let files: Api<ETCDSnapshotFile> = Api::all(ctx.client.clone());
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    let agent_leases = leases(&ctx.client, &ctx.namespace);
-    let wc = watcher::Config::default();
+/// A cache of `api`'s objects: the store, the stream that fills it (applied objects, for a
+/// controller's trigger), and a flag set once its first complete listing is in. Managed fields
+/// are dropped: nothing reads them, and they are a good part of each object's size.
+fn cached<K>(
+    api: Api<K>,
+    wc: watcher::Config,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    tokio::sync::watch::Receiver<bool>,
+)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store::<K>();
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+    let stream = reflector::reflector(
+        writer,
+        watcher::watcher(api, wc).modify(|o| o.meta_mut().managed_fields = None),
+    )
+    .inspect(move |event| {
+        if matches!(event, Ok(watcher::Event::InitDone)) {
+            ready_tx.send_replace(true);
+        }
+    })
+    .applied_objects();
+    (reader, stream, ready_rx)
+}
 
-    let schedule_ctl = Controller::new(schedules.clone(), wc.clone());
+/// Run the reconcilers until the stream ends (they run only while this replica leads).
+pub async fn run_controllers(parts: ContextParts) {
+    let client = parts.client.clone();
+    let namespace = parts.namespace.clone();
+    let schedules: Api<ETCDSnapshotSchedule> = Api::all(client.clone());
+    let files: Api<ETCDSnapshotFile> = Api::all(client.clone());
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let agent_leases = leases(&client, &namespace);
+    let wc = watcher::Config::default();
+    let agents_wc = watcher::Config::default().labels(&format!("{}=true", consts::LABEL_AGENT));
+
+    let (files_cache, files_stream, files_ready) = cached(files.clone(), wc.clone());
+    let (schedules_cache, schedules_stream, schedules_ready) =
+        cached(schedules.clone(), wc.clone());
+    let (agents, agents_stream, agents_ready) = cached(agent_leases.clone(), agents_wc.clone());
+    let schedule_ctl = Controller::for_stream(schedules_stream, schedules_cache.clone());
+    let files_ctl = Controller::for_stream(files_stream, files_cache.clone());
+    let agents_reflector = agents_stream.default_backoff().for_each(|event| async move {
+        if let Err(e) = event {
+            tracing::warn!(error = %e, "watching agent leases");
+        }
+    });
+    let ctx = Arc::new(Context {
+        client: parts.client,
+        namespace: parts.namespace,
+        events: parts.events,
+        metrics: parts.metrics,
+        config: parts.config,
+        cache: Caches {
+            files: files_cache,
+            schedules: schedules_cache,
+            agents,
+        },
+        ready: vec![files_ready, schedules_ready, agents_ready],
+        runs: Default::default(),
+    });
+
     let store = schedule_ctl.store();
     let by_file = {
         let store = store.clone();
@@ -184,27 +337,36 @@ pub async fn run_controllers(ctx: Arc<Context>) {
             schedules_where(&|s| secret_name(s).as_deref() == Some(name.as_str()))
         }
     };
-    let all_schedules = {
+    // An agent that registers, leaves, or changes its etcd health or directory concerns every
+    // schedule; a mere renewal does not.
+    let by_lease = {
         let schedules_where = schedules_where.clone();
-        move |_: Lease| schedules_where(&|_| true)
+        let seen = std::sync::Mutex::new(std::collections::HashMap::<String, String>::new());
+        move |lease: Lease| {
+            let print = lease_fingerprint(&lease);
+            let changed = seen
+                .lock()
+                .map(|mut seen| seen.insert(lease.name_any(), print.clone()) != Some(print))
+                .unwrap_or(true);
+            if changed {
+                schedules_where(&|_| true)
+            } else {
+                Vec::new()
+            }
+        }
     };
     // The endpoint-CA ConfigMap a Secret may name: any change re-reconciles the schedules that
     // use a Secret (which ConfigMap a Secret names is only known by reading the Secret).
     let by_configmap = move |_: ConfigMap| schedules_where(&|s| secret_name(s).is_some());
-    let configmaps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
     let schedules_run = schedule_ctl
-        .watches(files.clone(), wc.clone(), by_file)
+        .watches(files, wc.clone(), by_file)
         .watches(secrets, wc.clone(), by_secret)
         .watches(configmaps, wc.clone(), by_configmap)
-        .watches(
-            agent_leases,
-            watcher::Config::default().labels(&format!("{}=true", consts::LABEL_AGENT)),
-            all_schedules,
-        )
+        .watches(agent_leases, agents_wc, by_lease)
         .run(schedule::reconcile, error_policy, ctx.clone())
         .for_each(|_| async {});
-    let files_ctl = Controller::new(files, wc.clone());
-    let file_store = files_ctl.store();
+    let file_store = ctx.cache.files.clone();
     // A deleted Node re-checks the local records of that node (their finalizers may need
     // releasing).
     let by_node = move |node: Node| {
@@ -217,7 +379,7 @@ pub async fn run_controllers(ctx: Arc<Context>) {
             .collect::<Vec<_>>()
     };
     let files_run = files_ctl
-        .watches(Api::<Node>::all(ctx.client.clone()), wc, by_node)
+        .watches(Api::<Node>::all(client.clone()), wc, by_node)
         .run(files::reconcile, error_policy, ctx.clone())
         .for_each(|_| async {});
     let s3_sync = async {
@@ -229,7 +391,7 @@ pub async fn run_controllers(ctx: Arc<Context>) {
             tokio::time::sleep(ctx.config.s3_sync_interval).await;
         }
     };
-    futures::join!(schedules_run, files_run, s3_sync);
+    futures::join!(schedules_run, files_run, s3_sync, agents_reflector);
 }
 
 /// Entry point of `etcd-snapshot controller`: serve metrics, elect a leader, reconcile while
@@ -258,13 +420,13 @@ pub async fn run(
     }
     tracing::info!(%identity, "became leader");
     metrics.set_leader(true);
-    let ctx = Arc::new(Context {
+    let parts = ContextParts {
         events: Events::new(client.clone(), &identity),
         client,
         namespace,
         metrics: metrics.clone(),
         config,
-    });
+    };
     let lost = async {
         while *leader_rx.borrow_and_update() {
             if leader_rx.changed().await.is_err() {
@@ -273,7 +435,7 @@ pub async fn run(
         }
     };
     tokio::select! {
-        () = run_controllers(ctx) => {}
+        () = run_controllers(parts) => {}
         () = lost => tracing::warn!("lost leadership; exiting so that only one replica acts"),
         _ = tokio::signal::ctrl_c() => {
             tracing::info!("shutting down; releasing the lease");

@@ -16,7 +16,7 @@ use crate::schedule::Due;
 use crate::storage::config::S3Config;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use std::collections::BTreeMap;
@@ -35,6 +35,7 @@ pub async fn reconcile(
     ctx: Arc<Context>,
 ) -> Result<Action, ControllerError> {
     let _timer = ctx.metrics.reconcile_started("schedule");
+    tracing::debug!(schedule = %s.name_any(), "reconcile start");
     let now = Utc::now();
     let valid = match validate(&s.spec) {
         Ok(v) => v,
@@ -45,8 +46,13 @@ pub async fn reconcile(
         Err(e) if e.is_config() => return invalid(&s, &ctx, &e.to_string(), now).await,
         Err(e) => return Err(e.into()),
     };
-    let files = schedule_files(&ctx, &s.name_any()).await?;
+    ctx.caches_ready().await?;
+    let schedule = s.name_any();
+    tracing::debug!(%schedule, "reconciling schedule");
+    let files = ctx.schedule_files(&schedule);
     let mut status = s.status.clone().unwrap_or_default();
+    // Whether this reconcile started a run (the cache may not show its records yet).
+    let mut started = false;
 
     // On-demand request through the annotation.
     if let Some(requested) = s.annotations().get(consts::ANNOTATION_REQUESTED_AT)
@@ -54,7 +60,12 @@ pub async fn reconcile(
     {
         // Snapshot names carry whole seconds: a run must not reuse a second another run of
         // this schedule already has, or its records would collide with that run's.
-        let taken = files.iter().filter_map(run_time).max().unwrap_or(i64::MIN);
+        let taken = files
+            .iter()
+            .filter_map(run_time)
+            .chain(ctx.last_run(&schedule))
+            .max()
+            .unwrap_or(i64::MIN);
         let run = Run {
             unix: now.timestamp().max(taken.saturating_add(1)),
             label: (consts::LABEL_REQUEST, request_label(requested)),
@@ -63,7 +74,7 @@ pub async fn reconcile(
             .iter()
             .any(|f| f.labels().get(run.label.0) == Some(&run.label.1));
         if !already {
-            create_run(&s, &ctx, &valid, s3.as_ref(), &run).await?;
+            started |= create_run(&s, &ctx, &valid, s3.as_ref(), &run).await?;
         }
         status.last_requested_at = Some(requested.clone());
     }
@@ -85,7 +96,7 @@ pub async fn reconcile(
                 unix: tick.timestamp(),
                 label: (consts::LABEL_TICK, tick.timestamp().to_string()),
             };
-            create_run(&s, &ctx, &valid, s3.as_ref(), &run).await?;
+            started |= create_run(&s, &ctx, &valid, s3.as_ref(), &run).await?;
             status.last_schedule_time = Some(to_time(tick));
             valid.schedule.next_after(now)
         }
@@ -115,10 +126,12 @@ pub async fn reconcile(
     };
 
     // Retention once nothing of this schedule is in flight.
-    let files = schedule_files(&ctx, &s.name_any()).await?;
-    let in_flight = files.iter().any(|f| {
-        matches!(phase(f), Phase::Pending | Phase::Running) && f.meta().deletion_timestamp.is_none()
-    });
+    let files = ctx.schedule_files(&schedule);
+    let in_flight = started
+        || files.iter().any(|f| {
+            matches!(phase(f), Phase::Pending | Phase::Running)
+                && f.meta().deletion_timestamp.is_none()
+        });
     if !in_flight {
         prune(&s, &ctx, &valid, &files, now).await?;
     }
@@ -145,32 +158,12 @@ async fn dereference_s3(
     }
 }
 
-/// Every ESF of a schedule.
-async fn schedule_files(
-    ctx: &Context,
-    schedule: &str,
-) -> Result<Vec<ETCDSnapshotFile>, ControllerError> {
-    let api: Api<ETCDSnapshotFile> = Api::all(ctx.client.clone());
-    let lp = ListParams::default().labels(&format!(
-        "{}={}",
-        consts::LABEL_SCHEDULE,
-        label_value(schedule)
-    ));
-    Ok(api
-        .list(&lp)
-        .await
-        .map_err(ControllerError::kube(
-            "listing the schedule's snapshot files",
-        ))?
-        .items)
-}
-
 /// Live agents that may take part, per the node selector.
 async fn candidate_agents(
     ctx: &Context,
     valid: &ValidSchedule,
 ) -> Result<Vec<AgentInfo>, ControllerError> {
-    let mut agents = super::live_agents(ctx).await?;
+    let mut agents = super::live_agents(ctx);
     if !valid.node_selector.is_empty() {
         let nodes: Api<Node> = Api::all(ctx.client.clone());
         let mut keep = Vec::new();
@@ -197,14 +190,15 @@ async fn candidate_agents(
 }
 
 /// Create the Pending ESFs of one run. Names are derived from the run's time, so creating
-/// them twice (a restart, a second replica) finds them already there.
+/// them twice (a restart, a second replica) finds them already there. Returns whether any
+/// record was asked for.
 async fn create_run(
     s: &ETCDSnapshotSchedule,
     ctx: &Context,
     valid: &ValidSchedule,
     s3: Option<&(S3Config, Option<String>)>,
     run: &Run,
-) -> Result<(), ControllerError> {
+) -> Result<bool, ControllerError> {
     let agents = candidate_agents(ctx, valid).await?;
     let chosen: Vec<&AgentInfo> = match valid.members {
         Members::All => agents.iter().collect(),
@@ -221,6 +215,7 @@ async fn create_run(
         }
     };
     if chosen.is_empty() {
+        tracing::warn!(schedule = %s.name_any(), agents = agents.len(), "no live agent with a healthy etcd member matches");
         ctx.events
             .publish(
                 s,
@@ -231,8 +226,9 @@ async fn create_run(
             )
             .await;
         ctx.metrics.record_failure(Storage::Local, "NoAgent");
-        return Ok(());
+        return Ok(false);
     }
+    ctx.record_run(&s.name_any(), run.unix);
     let metadata = extra_metadata(ctx).await?;
     let compression = if valid.zstd_level.is_some() {
         Compression::Zstd
@@ -304,7 +300,7 @@ async fn create_run(
             }
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The data of the optional extra-metadata ConfigMap.
@@ -333,7 +329,7 @@ async fn prune(
         .iter()
         .filter(|f| f.meta().deletion_timestamp.is_none());
     let copies: Vec<_> = live.clone().filter_map(as_copy).collect();
-    let cluster_id = super::current_cluster_id(ctx).await?;
+    let cluster_id = super::current_cluster_id(ctx);
     let local = valid.local.clone().unwrap_or_default();
     let (s3_policy, scope) = match &valid.s3 {
         Some((_, p, scope)) => (

@@ -7,7 +7,7 @@
 use super::util::{phase, remove_finalizer, storage};
 use super::validate::{S3Source, validate};
 use super::{Context, ControllerError};
-use crate::api::{ETCDSnapshotFile, ETCDSnapshotSchedule, Phase};
+use crate::api::{ETCDSnapshotFile, Phase};
 use crate::consts;
 use crate::naming::Storage;
 use crate::operator::{patch_file_status, s3_config_from_secret};
@@ -17,20 +17,16 @@ use crate::storage::s3::S3Store;
 use kube::api::{Api, PostParams};
 use kube::{Resource, ResourceExt};
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 /// Records younger than this are never removed for a missing object.
 const GRACE_SECONDS: i64 = 300;
 
 /// One pass over every S3 folder in use.
 pub async fn sync_s3(ctx: &Context) -> Result<(), ControllerError> {
-    let schedules: Api<ETCDSnapshotSchedule> = Api::all(ctx.client.clone());
+    ctx.caches_ready().await?;
     let mut targets: BTreeMap<String, (S3Config, Option<String>)> = BTreeMap::new();
-    for s in schedules
-        .list(&Default::default())
-        .await
-        .map_err(ControllerError::kube("listing schedules"))?
-        .items
-    {
+    for s in ctx.cache.schedules.state() {
         let Ok(valid) = validate(&s.spec) else {
             continue;
         };
@@ -56,13 +52,12 @@ pub async fn sync_s3(ctx: &Context) -> Result<(), ControllerError> {
     if targets.is_empty() {
         return Ok(());
     }
-    let cluster_id = super::current_cluster_id(ctx).await?;
+    let cluster_id = super::current_cluster_id(ctx);
     let api: Api<ETCDSnapshotFile> = Api::all(ctx.client.clone());
-    let records: Vec<ETCDSnapshotFile> = api
-        .list(&Default::default())
-        .await
-        .map_err(ControllerError::kube("listing snapshot files"))?
-        .items
+    let records: Vec<Arc<ETCDSnapshotFile>> = ctx
+        .cache
+        .files
+        .state()
         .into_iter()
         .filter(|f| storage(f) == Storage::S3)
         .collect();

@@ -58,9 +58,15 @@ pub struct ApiServer {
 impl ApiServer {
     /// Start etcd and kube-apiserver and wait until `/readyz` answers and `default` exists.
     pub fn start(options: ApiServerOptions) -> Result<ApiServer> {
+        Self::start_with_args(options, &[])
+    }
+
+    /// [`ApiServer::start`] with extra kube-apiserver flags (e.g. audit logging for the
+    /// benchmarks).
+    pub fn start_with_args(options: ApiServerOptions, extra_args: &[String]) -> Result<ApiServer> {
         let mut last = None;
         for _ in 0..3 {
-            match Self::try_start(&options) {
+            match Self::try_start(&options, extra_args) {
                 Ok(server) => return Ok(server),
                 Err(e) => last = Some(e),
             }
@@ -68,7 +74,7 @@ impl ApiServer {
         Err(last.unwrap_or_else(|| Error::Start("kube-apiserver did not start".into())))
     }
 
-    fn try_start(options: &ApiServerOptions) -> Result<ApiServer> {
+    fn try_start(options: &ApiServerOptions, extra_args: &[String]) -> Result<ApiServer> {
         let apiserver = bin("kube-apiserver")?;
         let etcd = EtcdCluster::start(EtcdOptions {
             version: EtcdVersion::V3_5,
@@ -104,7 +110,7 @@ impl ApiServer {
 
         let port = free_port();
         let cert_dir = dir.path().join("certs");
-        let args = vec![
+        let mut args = vec![
             format!("--etcd-servers={}", etcd.endpoint(0)),
             "--bind-address=127.0.0.1".to_string(),
             "--advertise-address=127.0.0.1".to_string(),
@@ -123,6 +129,7 @@ impl ApiServer {
             "--profiling=false".to_string(),
             "--v=1".to_string(),
         ];
+        args.extend(extra_args.iter().cloned());
         let log = dir.path().join("kube-apiserver.log");
         let mut proc = Proc::spawn("kube-apiserver", &apiserver, &args, &log)?;
 
