@@ -284,7 +284,11 @@ async fn main() -> Result<()> {
     let o = opts()?;
     let per = o.files / o.schedules;
     let total = per * o.schedules;
-    let work = tempfile::Builder::new().prefix("eso-bench-ctl-").tempdir()?;
+    let mut work = tempfile::Builder::new().prefix("eso-bench-ctl-").tempdir()?;
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        work.disable_cleanup(true);
+        eprintln!("keeping {}", work.path().display());
+    }
     let audit_log = work.path().join("audit.log");
     let policy = work.path().join("audit-policy.yaml");
     std::fs::write(
