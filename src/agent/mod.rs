@@ -21,6 +21,9 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
+
+/// Reconciles the agent runs at once (snapshots themselves run in their own tasks).
+const RECONCILE_CONCURRENCY: u16 = 8;
 use kube::{Client, Resource, ResourceExt};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -353,13 +356,18 @@ pub async fn run(
         consts::LABEL_NODE,
         label_value(&config.node)
     ));
-    let controller = Controller::new(api, wc);
+    // Bounded concurrency: at start every record is reconciled, and unbounded, 10,000 records
+    // meant 10,000 reconcile futures alive at once (~140 MiB measured, never given back).
+    let (files, stream, files_ready) = crate::controller::cached(api, wc);
+    let controller = Controller::for_stream(stream, files.clone()).with_config(
+        kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY),
+    );
     let agent = Arc::new(Agent {
         events: Events::new(client.clone(), &config.node),
         client,
         metrics,
         running: Mutex::new(HashSet::new()),
-        files: controller.store(),
+        files,
         config,
     });
     if let Err(e) = fail_interrupted(&agent).await {
@@ -381,9 +389,15 @@ pub async fn run(
     };
     let syncer = {
         let agent = agent.clone();
+        let mut files_ready = files_ready;
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(agent.config.sync_interval).await;
+                // Never compare the directory with a half-loaded cache: every file would look
+                // unrecorded.
+                if files_ready.wait_for(|r| *r).await.is_err() {
+                    break;
+                }
                 if let Err(e) = sync::sync_dir(&agent).await {
                     tracing::warn!(error = %e, "directory sync failed");
                 }

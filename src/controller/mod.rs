@@ -25,6 +25,9 @@ use kube::{Client, Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Reconciles each controller runs at once.
+const RECONCILE_CONCURRENCY: u16 = 16;
+
 /// Tunables (flags in the binary; shortened in tests).
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
@@ -227,7 +230,7 @@ fn error_policy<K>(_: Arc<K>, error: &ControllerError, ctx: Arc<Context>) -> Act
 /// A cache of `api`'s objects: the store, the stream that fills it (applied objects, for a
 /// controller's trigger), and a flag set once its first complete listing is in. Managed fields
 /// are dropped: nothing reads them, and they are a good part of each object's size.
-fn cached<K>(
+pub fn cached<K>(
     api: Api<K>,
     wc: watcher::Config,
 ) -> (
@@ -274,13 +277,21 @@ pub async fn run_controllers(parts: ContextParts) {
     let (schedules_cache, schedules_stream, schedules_ready) =
         cached(schedules.clone(), wc.clone());
     let (agents, agents_stream, agents_ready) = cached(agent_leases.clone(), agents_wc.clone());
-    let schedule_ctl = Controller::for_stream(schedules_stream, schedules_cache.clone());
-    let files_ctl = Controller::for_stream(files_stream, files_cache.clone());
-    let agents_reflector = agents_stream.default_backoff().for_each(|event| async move {
-        if let Err(e) = event {
-            tracing::warn!(error = %e, "watching agent leases");
-        }
-    });
+    // Bounded concurrency: at start every object is reconciled, and unbounded, 10,000 records
+    // meant 10,000 reconcile futures alive at once (memory the allocator never gives back).
+    let bounded =
+        || kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY);
+    let schedule_ctl =
+        Controller::for_stream(schedules_stream, schedules_cache.clone()).with_config(bounded());
+    let files_ctl =
+        Controller::for_stream(files_stream, files_cache.clone()).with_config(bounded());
+    let agents_reflector = agents_stream
+        .default_backoff()
+        .for_each(|event| async move {
+            if let Err(e) = event {
+                tracing::warn!(error = %e, "watching agent leases");
+            }
+        });
     let ctx = Arc::new(Context {
         client: parts.client,
         namespace: parts.namespace,

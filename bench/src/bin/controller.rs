@@ -219,7 +219,9 @@ async fn create_files(client: &Client, o: &Opts, dir: &LocalDir, per: usize) -> 
                     size: 4096,
                     created_unix: unix,
                     compression: Compression::None,
-                    sha256: Some("ad7facb2586fc6e966c004d7d1d16b024f5805ff7cb47c7a85dabd8b48892ca7".into()),
+                    sha256: Some(
+                        "ad7facb2586fc6e966c004d7d1d16b024f5805ff7cb47c7a85dabd8b48892ca7".into(),
+                    ),
                     cluster_id: None,
                     revision: Some(1000 + unix),
                     s3: None,
@@ -262,11 +264,17 @@ where
 /// Every schedule's status counts `per` Ready records.
 async fn steady(client: &Client, per: usize) -> Result<bool> {
     let api: Api<ETCDSnapshotSchedule> = Api::all(client.clone());
-    Ok(api.list(&ListParams::default()).await?.items.iter().all(|s| {
-        s.status.as_ref().is_some_and(|st| {
-            st.ready_snapshots as usize == per && st.observed_generation == s.metadata.generation
-        })
-    }))
+    Ok(api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .all(|s| {
+            s.status.as_ref().is_some_and(|st| {
+                st.ready_snapshots as usize == per
+                    && st.observed_generation == s.metadata.generation
+            })
+        }))
 }
 
 fn count_files(dir: &Path) -> usize {
@@ -284,7 +292,9 @@ async fn main() -> Result<()> {
     let o = opts()?;
     let per = o.files / o.schedules;
     let total = per * o.schedules;
-    let mut work = tempfile::Builder::new().prefix("eso-bench-ctl-").tempdir()?;
+    let mut work = tempfile::Builder::new()
+        .prefix("eso-bench-ctl-")
+        .tempdir()?;
     if std::env::var_os("BENCH_KEEP").is_some() {
         work.disable_cleanup(true);
         eprintln!("keeping {}", work.path().display());
@@ -297,7 +307,10 @@ async fn main() -> Result<()> {
             "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [ResponseStarted, ResponseComplete]\nrules:\n- level: Metadata\n  users: [\"system:serviceaccount:{NS}:{CONTROLLER_SA}\", \"system:serviceaccount:{NS}:{AGENT_SA}\"]\n- level: None\n"
         ),
     )?;
-    eprintln!("starting kube-apiserver (audit log {})", audit_log.display());
+    eprintln!(
+        "starting kube-apiserver (audit log {})",
+        audit_log.display()
+    );
     let api = ApiServer::start_with_args(
         ApiServerOptions {
             users: vec![
@@ -466,7 +479,8 @@ async fn main() -> Result<()> {
     let prune_from = file_len(&audit_log);
     let t = Instant::now();
     for i in 0..schedules_to_prune {
-        let patch = serde_json::json!({"spec": {"local": {"retention": {"count": per - drop_each}}}});
+        let patch =
+            serde_json::json!({"spec": {"local": {"retention": {"count": per - drop_each}}}});
         schedules
             .patch(
                 &schedule_name(i),
@@ -487,7 +501,9 @@ async fn main() -> Result<()> {
     let files_gone = t.elapsed().max(records_gone);
     let files_now = count_files(dir.path());
     let prune_counts = audit_counts(&audit_log, prune_from)?;
-    let peak_rss = peak.load(Ordering::Relaxed).max(rss_kib(pid).map(|r| r.1).unwrap_or(0));
+    let peak_rss = peak
+        .load(Ordering::Relaxed)
+        .max(rss_kib(pid).map(|r| r.1).unwrap_or(0));
     sampler.abort();
 
     let minutes = o.idle.as_secs_f64() / 60.0;
