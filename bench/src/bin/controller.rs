@@ -235,7 +235,7 @@ async fn create_files(client: &Client, o: &Opts, dir: &LocalDir, per: usize) -> 
                 let created = api.create(&PostParams::default(), &esf).await?;
                 patch_file_status(&api, &created.name_any(), &status, "eso-bench").await?;
                 let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                if n % 2000 == 0 {
+                if n.is_multiple_of(2000) {
                     eprintln!("  {n} records");
                 }
                 Ok(())
