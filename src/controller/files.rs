@@ -7,7 +7,8 @@ use super::{Context, ControllerError};
 use crate::api::{ETCDSnapshotFile, Phase};
 use crate::consts;
 use crate::naming::Storage;
-use crate::operator::{AgentInfo, leases, s3_config_for_file};
+use crate::naming::label_value;
+use crate::operator::{AgentInfo, OperatorError, leases, s3_config_for_file};
 use crate::storage::s3::S3Store;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
@@ -75,9 +76,40 @@ async fn delete_s3_copy(
             .map_err(ControllerError::kube("releasing the finalizer"))?;
         return Ok(Action::await_change());
     }
-    let cfg = s3_config_for_file(&ctx.client, &ctx.namespace, esf).await?;
     let name = &esf.spec.snapshot_name;
-    let note = if cfg.location(name) == esf.spec.location {
+    let cfg = match s3_config_for_file(&ctx.client, &ctx.namespace, esf).await {
+        Ok(cfg) => cfg,
+        // The Secret may come back: keep the record (and say why) until it does.
+        Err(
+            e @ (OperatorError::SecretMissing { .. } | OperatorError::CaConfigMapMissing { .. }),
+        ) => {
+            ctx.events
+                .publish(
+                    esf,
+                    true,
+                    consts::REASON_DELETED,
+                    "Delete",
+                    format!("Snapshot {name} cannot be deleted from S3 yet: {e}"),
+                )
+                .await;
+            return Err(e.into());
+        }
+        // Settings that can never work (a hand-made record, a Secret of another type or with
+        // invalid values): nothing can be deleted, and waiting would leave the record stuck.
+        Err(e) if e.is_config() => {
+            release(
+                esf,
+                api,
+                ctx,
+                format!("Snapshot {name}: its S3 settings are invalid ({e}); nothing was deleted"),
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let inside = cfg.location(name) == esf.spec.location;
+    let note = if inside {
         let store = S3Store::connect(&cfg).await?;
         let found = store.delete(name).await?;
         if found {
@@ -95,7 +127,7 @@ async fn delete_s3_copy(
         .await
         .map_err(ControllerError::kube("releasing the finalizer"))?;
     ctx.events
-        .publish(esf, false, consts::REASON_DELETED, "Delete", note)
+        .publish(esf, !inside, consts::REASON_DELETED, "Delete", note)
         .await;
     Ok(Action::await_change())
 }
@@ -108,6 +140,16 @@ async fn release_if_node_gone(
     ctx: &Context,
 ) -> Result<Action, ControllerError> {
     let node = &esf.spec.node_name;
+    if esf.labels().get(consts::LABEL_NODE) != Some(&label_value(node)) {
+        // Agents act only on records whose node label names their node (the watch selects by
+        // it, and the agent checks both): no agent will ever release this one.
+        let note = format!(
+            "Snapshot {}: the node label does not match spec.nodeName {node:?}, so no agent handles this record; released it, nothing was deleted",
+            esf.spec.snapshot_name
+        );
+        release(esf, api, ctx, note).await?;
+        return Ok(Action::await_change());
+    }
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let node_exists = nodes
         .get_opt(node)
@@ -141,4 +183,21 @@ async fn release_if_node_gone(
         )
         .await;
     Ok(Action::await_change())
+}
+
+/// Release the finalizer of a record whose copy is not deleted, with a Warning saying why.
+async fn release(
+    esf: &ETCDSnapshotFile,
+    api: &Api<ETCDSnapshotFile>,
+    ctx: &Context,
+    note: String,
+) -> Result<(), ControllerError> {
+    remove_finalizer(api, esf)
+        .await
+        .map_err(ControllerError::kube("releasing the finalizer"))?;
+    tracing::warn!(file = %esf.name_any(), %note, "released a record without deleting its copy");
+    ctx.events
+        .publish(esf, true, consts::REASON_DELETED, "Delete", note)
+        .await;
+    Ok(())
 }

@@ -36,7 +36,7 @@ pub async fn reconcile(
 ) -> Result<Action, ControllerError> {
     let _timer = ctx.metrics.reconcile_started("schedule");
     let now = Utc::now();
-    let valid = match validate(&s.spec) {
+    let valid = match validate(&s.spec, &ctx.namespace) {
         Ok(v) => v,
         Err(message) => return invalid(&s, &ctx, &message, now).await,
     };

@@ -31,7 +31,7 @@ pub async fn sync_s3(ctx: &Context) -> Result<(), ControllerError> {
         .map_err(ControllerError::kube("listing schedules"))?
         .items
     {
-        let Ok(valid) = validate(&s.spec) else {
+        let Ok(valid) = validate(&s.spec, &ctx.namespace) else {
             continue;
         };
         let resolved = match valid.s3 {

@@ -1480,7 +1480,10 @@ Af8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIQDmt7pgsm7cP8/kzdSAbHgzi09S
         );
         assert!(clashing_inline_fields(&spec).is_empty());
         let both = S3Storage {
-            config_secret_ref: Some(SecretRef { name: "s".into() }),
+            config_secret_ref: Some(SecretRef {
+                name: "s".into(),
+                namespace: None,
+            }),
             proxy: Some("none".into()),
             ..spec
         };
