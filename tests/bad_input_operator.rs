@@ -20,9 +20,9 @@ use etcd_snapshot::consts::{self, secret_keys as k};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Node, Secret};
 use k8s_openapi::api::events::v1::Event;
+use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::core::ApiResource;
-use kube::ResourceExt;
 use operator_support::{
     BUCKET, FOLDER, NS, OperatorEnv, OperatorOptions, SECRET, error_message, phase,
 };
@@ -338,9 +338,21 @@ async fn bad_schedules_and_secrets_are_refused_each_with_one_event_and_a_good_sc
     let refused_by_schema = [
         ("neg-count", "  local: {retention: {count: -1}}", "count"),
         ("zero-count", "  local: {retention: {count: 0}}", "count"),
-        ("zero-hourly", "  local: {retention: {keepHourly: 0}}", "keepHourly"),
-        ("big-level", "  compression: {type: zstd, level: 30}", "level"),
-        ("neg-deadline", "  startingDeadlineSeconds: -5", "startingDeadlineSeconds"),
+        (
+            "zero-hourly",
+            "  local: {retention: {keepHourly: 0}}",
+            "keepHourly",
+        ),
+        (
+            "big-level",
+            "  compression: {type: zstd, level: 30}",
+            "level",
+        ),
+        (
+            "neg-deadline",
+            "  startingDeadlineSeconds: -5",
+            "startingDeadlineSeconds",
+        ),
         ("some-members", "  members: Some", "members"),
         ("zip", "  compression: {type: zip}", "type"),
         (
@@ -468,7 +480,11 @@ async fn bad_schedules_and_secrets_are_refused_each_with_one_event_and_a_good_sc
     let dir = env.node_dir("node0");
     let mut checked = 0;
     for entry in walk(&dir) {
-        let mode = std::fs::metadata(&entry).expect("stat").permissions().mode() & 0o777;
+        let mode = std::fs::metadata(&entry)
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o777;
         let want = if entry.is_dir() { 0o700 } else { 0o600 };
         assert_eq!(mode, want, "{}", entry.display());
         checked += 1;
@@ -489,7 +505,10 @@ async fn bad_schedules_and_secrets_are_refused_each_with_one_event_and_a_good_sc
         assert_eq!(e.type_.as_deref(), Some("Warning"), "{name}");
         assert!(e.series.is_none(), "{name}: the event repeated: {e:?}");
         assert!(
-            e.note.as_deref().unwrap_or_default().contains(needle.as_str()),
+            e.note
+                .as_deref()
+                .unwrap_or_default()
+                .contains(needle.as_str()),
             "{name}: {e:?}"
         );
     }
@@ -510,17 +529,24 @@ async fn bad_schedules_and_secrets_are_refused_each_with_one_event_and_a_good_sc
     env.wait_until(
         "schedule secret-bad-bool to become valid",
         REACT,
-        async || invalid_message(&env, "secret-bad-bool").await.is_none().then_some(()),
+        async || {
+            invalid_message(&env, "secret-bad-bool")
+                .await
+                .is_none()
+                .then_some(())
+        },
     )
     .await;
 
     // A refused CLI call with a decoy secret key: its error must not echo the key.
     let mut flags = support::s3_flags(&env.s3, BUCKET, FOLDER);
     flags[7] = format!("--s3-secret-key={DECOY_SECRET}");
-    let (ok, out, err) = support::run(support::cli().arg("ls").args(&flags).arg(format!(
-        "--dir={}",
-        env.node_dir("node0").display()
-    )));
+    let (ok, out, err) = support::run(
+        support::cli()
+            .arg("ls")
+            .args(&flags)
+            .arg(format!("--dir={}", env.node_dir("node0").display())),
+    );
     assert!(!ok, "ls with a wrong secret key: {out}");
     assert!(err.lines().any(|l| l.starts_with("error:")), "{err}");
 
@@ -776,14 +802,10 @@ async fn hand_made_records_outside_the_dir_or_bucket_are_never_read_written_or_d
             .unwrap_or_else(|e| panic!("create {}: {e}", esf.name_any()));
     }
     let failed_outside = env
-        .wait_until(
-            "the agent to refuse pending-outside",
-            REACT,
-            async || {
-                let f = api.get("pending-outside").await.ok()?;
-                (phase(&f) == Phase::Failed).then_some(f)
-            },
-        )
+        .wait_until("the agent to refuse pending-outside", REACT, async || {
+            let f = api.get("pending-outside").await.ok()?;
+            (phase(&f) == Phase::Failed).then_some(f)
+        })
         .await;
     assert!(
         error_message(&failed_outside).contains("is not in this agent's snapshot directory"),
@@ -807,7 +829,10 @@ async fn hand_made_records_outside_the_dir_or_bucket_are_never_read_written_or_d
     );
     // The record claiming another node is never taken by node0's agent.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let other = api.get("pending-other-node").await.expect("pending-other-node");
+    let other = api
+        .get("pending-other-node")
+        .await
+        .expect("pending-other-node");
     assert_eq!(phase(&other), Phase::Pending, "{other:?}");
     assert!(
         !node_dir.join("etcd-snapshot-node-other-100").exists(),
@@ -817,43 +842,48 @@ async fn hand_made_records_outside_the_dir_or_bucket_are_never_read_written_or_d
     // Deleting each record returns (nothing stuck), leaves its target alone and says so.
     for (esf, note) in &ready {
         let name = esf.name_any();
-        let (ok, _, err) = support::run(env.kubectl().args([
-            "delete",
-            "esf",
-            &name,
-            "--timeout=60s",
-        ]));
-        assert!(ok, "kubectl delete esf {name}: {err}\n{}", env.diagnostics());
+        let (ok, _, err) =
+            support::run(
+                env.kubectl()
+                    .args(["delete", "esf", &name, "--timeout=60s"]),
+            );
+        assert!(
+            ok,
+            "kubectl delete esf {name}: {err}\n{}",
+            env.diagnostics()
+        );
         let events = env
-            .wait_until(
-                &format!("the Delete event of {name}"),
-                REACT,
-                async || {
-                    let e: Vec<Event> = events_about(&env, &name)
-                        .await
-                        .into_iter()
-                        .filter(|e| e.reason.as_deref() == Some(consts::REASON_DELETED))
-                        .collect();
-                    (!e.is_empty()).then_some(e)
-                },
-            )
+            .wait_until(&format!("the Delete event of {name}"), REACT, async || {
+                let e: Vec<Event> = events_about(&env, &name)
+                    .await
+                    .into_iter()
+                    .filter(|e| e.reason.as_deref() == Some(consts::REASON_DELETED))
+                    .collect();
+                (!e.is_empty()).then_some(e)
+            })
             .await;
         assert!(
             events.iter().all(|e| e.type_.as_deref() == Some("Warning")
                 && e.note.as_deref().unwrap_or_default().contains(note)
-                && e.note.as_deref().unwrap_or_default().contains("nothing was deleted")),
+                && e.note
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains("nothing was deleted")),
             "{name}: {events:?}"
         );
     }
     for esf in &pending {
         let name = esf.name_any();
-        let (ok, _, err) = support::run(env.kubectl().args([
-            "delete",
-            "esf",
-            &name,
-            "--timeout=60s",
-        ]));
-        assert!(ok, "kubectl delete esf {name}: {err}\n{}", env.diagnostics());
+        let (ok, _, err) =
+            support::run(
+                env.kubectl()
+                    .args(["delete", "esf", &name, "--timeout=60s"]),
+            );
+        assert!(
+            ok,
+            "kubectl delete esf {name}: {err}\n{}",
+            env.diagnostics()
+        );
     }
     assert_eq!(std::fs::read(&victim).expect("victim"), b"precious");
     assert_eq!(std::fs::read(&sibling).expect("sibling"), b"precious too");
@@ -863,7 +893,11 @@ async fn hand_made_records_outside_the_dir_or_bucket_are_never_read_written_or_d
     assert!(
         env.files("").await.is_empty(),
         "records left: {:?}",
-        env.files("").await.iter().map(|f| f.name_any()).collect::<Vec<_>>()
+        env.files("")
+            .await
+            .iter()
+            .map(|f| f.name_any())
+            .collect::<Vec<_>>()
     );
     // The agent read nothing from there either: no record was made for the victims.
     assert!(env.local_snapshots("node0").is_empty());
