@@ -14,7 +14,8 @@ mod operator_support;
 mod support;
 
 use etcd_snapshot::api::{
-    Compression, ETCDSnapshotFile, ETCDSnapshotFileSpec, ETCDSnapshotSchedule, Phase,
+    BucketLookup, Compression, ETCDSnapshotFile, ETCDSnapshotFileSpec, ETCDSnapshotSchedule, Phase,
+    S3Location,
 };
 use etcd_snapshot::consts::{self, secret_keys as k};
 use k8s_openapi::ByteString;
@@ -552,7 +553,12 @@ async fn bad_schedules_and_secrets_are_refused_each_with_one_event_and_a_good_sc
 
     assert_no_credentials(
         &env,
-        &[DECOY_SECRET, DECOY_ACCESS, &env.s3.secret_key],
+        &[
+            DECOY_SECRET,
+            DECOY_ACCESS,
+            &env.s3.secret_key,
+            &env.s3.access_key,
+        ],
         &[out, err],
     )
     .await;
@@ -743,6 +749,29 @@ async fn hand_made_records_outside_the_dir_or_bucket_are_never_read_written_or_d
             "is not under the configured bucket and folder",
         ),
         (
+            {
+                // Consistent inline settings (no Secret) for a bucket no schedule uses.
+                let mut esf = hand_made(
+                    "s3-inline-elsewhere",
+                    "stolen-node0-1",
+                    "node0",
+                    "node0",
+                    &format!("s3://other-bucket/{FOLDER}/stolen-node0-1"),
+                    None,
+                );
+                esf.spec.s3 = Some(S3Location {
+                    endpoint: Some(env.s3.host_port()),
+                    bucket: "other-bucket".into(),
+                    bucket_lookup: Some(BucketLookup::Path),
+                    prefix: Some(FOLDER.into()),
+                    insecure: Some(true),
+                    ..S3Location::default()
+                });
+                esf
+            },
+            "is not the inline S3 target of any schedule",
+        ),
+        (
             hand_made(
                 "s3-no-settings",
                 "stolen-node0-1",
@@ -902,6 +931,6 @@ async fn hand_made_records_outside_the_dir_or_bucket_are_never_read_written_or_d
     // The agent read nothing from there either: no record was made for the victims.
     assert!(env.local_snapshots("node0").is_empty());
 
-    assert_no_credentials(&env, &[&env.s3.secret_key], &[]).await;
+    assert_no_credentials(&env, &[&env.s3.secret_key, &env.s3.access_key], &[]).await;
     env.assert_no_forbidden();
 }

@@ -3,12 +3,14 @@
 //! garbage collection of Failed records.
 
 use super::util::{from_time, phase, remove_finalizer, storage};
+use super::validate::{S3Source, validate};
 use super::{Context, ControllerError};
-use crate::api::{ETCDSnapshotFile, Phase};
+use crate::api::{ETCDSnapshotFile, ETCDSnapshotSchedule, Phase};
 use crate::consts;
 use crate::naming::Storage;
 use crate::naming::label_value;
 use crate::operator::{AgentInfo, OperatorError, leases, s3_config_for_file};
+use crate::storage::config::S3Config;
 use crate::storage::s3::S3Store;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
@@ -108,6 +110,17 @@ async fn delete_s3_copy(
         }
         Err(e) => return Err(e.into()),
     };
+    // Without a Secret the settings come from the record itself and the credentials from the
+    // controller's environment: delete only in a bucket and folder a schedule names inline, so
+    // a hand-made record cannot make the controller delete objects anywhere its identity can.
+    if esf.spec.s3_config_secret_name.is_none() && !inline_target_in_use(ctx, &cfg).await? {
+        let note = format!(
+            "Snapshot {name}: location {} is not the inline S3 target of any schedule; nothing was deleted",
+            esf.spec.location
+        );
+        release(esf, api, ctx, note).await?;
+        return Ok(Action::await_change());
+    }
     let inside = cfg.location(name) == esf.spec.location;
     let note = if inside {
         let store = S3Store::connect(&cfg).await?;
@@ -200,4 +213,26 @@ async fn release(
         .publish(esf, true, consts::REASON_DELETED, "Delete", note)
         .await;
     Ok(())
+}
+
+/// Whether a valid schedule stores to `cfg`'s endpoint, bucket and folder through inline fields.
+async fn inline_target_in_use(ctx: &Context, cfg: &S3Config) -> Result<bool, ControllerError> {
+    let schedules: Api<ETCDSnapshotSchedule> = Api::all(ctx.client.clone());
+    let list = schedules
+        .list(&Default::default())
+        .await
+        .map_err(ControllerError::kube("listing schedules"))?;
+    Ok(list.items.iter().any(|s| {
+        matches!(
+            validate(&s.spec, &ctx.namespace).map(|v| v.s3),
+            Ok(Some((S3Source::Inline, _, _)))
+        ) && s
+            .spec
+            .s3
+            .as_ref()
+            .and_then(|inline| S3Config::from_schedule_inline(inline).ok())
+            .is_some_and(|c| {
+                c.endpoint == cfg.endpoint && c.bucket == cfg.bucket && c.folder == cfg.folder
+            })
+    }))
 }
