@@ -336,6 +336,7 @@ fn every_flag_with_a_wrong_type_or_out_of_range_value_gets_one_clear_error_line(
             );
         }
     }
+    eprintln!("{} bad command lines refused", cases.len());
     assert!(
         failures.is_empty(),
         "{} of {} cases failed:\n{}",

@@ -374,6 +374,7 @@ async fn bad_schedules_and_secrets_are_refused_each_with_one_event_and_a_good_sc
         );
         assert!(err.contains(field), "{name}: {field} not named in {err}");
         assert!(!err.contains("panic"), "{err}");
+        eprintln!("admission refused {name}: {}", err.trim());
     }
     // A wrong type through the typed client is refused the same way (422).
     let ar = ApiResource::erase::<ETCDSnapshotSchedule>(&());
@@ -392,7 +393,7 @@ async fn bad_schedules_and_secrets_are_refused_each_with_one_event_and_a_good_sc
 
     // Accepted by the schema, refused by the controller.
     let mut refused_by_controller: Vec<(String, String, String)> = [
-        ("bad-cron", "  schedule: \"not a cron\"".to_string(), ""),
+        ("bad-cron", "  schedule: \"not a cron\"".to_string(), "got 3"),
         ("six-fields", "  schedule: \"0 0 0 * * *\"".into(), "5 fields"),
         ("bad-zone", "  timeZone: Mars/Olympus".into(), "Mars/Olympus"),
         ("slash-prefix", "  namePrefix: a/b".into(), "namePrefix"),
@@ -470,6 +471,7 @@ async fn bad_schedules_and_secrets_are_refused_each_with_one_event_and_a_good_sc
             "{name} ({spec}): {needle:?} not in {message:?}"
         );
         assert!(!message.contains('\n'), "{name}: {message:?}");
+        eprintln!("controller refused {name}: {message}");
     }
 
     // The good schedule works meanwhile.
