@@ -203,6 +203,14 @@ async fn assert_no_credentials(env: &OperatorEnv, secrets: &[&str], extra: &[Str
     );
 }
 
+/// A bad Secret: name, type, data, and what the Invalid message must contain.
+type BadSecret = (
+    &'static str,
+    &'static str,
+    Vec<(&'static str, String)>,
+    &'static str,
+);
+
 /// Bad schedules, bad Secrets, and a good schedule beside them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_schedules_and_secrets_are_refused_each_with_one_event_and_a_good_schedule_keeps_working()
@@ -228,8 +236,7 @@ async fn bad_schedules_and_secrets_are_refused_each_with_one_event_and_a_good_sc
         }
         data.into_iter().collect()
     };
-    // (Secret name, type, data, expected message part)
-    let bad_secrets: Vec<(&str, &str, Vec<(&str, String)>, &str)> = vec![
+    let bad_secrets: Vec<BadSecret> = vec![
         (
             "no-bucket",
             consts::SECRET_TYPE,
