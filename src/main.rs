@@ -21,7 +21,10 @@ async fn main() -> ExitCode {
         cli::Command::Controller(_) | cli::Command::Agent(_) => "info",
         _ => "warn",
     };
-    init_logging(cli.log_level.as_deref().unwrap_or(default_level));
+    if let Err(e) = init_logging(cli.log_level.as_deref().unwrap_or(default_level)) {
+        eprintln!("error: --log-level: {e}");
+        return ExitCode::FAILURE;
+    }
     match cli::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -31,13 +34,14 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr so that command output on stdout stays clean.
-fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// Logs go to stderr so that command output on stdout stays clean. A filter that does not parse
+/// is an error, not a silent fallback.
+fn init_logging(filter: &str) -> Result<(), tracing_subscriber::filter::ParseError> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+    Ok(())
 }

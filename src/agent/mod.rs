@@ -100,6 +100,16 @@ impl Agent {
         Api::all(self.client.clone())
     }
 
+    /// Whether `esf` is this agent's to act on: its node label and its `spec.nodeName` both name
+    /// this node. RBAC cannot restrict an agent's writes to its own node's records (rules have no
+    /// label conditions), so this is the one guard every path goes through before running,
+    /// patching or releasing a record: the watch already selects by the label, and a record whose
+    /// label and `spec.nodeName` disagree (made or edited by hand) is never touched.
+    pub(crate) fn owns(&self, esf: &ETCDSnapshotFile) -> bool {
+        esf.spec.node_name == self.config.node
+            && esf.labels().get(consts::LABEL_NODE) == Some(&label_value(&self.config.node))
+    }
+
     /// The label selector of this node's records.
     fn selector(&self) -> String {
         format!("{}={}", consts::LABEL_NODE, label_value(&self.config.node))
@@ -140,6 +150,10 @@ impl Agent {
 /// Reconcile one of this node's records.
 async fn reconcile(esf: Arc<ETCDSnapshotFile>, agent: Arc<Agent>) -> Result<Action, AgentError> {
     let _timer = agent.metrics.reconcile_started("agent");
+    if !agent.owns(&esf) {
+        tracing::debug!(file = %esf.name_any(), node = %esf.spec.node_name, "not this node's record; left alone");
+        return Ok(Action::await_change());
+    }
     if esf.meta().deletion_timestamp.is_some() {
         if storage(&esf) == Storage::Local
             && esf.finalizers().iter().any(|f| f == consts::FINALIZER)
@@ -148,7 +162,7 @@ async fn reconcile(esf: Arc<ETCDSnapshotFile>, agent: Arc<Agent>) -> Result<Acti
         }
         return Ok(Action::await_change());
     }
-    if phase(&esf) == Phase::Pending && esf.spec.node_name == agent.config.node {
+    if phase(&esf) == Phase::Pending {
         let name = esf.spec.snapshot_name.clone();
         let fresh = agent
             .running
@@ -195,7 +209,7 @@ fn pending_copies(agent: &Agent, name: &str) -> Vec<ETCDSnapshotFile> {
         .iter()
         .filter(|f| {
             f.spec.snapshot_name == name
-                && f.spec.node_name == agent.config.node
+                && agent.owns(f)
                 && phase(f) == Phase::Pending
                 && f.meta().deletion_timestamp.is_none()
         })
@@ -207,7 +221,7 @@ fn pending_copies(agent: &Agent, name: &str) -> Vec<ETCDSnapshotFile> {
 /// location is not in this agent's snapshot directory (made by hand) is released without
 /// touching any file.
 async fn delete_local(esf: &ETCDSnapshotFile, agent: &Agent) -> Result<(), AgentError> {
-    if esf.spec.node_name != agent.config.node {
+    if !agent.owns(esf) {
         return Ok(());
     }
     let name = &esf.spec.snapshot_name;
@@ -316,7 +330,7 @@ async fn fail_interrupted(agent: &Agent) -> Result<(), AgentError> {
         .await
         .map_err(AgentError::kube("listing this node's snapshot files"))?;
     for esf in list.items {
-        if phase(&esf) == Phase::Running && esf.spec.node_name == agent.config.node {
+        if phase(&esf) == Phase::Running && agent.owns(&esf) {
             agent
                 .fail(
                     &esf,

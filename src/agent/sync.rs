@@ -25,7 +25,7 @@ pub async fn sync_dir(agent: &Agent) -> Result<(), AgentError> {
     let local: Vec<&ETCDSnapshotFile> = files
         .iter()
         .map(|f| f.as_ref())
-        .filter(|f| storage(f) == Storage::Local && f.spec.node_name == *node)
+        .filter(|f| storage(f) == Storage::Local && agent.owns(f))
         .collect();
     let known: HashSet<&str> = local.iter().map(|f| f.spec.location.as_str()).collect();
     let api = agent.api();

@@ -198,6 +198,11 @@ pub struct S3Storage {
 pub struct SecretRef {
     /// Secret name.
     pub name: String,
+    /// Only for clarity: it must be empty or the operator's own namespace. A Secret in another
+    /// namespace is refused (the schedule is Invalid), so a schedule author can never make the
+    /// operator read Secrets elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 /// What S3 retention counts over.

@@ -66,6 +66,12 @@ pub async fn agent(args: AgentArgs) -> Result<(), CliError> {
             "--node-name (or NODE_NAME) is required".into(),
         ));
     }
+    if !crate::naming::is_dns1123_subdomain(args.node_name.trim()) {
+        return Err(CliError::Usage(format!(
+            "--node-name {:?} is not a Kubernetes node name (lowercase letters, digits, '-' and '.')",
+            args.node_name
+        )));
+    }
     let config = AgentConfig {
         node: args.node_name.trim().to_string(),
         namespace: args.namespace,

@@ -90,6 +90,8 @@ async fn restore_snapshot(
     let store = if Source::is_explicit_path(spec) {
         None
     } else {
+        // A bad name is refused before anything is contacted.
+        crate::naming::validate_snapshot_name(spec)?;
         connect(&args.s3).await?
     };
     let source = Source::resolve(spec, &dir, store.as_ref())?;
@@ -128,6 +130,8 @@ async fn write_output(args: &RestoreArgs, output: &Path) -> Result<(), RestoreEr
     let store = if Source::is_explicit_path(spec) {
         None
     } else {
+        // A bad name is refused before anything is contacted.
+        crate::naming::validate_snapshot_name(spec)?;
         connect(&args.s3).await?
     };
     let source = Source::resolve(spec, &dir, store.as_ref())?;

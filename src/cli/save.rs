@@ -17,6 +17,9 @@ pub async fn run(args: SaveArgs) -> Result<(), CliError> {
             "--s3-only needs --s3 and the S3 settings".into(),
         ));
     }
+    if args.name.trim().is_empty() {
+        return Err(CliError::Usage("--name must not be empty".into()));
+    }
     let node = common::node_name(args.node_name.as_deref())?;
     let compression = if args.compress {
         Compression::Zstd

@@ -14,6 +14,8 @@ pub async fn run(args: VerifyArgs) -> Result<(), RestoreError> {
     let store = if Source::is_explicit_path(&args.name) {
         None
     } else {
+        // A bad name is refused before anything is contacted.
+        crate::naming::validate_snapshot_name(&args.name)?;
         connect(&args.s3).await?
     };
     let source = Source::resolve(&args.name, &dir, store.as_ref())?;

@@ -3,11 +3,14 @@
 //! garbage collection of Failed records.
 
 use super::util::{from_time, phase, remove_finalizer, storage};
+use super::validate::{S3Source, validate};
 use super::{Context, ControllerError};
 use crate::api::{ETCDSnapshotFile, Phase};
 use crate::consts;
 use crate::naming::Storage;
-use crate::operator::s3_config_for_file;
+use crate::naming::label_value;
+use crate::operator::{OperatorError, s3_config_for_file};
+use crate::storage::config::S3Config;
 use crate::storage::s3::S3Store;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
@@ -75,9 +78,51 @@ async fn delete_s3_copy(
             .map_err(ControllerError::kube("releasing the finalizer"))?;
         return Ok(Action::await_change());
     }
-    let cfg = s3_config_for_file(&ctx.client, &ctx.namespace, esf).await?;
     let name = &esf.spec.snapshot_name;
-    let note = if cfg.location(name) == esf.spec.location {
+    let cfg = match s3_config_for_file(&ctx.client, &ctx.namespace, esf).await {
+        Ok(cfg) => cfg,
+        // The Secret may come back: keep the record (and say why) until it does.
+        Err(
+            e @ (OperatorError::SecretMissing { .. } | OperatorError::CaConfigMapMissing { .. }),
+        ) => {
+            ctx.events
+                .publish(
+                    esf,
+                    true,
+                    consts::REASON_DELETED,
+                    "Delete",
+                    format!("Snapshot {name} cannot be deleted from S3 yet: {e}"),
+                )
+                .await;
+            return Err(e.into());
+        }
+        // Settings that can never work (a hand-made record, a Secret of another type or with
+        // invalid values): nothing can be deleted, and waiting would leave the record stuck.
+        Err(e) if e.is_config() => {
+            release(
+                esf,
+                api,
+                ctx,
+                format!("Snapshot {name}: its S3 settings are invalid ({e}); nothing was deleted"),
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // Without a Secret the settings come from the record itself and the credentials from the
+    // controller's environment: delete only in a bucket and folder a schedule names inline, so
+    // a hand-made record cannot make the controller delete objects anywhere its identity can.
+    if esf.spec.s3_config_secret_name.is_none() && !inline_target_in_use(ctx, &cfg).await? {
+        let note = format!(
+            "Snapshot {name}: location {} is not the inline S3 target of any schedule; nothing was deleted",
+            esf.spec.location
+        );
+        release(esf, api, ctx, note).await?;
+        return Ok(Action::await_change());
+    }
+    let inside = cfg.location(name) == esf.spec.location;
+    let note = if inside {
         let store = S3Store::connect(&cfg).await?;
         let found = store.delete(name).await?;
         if found {
@@ -95,7 +140,7 @@ async fn delete_s3_copy(
         .await
         .map_err(ControllerError::kube("releasing the finalizer"))?;
     ctx.events
-        .publish(esf, false, consts::REASON_DELETED, "Delete", note)
+        .publish(esf, !inside, consts::REASON_DELETED, "Delete", note)
         .await;
     Ok(Action::await_change())
 }
@@ -108,6 +153,16 @@ async fn release_if_node_gone(
     ctx: &Context,
 ) -> Result<Action, ControllerError> {
     let node = &esf.spec.node_name;
+    if esf.labels().get(consts::LABEL_NODE) != Some(&label_value(node)) {
+        // Agents act only on records whose node label names their node (the watch selects by
+        // it, and the agent checks both): no agent will ever release this one.
+        let note = format!(
+            "Snapshot {}: the node label does not match spec.nodeName {node:?}, so no agent handles this record; released it, nothing was deleted",
+            esf.spec.snapshot_name
+        );
+        release(esf, api, ctx, note).await?;
+        return Ok(Action::await_change());
+    }
     // The agent is usually alive and about to delete the file: ask the cache first, and the
     // API server about the Node only when no agent is.
     let agent_live = super::live_agents(ctx).iter().any(|a| &a.node == node);
@@ -137,4 +192,39 @@ async fn release_if_node_gone(
         )
         .await;
     Ok(Action::await_change())
+}
+
+/// Release the finalizer of a record whose copy is not deleted, with a Warning saying why.
+async fn release(
+    esf: &ETCDSnapshotFile,
+    api: &Api<ETCDSnapshotFile>,
+    ctx: &Context,
+    note: String,
+) -> Result<(), ControllerError> {
+    remove_finalizer(api, esf)
+        .await
+        .map_err(ControllerError::kube("releasing the finalizer"))?;
+    tracing::warn!(file = %esf.name_any(), %note, "released a record without deleting its copy");
+    ctx.events
+        .publish(esf, true, consts::REASON_DELETED, "Delete", note)
+        .await;
+    Ok(())
+}
+
+/// Whether a valid schedule stores to `cfg`'s endpoint, bucket and folder through inline fields.
+async fn inline_target_in_use(ctx: &Context, cfg: &S3Config) -> Result<bool, ControllerError> {
+    ctx.caches_ready().await?;
+    Ok(ctx.cache.schedules.state().iter().any(|s| {
+        matches!(
+            validate(&s.spec, &ctx.namespace).map(|v| v.s3),
+            Ok(Some((S3Source::Inline, _, _)))
+        ) && s
+            .spec
+            .s3
+            .as_ref()
+            .and_then(|inline| S3Config::from_schedule_inline(inline).ok())
+            .is_some_and(|c| {
+                c.endpoint == cfg.endpoint && c.bucket == cfg.bucket && c.folder == cfg.folder
+            })
+    }))
 }

@@ -37,7 +37,7 @@ pub async fn reconcile(
     let _timer = ctx.metrics.reconcile_started("schedule");
     tracing::debug!(schedule = %s.name_any(), "reconcile start");
     let now = Utc::now();
-    let valid = match validate(&s.spec) {
+    let valid = match validate(&s.spec, &ctx.namespace) {
         Ok(v) => v,
         Err(message) => return invalid(&s, &ctx, &message, now).await,
     };

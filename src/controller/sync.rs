@@ -27,7 +27,7 @@ pub async fn sync_s3(ctx: &Context) -> Result<(), ControllerError> {
     ctx.caches_ready().await?;
     let mut targets: BTreeMap<String, (S3Config, Option<String>)> = BTreeMap::new();
     for s in ctx.cache.schedules.state() {
-        let Ok(valid) = validate(&s.spec) else {
+        let Ok(valid) = validate(&s.spec, &ctx.namespace) else {
             continue;
         };
         let resolved = match valid.s3 {

@@ -6,7 +6,7 @@ use crate::consts::DEFAULT_RETENTION;
 use crate::naming::{is_label_value, validate_snapshot_name};
 use crate::retention::Policy;
 use crate::schedule::Schedule;
-use crate::storage::config::clashing_inline_fields;
+use crate::storage::config::{S3Config, clashing_inline_fields};
 use std::collections::BTreeMap;
 
 /// Where a valid schedule's S3 settings come from.
@@ -39,9 +39,10 @@ pub struct ValidSchedule {
     pub starting_deadline: Option<chrono::Duration>,
 }
 
-/// Check a spec. The error is one line saying exactly what is wrong, for the Invalid condition
-/// and the Warning event.
-pub fn validate(spec: &ETCDSnapshotScheduleSpec) -> Result<ValidSchedule, String> {
+/// Check a spec; `namespace` is the operator's own (the only one S3 config Secrets are read
+/// from). The error is one line saying exactly what is wrong, for the Invalid condition and the
+/// Warning event.
+pub fn validate(spec: &ETCDSnapshotScheduleSpec, namespace: &str) -> Result<ValidSchedule, String> {
     let schedule = Schedule::parse(&spec.schedule, &spec.time_zone).map_err(|e| e.to_string())?;
     if spec.name_prefix.is_empty() || !is_label_value(&spec.name_prefix) {
         return Err(format!(
@@ -82,6 +83,11 @@ pub fn validate(spec: &ETCDSnapshotScheduleSpec) -> Result<ValidSchedule, String
                     if r.name.is_empty() {
                         return Err("s3.configSecretRef.name is empty".into());
                     }
+                    if let Some(ns) = r.namespace.as_deref().filter(|ns| *ns != namespace) {
+                        return Err(format!(
+                            "s3.configSecretRef.namespace {ns:?} is refused: S3 config Secrets are read only from the operator's namespace {namespace:?}"
+                        ));
+                    }
                     let clash = clashing_inline_fields(s3);
                     if !clash.is_empty() {
                         return Err(format!(
@@ -97,6 +103,8 @@ pub fn validate(spec: &ETCDSnapshotScheduleSpec) -> Result<ValidSchedule, String
                             "s3 is enabled but has neither configSecretRef nor bucket".into()
                         );
                     }
+                    // The inline fields must make a valid config now, not fail at every run.
+                    S3Config::from_schedule_inline(s3).map_err(|e| e.to_string())?;
                     S3Source::Inline
                 }
             };
@@ -129,13 +137,17 @@ pub fn validate(spec: &ETCDSnapshotScheduleSpec) -> Result<ValidSchedule, String
 mod tests {
     use super::*;
 
+    fn validate_in(spec: &ETCDSnapshotScheduleSpec) -> Result<ValidSchedule, String> {
+        validate(spec, "etcd-snapshot")
+    }
+
     fn spec(yaml: &str) -> ETCDSnapshotScheduleSpec {
         serde_yaml::from_str(yaml).expect("spec YAML")
     }
 
     #[test]
     fn defaults_are_valid_and_as_documented() {
-        let v = validate(&spec("{}")).expect("valid");
+        let v = validate_in(&spec("{}")).expect("valid");
         assert_eq!(v.schedule.expression(), "0 */12 * * *");
         assert_eq!(v.prefix, "etcd-snapshot");
         assert_eq!(v.members, Members::One);
@@ -145,7 +157,7 @@ mod tests {
 
     #[test]
     fn s3_retention_defaults_to_the_local_count() {
-        let v = validate(&spec(
+        let v = validate_in(&spec(
             "local: {retention: {count: 9}}\ns3: {enabled: true, configSecretRef: {name: s}}",
         ))
         .expect("valid");
@@ -153,6 +165,15 @@ mod tests {
         assert_eq!(source, S3Source::Secret("s".into()));
         assert_eq!(policy.count, Some(9));
         assert_eq!(scope, RetentionScope::Node);
+    }
+
+    #[test]
+    fn a_secret_ref_naming_the_operator_namespace_is_accepted() {
+        let v = validate_in(&spec(
+            "s3: {enabled: true, configSecretRef: {name: s, namespace: etcd-snapshot}}",
+        ))
+        .expect("valid");
+        assert!(v.s3.is_some());
     }
 
     #[test]
@@ -174,8 +195,29 @@ mod tests {
             ("s3: {enabled: true}", "neither configSecretRef nor bucket"),
             ("local: {enabled: false}", "nowhere to store"),
             ("compression: {type: zstd, level: 30}", "between 1 and 19"),
+            (
+                "s3: {enabled: true, configSecretRef: {name: s, namespace: kube-system}}",
+                "\"kube-system\" is refused",
+            ),
+            (
+                "s3: {enabled: true, bucket: b1b, endpoint: 'https://s3.example.com/path'}",
+                "s3.endpoint",
+            ),
+            (
+                "s3: {enabled: true, bucket: b1b, timeout: 'five minutes'}",
+                "five minutes",
+            ),
+            (
+                "s3: {enabled: true, bucket: b1b, proxy: 'proxy.example:3128'}",
+                "proxy.example:3128",
+            ),
+            (
+                "s3: {enabled: true, bucket: b1b, endpointCA: 'not a PEM'}",
+                "s3.endpointCA",
+            ),
+            ("s3: {enabled: true, bucket: 'Bad_Bucket'}", "Bad_Bucket"),
         ] {
-            let err = validate(&spec(yaml)).expect_err(yaml);
+            let err = validate_in(&spec(yaml)).expect_err(yaml);
             assert!(err.contains(needle), "{yaml}: {err}");
         }
     }

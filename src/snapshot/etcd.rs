@@ -65,6 +65,16 @@ impl EtcdConfig {
                     reason: "must be scheme://host:port".into(),
                 });
             }
+            // A port out of range would otherwise be dropped silently (the URL's default used).
+            if let Some((_, port)) = host_port.rsplit_once(':')
+                && !port.ends_with(']')
+                && !matches!(port.parse::<u16>(), Ok(1..))
+            {
+                return Err(SnapshotError::BadEndpoint {
+                    endpoint: e.clone(),
+                    reason: "must have a port from 1 to 65535".into(),
+                });
+            }
         }
         let mut options = ConnectOptions::new()
             .with_connect_timeout(self.connect_timeout)

@@ -703,13 +703,12 @@ fn parse_proxy(field: &'static str, value: &str) -> Result<Proxy> {
     Ok(Proxy::Url(value.to_string()))
 }
 
-/// `value` with any `user:password@` in its authority replaced by `<redacted>@`.
+/// `value` with everything from after the scheme up to the last `@` replaced by `<redacted>`:
+/// user info may hold characters (`/`, `?`, `#`) that would end a well-formed authority, so the
+/// last `@` is taken, erring on the side of hiding too much.
 fn redact_userinfo(value: &str) -> String {
     let start = value.find("://").map_or(0, |i| i + 3);
-    let end = value[start..]
-        .find(['/', '?', '#'])
-        .map_or(value.len(), |i| start + i);
-    match value[start..end].rfind('@') {
+    match value[start..].rfind('@') {
         Some(at) => format!("{}<redacted>{}", &value[..start], &value[start + at..]),
         None => value.to_string(),
     }
@@ -1480,7 +1479,10 @@ Af8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIQDmt7pgsm7cP8/kzdSAbHgzi09S
         );
         assert!(clashing_inline_fields(&spec).is_empty());
         let both = S3Storage {
-            config_secret_ref: Some(SecretRef { name: "s".into() }),
+            config_secret_ref: Some(SecretRef {
+                name: "s".into(),
+                namespace: None,
+            }),
             proxy: Some("none".into()),
             ..spec
         };

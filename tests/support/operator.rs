@@ -366,6 +366,14 @@ impl OperatorEnv {
             .unwrap_or_default()
     }
 
+    /// Keys of every process started (also those killed since), for [`Self::log`].
+    pub fn process_names(&self) -> Vec<String> {
+        self.logs
+            .lock()
+            .map(|l| l.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// The log of controller `id`.
     pub fn controller_log(&self, id: &str) -> String {
         self.log(&format!("controller {id}"))
