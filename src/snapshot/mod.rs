@@ -2,6 +2,7 @@
 //! as the bytes arrive, optional zstd, and the result written to a local file and/or uploaded to
 //! S3 from the same stream, with bounded buffers.
 
+pub mod crypt;
 pub mod etcd;
 mod pipeline;
 pub mod trailer;
