@@ -95,6 +95,7 @@ pub async fn take_snapshot(agent: &Agent, group: Vec<ETCDSnapshotFile>) {
         s3,
         extra_metadata: first.spec.metadata.clone().unwrap_or_default(),
         progress: None,
+        encryption: None,
     };
     if first.spec.compression == Compression::Zip {
         for esf in &copies {

@@ -9,7 +9,9 @@ use crate::api::{
     ETCDSnapshotScheduleStatus, Members, Phase,
 };
 use crate::consts;
-use crate::naming::{Storage, esf_name, label_value, request_label, snapshot_name};
+use crate::naming::{
+    Storage, esf_name, label_value, request_label, snapshot_name, with_encryption_suffix,
+};
 use crate::operator::{AgentInfo, OperatorError, s3_config_from_secret};
 use crate::prune::{Scope, plan};
 use crate::schedule::Due;
@@ -242,7 +244,10 @@ async fn create_run(
     let api: Api<ETCDSnapshotFile> = Api::all(ctx.client.clone());
     let schedule = s.name_any();
     for agent in chosen {
-        let name = snapshot_name(&valid.prefix, &agent.node, run.unix, compression);
+        let name = with_encryption_suffix(
+            snapshot_name(&valid.prefix, &agent.node, run.unix, compression),
+            s.spec.encryption.is_some(),
+        );
         let mut copies = Vec::new();
         if valid.local.is_some() {
             let dir = agent.snapshot_dir.trim_end_matches('/');
@@ -278,6 +283,7 @@ async fn create_run(
                     compression_level: valid.zstd_level,
                     schedule_name: Some(schedule.clone()),
                     s3_config_secret_name: secret,
+                    encryption: s.spec.encryption.clone(),
                 },
             );
             let storage_label = match storage {

@@ -139,6 +139,19 @@ impl CryptError {
     pub fn from_io(e: &io::Error) -> Option<&CryptError> {
         e.get_ref().and_then(|inner| inner.downcast_ref::<CryptError>())
     }
+
+    /// The `CryptError` an I/O error from [`DecryptReader`] carries, or the I/O error itself.
+    pub fn take_from_io(e: io::Error) -> Result<CryptError, io::Error> {
+        if Self::from_io(&e).is_none() {
+            return Err(e);
+        }
+        let kind = e.kind();
+        match e.into_inner().map(|inner| inner.downcast::<CryptError>()) {
+            Some(Ok(c)) => Ok(*c),
+            Some(Err(other)) => Err(io::Error::new(kind, other)),
+            None => Err(io::Error::from(kind)),
+        }
+    }
 }
 
 fn io_error(e: CryptError) -> io::Error {
@@ -345,6 +358,15 @@ impl Header {
     }
 }
 
+/// The key id in the header of the file at `path`; `None` when it cannot be read or is not an
+/// encrypted file.
+pub fn file_key_id(path: &Path) -> Option<KeyId> {
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut head = [0u8; HEADER_LEN];
+    let n = read_full(&mut file, &mut head).ok()?;
+    Header::parse(&head[..n]).ok().map(|h| h.key_id)
+}
+
 fn nonce(counter: u64, last: bool) -> Nonce {
     let mut n = [0u8; 12];
     n[3..11].copy_from_slice(&counter.to_be_bytes());
@@ -475,6 +497,11 @@ impl<R: Read> DecryptReader<R> {
         &self.header
     }
 
+    /// The underlying reader.
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+
     /// Read, authenticate and decrypt the next segment into `buf[..plain]`.
     fn next_segment(&mut self) -> Result<(), CryptError> {
         let want = self.header.segment + TAG_LEN + 1;
@@ -566,15 +593,7 @@ mod tests {
         let mut out = Vec::new();
         match r.read_to_end(&mut out) {
             Ok(_) => Ok(out),
-            Err(e) => match CryptError::from_io(&e) {
-                Some(CryptError::Damaged { segment }) => Err(CryptError::Damaged {
-                    segment: *segment,
-                }),
-                Some(CryptError::Truncated { segment }) => Err(CryptError::Truncated {
-                    segment: *segment,
-                }),
-                _ => Err(CryptError::Io(e)),
-            },
+            Err(e) => Err(CryptError::take_from_io(e).unwrap_or_else(CryptError::Io)),
         }
     }
 
