@@ -294,7 +294,11 @@ mod tests {
         assert!(p.encrypted);
         let p = parse_snapshot_name("on-demand-n-12.enc").expect("parses");
         assert_eq!((p.compression, p.encrypted), (Compression::None, true));
-        assert!(!parse_snapshot_name("on-demand-n-12").expect("parses").encrypted);
+        assert!(
+            !parse_snapshot_name("on-demand-n-12")
+                .expect("parses")
+                .encrypted
+        );
         assert!(parse_snapshot_name("no-timestamp-here").is_none());
         assert!(parse_snapshot_name("-12").is_none());
         assert!(parse_snapshot_name("12").is_none());

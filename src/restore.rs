@@ -22,7 +22,9 @@ mod tools;
 
 pub(crate) use datadir::ScratchDir;
 pub use datadir::{Restored, cluster_reset, restore_into};
-pub use fetch::{Checks, PrepareOptions, Prepared, Recorded, Source, Target, prepare, prepare_with};
+pub use fetch::{
+    Checks, PrepareOptions, Prepared, Recorded, Source, Target, prepare, prepare_with,
+};
 pub use tools::{SnapshotStatus, ToolKind, Tools};
 
 use crate::naming::NameError;

@@ -38,9 +38,7 @@ impl Compression {
     /// The compression a file or object name implies by its suffix (an encrypted name's
     /// `.enc` is looked through: `x.zst.enc` is zstd).
     pub fn from_name(name: &str) -> Compression {
-        let name = name
-            .strip_suffix(crate::consts::SUFFIX_ENC)
-            .unwrap_or(name);
+        let name = name.strip_suffix(crate::consts::SUFFIX_ENC).unwrap_or(name);
         if name.ends_with(crate::consts::SUFFIX_ZSTD) {
             Compression::Zstd
         } else if name.ends_with(crate::consts::SUFFIX_ZIP) {

@@ -5,7 +5,8 @@ mod file;
 mod schedule;
 
 pub use common::{
-    BucketLookup, Compression, EncryptionSpec, EncryptionStatus, Retention, S3Location, SecretKeyRef,
+    BucketLookup, Compression, EncryptionSpec, EncryptionStatus, Retention, S3Location,
+    SecretKeyRef,
 };
 pub use file::{
     ETCDSnapshotFile, ETCDSnapshotFileSpec, ETCDSnapshotFileStatus, Phase, SnapshotError,

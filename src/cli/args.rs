@@ -158,7 +158,10 @@ pub struct EncryptionArgs {
     /// File holding the 32-byte encryption key (raw, base64 or hex; e.g. made with `openssl rand
     /// -base64 32`). `save` encrypts with it (AES-256-GCM, name suffix `.enc`); `restore` and
     /// `verify` decrypt with it.
-    #[arg(long = "encryption-key-file", env = "ETCD_SNAPSHOT_ENCRYPTION_KEY_FILE")]
+    #[arg(
+        long = "encryption-key-file",
+        env = "ETCD_SNAPSHOT_ENCRYPTION_KEY_FILE"
+    )]
     pub key_file: Option<PathBuf>,
 }
 

@@ -98,7 +98,8 @@ async fn restore_snapshot(
     let parent = data_dir.parent().unwrap_or(Path::new("/"));
     let scratch = ScratchDir::create(parent, "fetch")?;
     let options = prepare_options(&args.encryption)?;
-    let prepared = restore::prepare_with(&source, &options, Target::WorkDir(scratch.path())).await?;
+    let prepared =
+        restore::prepare_with(&source, &options, Target::WorkDir(scratch.path())).await?;
     print_checks(&mut std::io::stdout().lock(), prepared.checks())?;
     let (t, snap, d) = (
         tools.clone(),

@@ -50,7 +50,12 @@ pub fn validate(spec: &ETCDSnapshotScheduleSpec) -> Result<ValidSchedule, String
         ));
     }
     // The longest name this prefix can produce must still be a safe file name.
-    let probe = format!("{}-{}-{}.zst.enc", spec.name_prefix, "n".repeat(63), i64::MAX);
+    let probe = format!(
+        "{}-{}-{}.zst.enc",
+        spec.name_prefix,
+        "n".repeat(63),
+        i64::MAX
+    );
     validate_snapshot_name(&probe).map_err(|e| format!("namePrefix: {e}"))?;
     let zstd_level = match spec.compression.kind {
         CompressionKind::None => None,

@@ -260,12 +260,10 @@ fn plain_from_decrypted(
     compression: Compression,
     sink: &mut Sink,
 ) -> Result<(), RestoreError> {
-    let reading = read_err(display, |e| {
-        RestoreError::Io {
-            op: "reading",
-            path: display.to_string(),
-            source: e,
-        }
+    let reading = read_err(display, |e| RestoreError::Io {
+        op: "reading",
+        path: display.to_string(),
+        source: e,
     });
     let mut plain = BufReader::with_capacity(CHUNK, decrypted);
     let head = plain.fill_buf().map_err(&reading)?;

@@ -7,8 +7,8 @@ use super::fetch::{Decrypt, OwnedTarget, Prepared, Recorded};
 use super::{RestoreError, Target, blocking, sibling_name};
 use crate::api::Compression;
 use crate::consts::s3_metadata;
-use crate::snapshot::crypt::EncryptionKey;
 use crate::naming::validate_snapshot_name;
+use crate::snapshot::crypt::EncryptionKey;
 use crate::storage::s3::S3Store;
 use std::path::{Path, PathBuf};
 

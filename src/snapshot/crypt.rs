@@ -137,7 +137,8 @@ impl CryptError {
 
     /// The `CryptError` carried by an I/O error from [`DecryptReader`], if that is what it is.
     pub fn from_io(e: &io::Error) -> Option<&CryptError> {
-        e.get_ref().and_then(|inner| inner.downcast_ref::<CryptError>())
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<CryptError>())
     }
 
     /// The `CryptError` an I/O error from [`DecryptReader`] carries, or the I/O error itself.
@@ -659,7 +660,14 @@ mod tests {
         let enc = encrypt(&k, &data);
         let seg = SEGMENT + TAG_LEN;
         let mut cuts: Vec<usize> = (0..=3).map(|i| HEADER_LEN + i * seg).collect();
-        cuts.extend([0, 5, HEADER_LEN - 1, HEADER_LEN + 3, enc.len() - 1, enc.len() - 17]);
+        cuts.extend([
+            0,
+            5,
+            HEADER_LEN - 1,
+            HEADER_LEN + 3,
+            enc.len() - 1,
+            enc.len() - 17,
+        ]);
         for cut in cuts {
             assert!(decrypt(&k, &enc[..cut]).is_err(), "cut at {cut} undetected");
         }
@@ -740,10 +748,18 @@ mod tests {
         let debug = format!("{k:?}");
         assert!(!debug.contains(&b64) && !debug.contains(&hex::encode(k.bytes)));
         assert!(debug.contains(&k.id().to_hex()));
-        for bad in [&b"short"[..], &[b'x'; 44][..], &[b'z'; 64][..], &[0u8; 33][..]] {
+        for bad in [
+            &b"short"[..],
+            &[b'x'; 44][..],
+            &[b'z'; 64][..],
+            &[0u8; 33][..],
+        ] {
             let err = EncryptionKey::parse(bad).err().expect("refused");
             let text = err.to_string();
-            assert!(text.starts_with("the encryption key must be 32 bytes"), "{text}");
+            assert!(
+                text.starts_with("the encryption key must be 32 bytes"),
+                "{text}"
+            );
             assert!(!text.contains("xxxx") && !text.contains("zzzz"), "{text}");
         }
         // base64 of 31 bytes is 44 characters too, but not a key.

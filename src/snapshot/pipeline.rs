@@ -245,7 +245,12 @@ pub async fn save(etcd: &EtcdConfig, req: SaveRequest) -> Result<SaveReport, Sna
     let level = req.zstd_level;
     let key = req.encryption.clone();
     let transform = tokio::task::spawn_blocking(move || {
-        transform(raw_rx, Output::new(sink_txs, key.as_ref())?, compression, level)
+        transform(
+            raw_rx,
+            Output::new(sink_txs, key.as_ref())?,
+            compression,
+            level,
+        )
     });
 
     // Stage 1: read the stream, check etcd's hash as it goes.
@@ -422,7 +427,8 @@ impl Output {
     fn emit(&mut self, data: Bytes) {
         self.hasher.update(&data);
         self.size += data.len() as u64;
-        self.sinks.retain(|tx| tx.blocking_send(data.clone()).is_ok());
+        self.sinks
+            .retain(|tx| tx.blocking_send(data.clone()).is_ok());
     }
 
     /// Pass on (compressed) bytes; with encryption they leave in batches of about 1 MiB.
