@@ -754,7 +754,7 @@ mod tests {
             &[b'z'; 64][..],
             &[0u8; 33][..],
         ] {
-            let err = EncryptionKey::parse(bad).err().expect("refused");
+            let err = EncryptionKey::parse(bad).expect_err("refused");
             let text = err.to_string();
             assert!(
                 text.starts_with("the encryption key must be 32 bytes"),
