@@ -12,7 +12,9 @@ use crate::consts;
 use crate::naming::{
     Storage, esf_name, label_value, request_label, snapshot_name, with_encryption_suffix,
 };
-use crate::operator::{AgentInfo, OperatorError, s3_config_from_secret};
+use crate::operator::{
+    AgentInfo, OperatorError, encryption_key_from_secret, s3_config_from_secret,
+};
 use crate::prune::{Scope, plan};
 use crate::schedule::Due;
 use crate::storage::config::S3Config;
@@ -47,6 +49,14 @@ pub async fn reconcile(
         Err(e) if e.is_config() => return invalid(&s, &ctx, &e.to_string(), now).await,
         Err(e) => return Err(e.into()),
     };
+    // The encryption key must be there and usable before anything is snapshotted.
+    if let Some(r) = &valid.encryption {
+        match encryption_key_from_secret(&ctx.client, &ctx.namespace, r).await {
+            Ok(_) => {}
+            Err(e) if e.is_config() => return invalid(&s, &ctx, &e.to_string(), now).await,
+            Err(e) => return Err(e.into()),
+        }
+    }
     let files = schedule_files(&ctx, &s.name_any()).await?;
     let mut status = s.status.clone().unwrap_or_default();
 
@@ -246,7 +256,7 @@ async fn create_run(
     for agent in chosen {
         let name = with_encryption_suffix(
             snapshot_name(&valid.prefix, &agent.node, run.unix, compression),
-            s.spec.encryption.is_some(),
+            valid.encryption.is_some(),
         );
         let mut copies = Vec::new();
         if valid.local.is_some() {

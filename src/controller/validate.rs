@@ -1,7 +1,9 @@
 //! Validation of an ETCDSnapshotSchedule spec, without I/O: what CEL rules would do, reported in
 //! status and events instead (the test API server knows no CEL).
 
-use crate::api::{CompressionKind, ETCDSnapshotScheduleSpec, Members, RetentionScope};
+use crate::api::{
+    CompressionKind, ETCDSnapshotScheduleSpec, Members, RetentionScope, SecretKeyRef,
+};
 use crate::consts::DEFAULT_RETENTION;
 use crate::naming::{is_label_value, validate_snapshot_name};
 use crate::retention::Policy;
@@ -37,6 +39,8 @@ pub struct ValidSchedule {
     pub s3: Option<(S3Source, Policy, RetentionScope)>,
     /// Catch-up window for missed ticks.
     pub starting_deadline: Option<chrono::Duration>,
+    /// The Secret key holding the encryption key, when snapshots are encrypted.
+    pub encryption: Option<SecretKeyRef>,
 }
 
 /// Check a spec. The error is one line saying exactly what is wrong, for the Invalid condition
@@ -113,6 +117,18 @@ pub fn validate(spec: &ETCDSnapshotScheduleSpec) -> Result<ValidSchedule, String
         }
         _ => None,
     };
+    let encryption = match &spec.encryption {
+        Some(e) => {
+            let r = &e.key_secret_ref;
+            if r.name.is_empty() || r.key.is_empty() {
+                return Err(
+                    "encryption.keySecretRef needs a Secret name and a key in its data".into(),
+                );
+            }
+            Some(r.clone())
+        }
+        None => None,
+    };
     if !spec.local.enabled && s3.is_none() {
         return Err(
             "nowhere to store snapshots: local.enabled is false and s3 is not enabled".into(),
@@ -127,6 +143,7 @@ pub fn validate(spec: &ETCDSnapshotScheduleSpec) -> Result<ValidSchedule, String
         local: spec.local.enabled.then_some(local_policy),
         s3,
         starting_deadline,
+        encryption,
     })
 }
 
@@ -179,6 +196,14 @@ mod tests {
             ("s3: {enabled: true}", "neither configSecretRef nor bucket"),
             ("local: {enabled: false}", "nowhere to store"),
             ("compression: {type: zstd, level: 30}", "between 1 and 19"),
+            (
+                "encryption: {keySecretRef: {name: ''}}",
+                "encryption.keySecretRef",
+            ),
+            (
+                "encryption: {keySecretRef: {name: k, key: ''}}",
+                "encryption.keySecretRef",
+            ),
         ] {
             let err = validate(&spec(yaml)).expect_err(yaml);
             assert!(err.contains(needle), "{yaml}: {err}");
