@@ -3,9 +3,17 @@
 //! `restore` decrypt them with the key and fail with one clear line without it, with another
 //! key, or when the stored bytes were tampered with. No mocks.
 
+#[path = "support/operator.rs"]
+mod operator_support;
 mod support;
 
 use eso_testenv::{EtcdCluster, EtcdOptions, EtcdVersion, Proc, S3Options, S3Server, free_port};
+use etcd_snapshot::api::ETCDSnapshotSchedule;
+use etcd_snapshot::snapshot::crypt::EncryptionKey;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use operator_support::{NS, OperatorEnv, OperatorOptions, SECRET, is_local, local_path, s3_key};
 use sha2::{Digest, Sha256};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -416,4 +424,163 @@ async fn unusable_key_files_are_refused_before_any_work() {
         .arg(format!("--dir={}", work.path().display())));
     let line = one_error_line(ok, &err);
     assert!(line.contains("cannot read encryption key file"), "{line}");
+}
+
+/// The `Invalid` condition message of a schedule, when it is True.
+async fn invalid_message(env: &OperatorEnv, name: &str) -> Option<String> {
+    let s = Api::<ETCDSnapshotSchedule>::all(env.admin.clone())
+        .get(name)
+        .await
+        .ok()?;
+    s.status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Invalid" && c.status == "True")
+        .map(|c| c.message)
+}
+
+async fn put_key_secret(env: &OperatorEnv, value: &[u8]) {
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some("snapshot-key".into()),
+            namespace: Some(NS.into()),
+            ..ObjectMeta::default()
+        },
+        data: Some([("key".to_string(), ByteString(value.to_vec()))].into()),
+        ..Secret::default()
+    };
+    Api::<Secret>::namespaced(env.admin.clone(), NS)
+        .patch(
+            "snapshot-key",
+            &PatchParams::apply("eso-tests").force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .expect("apply key Secret");
+}
+
+/// A schedule with `spec.encryption`: Invalid (with a clear reason, never the key) while its key
+/// Secret is missing or holds no usable key; once the key is there, a run produces Ready
+/// encrypted copies (local and S3) that record the key id, hide the data, and verify with the
+/// key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedule_with_encryption_produces_ready_encrypted_copies() {
+    let env = OperatorEnv::start(OperatorOptions::default()).await;
+    env.create_s3_secret(None).await;
+    let secret = format!("PLAINTEXT-MARKER-{}", random_hex(32));
+    let (ok, _, err) = etcdctl(
+        &env.etcd.endpoint(0),
+        &["put", "/registry/secrets/x", &secret],
+    );
+    assert!(ok, "put: {err}");
+    env.apply(&format!(
+        "apiVersion: etcdsnapshot.io/v1
+kind: ETCDSnapshotSchedule
+metadata:
+  name: sealed
+spec:
+  schedule: \"0 0 1 1 *\"
+  compression: {{type: zstd}}
+  encryption:
+    keySecretRef: {{name: snapshot-key}}
+  s3:
+    enabled: true
+    configSecretRef: {{name: {SECRET}}}
+"
+    ));
+    let message = env
+        .wait_until(
+            "the schedule to be Invalid for its missing key",
+            Duration::from_secs(30),
+            async || invalid_message(&env, "sealed").await,
+        )
+        .await;
+    assert_eq!(
+        message,
+        format!("encryption key Secret {NS}/snapshot-key not found or has no key \"key\"")
+    );
+
+    let bad = "secret-but-not-a-key";
+    put_key_secret(&env, bad.as_bytes()).await;
+    let message = env
+        .wait_until(
+            "the schedule to be Invalid for its unusable key",
+            Duration::from_secs(30),
+            async || {
+                invalid_message(&env, "sealed")
+                    .await
+                    .filter(|m| m.contains("32 bytes"))
+            },
+        )
+        .await;
+    assert!(!message.contains(bad), "{message}");
+
+    let key = EncryptionKey::generate().expect("key");
+    let key_text = key.to_base64();
+    put_key_secret(&env, key_text.as_bytes()).await;
+    env.wait_until(
+        "the schedule to be valid once the key is there",
+        Duration::from_secs(30),
+        async || {
+            invalid_message(&env, "sealed")
+                .await
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+
+    let requested = env.request_run("sealed").await;
+    let files = env
+        .wait_run_ready(&requested, 2, Duration::from_secs(60))
+        .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key_path = dir.path().join("key");
+    std::fs::write(&key_path, &key_text).expect("key file");
+    for f in &files {
+        assert!(
+            f.spec.snapshot_name.ends_with(".zst.enc"),
+            "{}",
+            f.spec.snapshot_name
+        );
+        let enc = f
+            .status
+            .as_ref()
+            .and_then(|s| s.encryption.clone())
+            .expect("status.encryption");
+        assert_eq!(enc.algorithm, "aes-256-gcm");
+        assert_eq!(enc.key_id, key.id().to_hex());
+        let stored = if is_local(f) {
+            std::fs::read(local_path(f)).expect("local copy")
+        } else {
+            let (body, meta) = env.s3_object(&s3_key(f)).await.expect("S3 object");
+            assert_eq!(
+                meta.get("etcd-snapshot-encryption-key-id"),
+                Some(&key.id().to_hex())
+            );
+            body
+        };
+        assert!(stored.starts_with(b"ESOENC1\0"));
+        assert!(
+            !contains(&stored, secret.as_bytes()),
+            "the copy leaks the value"
+        );
+    }
+    let local = files.iter().find(|f| is_local(f)).expect("local copy");
+    let (ok, out, err) = run(with_tools(&mut cli())
+        .arg("verify")
+        .arg(local_path(local))
+        .arg(format!("--encryption-key-file={}", key_path.display())));
+    assert!(ok, "verify of the operator's copy failed: {err}");
+    assert!(out.contains("verified: every check passed"), "{out}");
+
+    let logs = format!(
+        "{}{}{}",
+        env.log("controller ctl-1"),
+        env.log("agent node0"),
+        env.diagnostics()
+    );
+    assert!(!logs.contains(&key_text), "the key appears in a log");
+    assert!(!logs.contains(bad), "the bad key appears in a log");
+    env.assert_no_forbidden();
 }
