@@ -306,6 +306,15 @@ async fn encrypted_snapshots_hide_the_data_and_restore_only_with_their_key() {
         .arg(&name)
         .arg(format!("--dir={}", snapdir.display())));
     assert!(ok, "verify with the key from the environment failed: {err}");
+    // ... and from the config file, like every flag.
+    let config = work.path().join("config.yaml");
+    std::fs::write(&config, format!("encryption-key-file: {}\n", key.display())).expect("config");
+    let (ok, _, err) = run(with_tools(&mut cli())
+        .arg("verify")
+        .arg(format!("--config={}", config.display()))
+        .arg(&name)
+        .arg(format!("--dir={}", snapdir.display())));
+    assert!(ok, "verify with the key from the config file failed: {err}");
 
     // restore --output: the plain snapshot, which etcdutl reads and which holds the value.
     let plain = work.path().join("plain.db");

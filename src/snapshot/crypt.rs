@@ -767,6 +767,41 @@ mod tests {
         assert!(EncryptionKey::parse(short.as_bytes()).is_err());
     }
 
+    /// Throughput of the adapters (run with `--ignored --nocapture`, best in release).
+    #[test]
+    #[ignore = "measurement, not a check"]
+    fn throughput() {
+        let k = key(1);
+        let data = pattern(64 << 20);
+        let t = std::time::Instant::now();
+        let mut w =
+            EncryptWriter::new(Vec::with_capacity(data.len() + (1 << 20)), &k).expect("writer");
+        for chunk in data.chunks(1 << 20) {
+            w.write_all(chunk).expect("write");
+        }
+        let enc = w.finish().expect("finish");
+        let seal = t.elapsed();
+        let t = std::time::Instant::now();
+        let mut r = DecryptReader::new(&enc[..], &k).expect("reader");
+        let mut buf = vec![0u8; 256 << 10];
+        let mut n = 0;
+        loop {
+            let got = r.read(&mut buf).expect("read");
+            if got == 0 {
+                break;
+            }
+            n += got;
+        }
+        let open = t.elapsed();
+        assert_eq!(n, data.len());
+        let mib = data.len() as f64 / (1 << 20) as f64;
+        eprintln!(
+            "encrypt {:.0} MiB/s, decrypt {:.0} MiB/s",
+            mib / seal.as_secs_f64(),
+            mib / open.as_secs_f64()
+        );
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
         #[test]
