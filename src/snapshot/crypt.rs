@@ -209,7 +209,16 @@ impl EncryptionKey {
     /// A key from the content of a key file or Secret value: exactly 32 raw bytes, or (surrounding
     /// whitespace ignored) 44 characters of standard base64 or 64 hex digits that decode to 32
     /// bytes.
+    ///
+    /// 32 bytes of printable text are refused: that is a password, not a random key (random
+    /// bytes are all printable with a probability below 10^-13).
     pub fn parse(data: &[u8]) -> Result<EncryptionKey, CryptError> {
+        if data.len() == KEY_LEN && data.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+            return Err(CryptError::KeyFormat(
+                "32 characters of text: a password is not a key; make one with `openssl rand -base64 32`"
+                    .into(),
+            ));
+        }
         if data.len() == KEY_LEN {
             let mut bytes = [0u8; KEY_LEN];
             bytes.copy_from_slice(data);
@@ -762,6 +771,9 @@ mod tests {
             );
             assert!(!text.contains("xxxx") && !text.contains("zzzz"), "{text}");
         }
+        // A 32-character password is not taken for a raw key.
+        let err = EncryptionKey::parse(b"correct-horse-battery-staple-123").expect_err("text");
+        assert!(err.to_string().contains("a password is not a key"), "{err}");
         // base64 of 31 bytes is 44 characters too, but not a key.
         let short = base64::engine::general_purpose::STANDARD.encode([1u8; 31]);
         assert!(EncryptionKey::parse(short.as_bytes()).is_err());
