@@ -499,3 +499,57 @@ fn transform(
     }
     out.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::crypt::DecryptReader;
+    use std::io::Read;
+
+    /// Run `transform` over `input` (in odd-sized batches) into one copy; returns what the copy
+    /// received and the reported (sha256, size).
+    fn through(
+        input: &[u8],
+        compression: Compression,
+        key: Option<&EncryptionKey>,
+    ) -> (Vec<u8>, (String, u64)) {
+        let (raw_tx, raw_rx) = mpsc::channel::<Bytes>(4096);
+        let (sink_tx, mut sink_rx) = mpsc::channel::<Bytes>(4096);
+        for chunk in input.chunks(300_001) {
+            raw_tx
+                .try_send(Bytes::copy_from_slice(chunk))
+                .expect("queue input");
+        }
+        drop(raw_tx);
+        let out = Output::new(vec![sink_tx], key).expect("output");
+        let result = transform(raw_rx, out, compression, 1).expect("transform");
+        let mut stored = Vec::new();
+        while let Ok(b) = sink_rx.try_recv() {
+            stored.extend_from_slice(&b);
+        }
+        (stored, result)
+    }
+
+    #[test]
+    fn encrypted_output_decrypts_to_the_compressed_stream_and_is_hashed_as_stored() {
+        let key = EncryptionKey::generate().expect("key");
+        let input: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        for compression in [Compression::None, Compression::Zstd] {
+            let (stored, (sha, size)) = through(&input, compression, Some(&key));
+            assert_eq!(size, stored.len() as u64);
+            assert_eq!(sha, hex::encode(Sha256::digest(&stored)));
+            let mut plain = Vec::new();
+            DecryptReader::new(&stored[..], &key)
+                .expect("header")
+                .read_to_end(&mut plain)
+                .expect("decrypts");
+            let plain = match compression {
+                Compression::Zstd => zstd::decode_all(&plain[..]).expect("zstd inside"),
+                _ => plain,
+            };
+            assert_eq!(plain, input, "{compression:?}");
+        }
+        let (stored, _) = through(&input, Compression::None, None);
+        assert_eq!(stored, input, "without a key the bytes pass unchanged");
+    }
+}
