@@ -590,6 +590,31 @@ spec:
         env.diagnostics()
     );
     assert!(!logs.contains(&key_text), "the key appears in a log");
+    // ... nor in any record, schedule status or event.
+    let events = Api::<k8s_openapi::api::events::v1::Event>::all(env.admin.clone())
+        .list(&Default::default())
+        .await
+        .expect("list events");
+    let schedule = Api::<ETCDSnapshotSchedule>::all(env.admin.clone())
+        .get("sealed")
+        .await
+        .expect("schedule");
+    let objects = format!(
+        "{}{}{}",
+        serde_json::to_string(&files).expect("json"),
+        serde_json::to_string(&schedule).expect("json"),
+        serde_json::to_string(&events.items).expect("json")
+    );
+    assert!(
+        objects.contains("InvalidSchedule") || objects.contains("Invalid"),
+        "the events were listed"
+    );
+    for text in [key_text.as_str(), bad] {
+        assert!(
+            !objects.contains(text),
+            "key material in a resource or event"
+        );
+    }
     assert!(!logs.contains(bad), "the bad key appears in a log");
     env.assert_no_forbidden();
 }
