@@ -68,6 +68,8 @@ pub const DEFAULT_S3_ENDPOINT: &str = "s3.amazonaws.com";
 pub const SUFFIX_ZSTD: &str = ".zst";
 /// File suffix of k3s's zip-compressed snapshots (read and restored, never written).
 pub const SUFFIX_ZIP: &str = ".zip";
+/// File suffix of encrypted snapshots, after the compression suffix (`….zst.enc`).
+pub const SUFFIX_ENC: &str = ".enc";
 /// Directory (beside the snapshots, and under the S3 folder) of extra-metadata JSON files.
 pub const METADATA_DIR: &str = ".metadata";
 
@@ -123,6 +125,10 @@ pub mod s3_metadata {
     pub const REVISION: &str = "etcd-snapshot-revision";
     /// `none`, `zstd` or `zip`.
     pub const COMPRESSION: &str = "etcd-snapshot-compression";
+    /// Encryption algorithm of the stored bytes (`aes-256-gcm`); absent when not encrypted.
+    pub const ENCRYPTION: &str = "etcd-snapshot-encryption";
+    /// Id of the key the stored bytes are encrypted with (never the key).
+    pub const ENCRYPTION_KEY_ID: &str = "etcd-snapshot-encryption-key-id";
     /// k3s's node-name key, read when importing k3s uploads.
     pub const K3S_NODE_NAME: &str = "k3s-node-name";
     /// k3s's cluster-ID key, read when importing k3s uploads.

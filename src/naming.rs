@@ -74,6 +74,20 @@ pub fn snapshot_name(
     format!("{prefix}-{node}-{unix_seconds}{}", compression.suffix())
 }
 
+/// Whether a snapshot name is that of an encrypted snapshot (ends in `.enc`).
+pub fn is_encrypted_name(name: &str) -> bool {
+    name.ends_with(crate::consts::SUFFIX_ENC)
+}
+
+/// `name` with the `.enc` suffix of encrypted snapshots added when `encrypted`.
+pub fn with_encryption_suffix(name: String, encrypted: bool) -> String {
+    if encrypted {
+        name + crate::consts::SUFFIX_ENC
+    } else {
+        name
+    }
+}
+
 /// The parts of a snapshot name, as far as they can be told from the name alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedName<'a> {
@@ -83,10 +97,15 @@ pub struct ParsedName<'a> {
     pub unix_seconds: i64,
     /// Compression implied by the suffix.
     pub compression: Compression,
+    /// Whether the name ends in `.enc` (an encrypted snapshot).
+    pub encrypted: bool,
 }
 
-/// Split `<stem>-<unix seconds>[.zst|.zip]`. `None` when there is no timestamp after the last `-`.
+/// Split `<stem>-<unix seconds>[.zst|.zip][.enc]`. `None` when there is no timestamp after the
+/// last `-`.
 pub fn parse_snapshot_name(name: &str) -> Option<ParsedName<'_>> {
+    let encrypted = is_encrypted_name(name);
+    let name = name.strip_suffix(crate::consts::SUFFIX_ENC).unwrap_or(name);
     let compression = Compression::from_name(name);
     let base = &name[..name.len() - compression.suffix().len()];
     let (stem, ts) = base.rsplit_once('-')?;
@@ -98,6 +117,7 @@ pub fn parse_snapshot_name(name: &str) -> Option<ParsedName<'_>> {
         stem,
         unix_seconds,
         compression,
+        encrypted,
     })
 }
 
@@ -268,6 +288,17 @@ mod tests {
         assert_eq!(p.compression, Compression::Zstd);
         let p = parse_snapshot_name("on-demand-n-12.zip").expect("parses");
         assert_eq!(p.compression, Compression::Zip);
+        let p = parse_snapshot_name("on-demand-n-12.zst.enc").expect("parses");
+        assert_eq!((p.stem, p.unix_seconds), ("on-demand-n", 12));
+        assert_eq!(p.compression, Compression::Zstd);
+        assert!(p.encrypted);
+        let p = parse_snapshot_name("on-demand-n-12.enc").expect("parses");
+        assert_eq!((p.compression, p.encrypted), (Compression::None, true));
+        assert!(
+            !parse_snapshot_name("on-demand-n-12")
+                .expect("parses")
+                .encrypted
+        );
         assert!(parse_snapshot_name("no-timestamp-here").is_none());
         assert!(parse_snapshot_name("-12").is_none());
         assert!(parse_snapshot_name("12").is_none());
@@ -322,12 +353,13 @@ mod tests {
         }
 
         #[test]
-        fn parse_round_trips_generated_names(prefix in "[a-z][a-z0-9-]{0,20}", node in "[a-z0-9][a-z0-9.-]{0,30}", ts in 0i64..4_000_000_000, z in any::<bool>()) {
+        fn parse_round_trips_generated_names(prefix in "[a-z][a-z0-9-]{0,20}", node in "[a-z0-9][a-z0-9.-]{0,30}", ts in 0i64..4_000_000_000, z in any::<bool>(), enc in any::<bool>()) {
             let c = if z { Compression::Zstd } else { Compression::None };
-            let name = snapshot_name(&prefix, &node, ts, c);
+            let name = with_encryption_suffix(snapshot_name(&prefix, &node, ts, c), enc);
             let parsed = parse_snapshot_name(&name).expect("generated names parse");
             prop_assert_eq!(parsed.unix_seconds, ts);
             prop_assert_eq!(parsed.compression, c);
+            prop_assert_eq!(parsed.encrypted, enc);
             prop_assert_eq!(parsed.stem, format!("{prefix}-{node}"));
         }
     }

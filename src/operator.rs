@@ -1,9 +1,10 @@
 //! What the controller and the agents share in the cluster: agent registration Leases, S3
 //! settings from the config Secret, status writes and events.
 
-use crate::api::{ETCDSnapshotFile, ETCDSnapshotFileStatus, S3Location, S3Storage};
+use crate::api::{ETCDSnapshotFile, ETCDSnapshotFileStatus, S3Location, S3Storage, SecretKeyRef};
 use crate::consts;
 use crate::naming::label_value;
+use crate::snapshot::crypt::{CryptError, EncryptionKey};
 use crate::storage::config::{S3Config, S3ConfigError, ca_configmap_name, check_secret_type};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -42,6 +43,26 @@ pub enum OperatorError {
     /// Inline S3 settings are invalid.
     #[error("S3 settings: {0}")]
     BadInline(S3ConfigError),
+    /// The encryption key Secret does not exist, or lacks the key.
+    #[error("encryption key Secret {namespace}/{name} not found or has no key {key:?}")]
+    KeyMissing {
+        /// Namespace.
+        namespace: String,
+        /// Secret name.
+        name: String,
+        /// Key in the Secret's data.
+        key: String,
+    },
+    /// The encryption key in the Secret is unusable (never shows the key).
+    #[error("encryption key Secret {name} key {key:?}: {source}")]
+    BadKey {
+        /// Secret name.
+        name: String,
+        /// Key in the Secret's data.
+        key: String,
+        /// What is wrong.
+        source: CryptError,
+    },
     /// An API request failed.
     #[error("{op}: {source}")]
     Kube {
@@ -60,6 +81,8 @@ impl OperatorError {
             OperatorError::CaConfigMapMissing { .. } => "CAConfigMapMissing",
             OperatorError::BadSecret { .. } => "InvalidSecret",
             OperatorError::BadInline(_) => "InvalidS3Settings",
+            OperatorError::KeyMissing { .. } => "EncryptionKeyMissing",
+            OperatorError::BadKey { .. } => "InvalidEncryptionKey",
             OperatorError::Kube { .. } => "KubernetesAPI",
         }
     }
@@ -118,6 +141,36 @@ pub async fn s3_config_from_secret(
         None => None,
     };
     S3Config::from_secret(&data, ca_map.as_ref()).map_err(bad)
+}
+
+/// Read the encryption key from `r` (a Secret in `namespace`, the operator's own). Read at every
+/// use, so a rotated key applies to the next snapshot without a restart.
+pub async fn encryption_key_from_secret(
+    client: &Client,
+    namespace: &str,
+    r: &SecretKeyRef,
+) -> Result<EncryptionKey, OperatorError> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let missing = || OperatorError::KeyMissing {
+        namespace: namespace.into(),
+        name: r.name.clone(),
+        key: r.key.clone(),
+    };
+    let secret = secrets
+        .get_opt(&r.name)
+        .await
+        .map_err(kube_err(format!("reading Secret {namespace}/{}", r.name)))?
+        .ok_or_else(missing)?;
+    let value = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&r.key))
+        .ok_or_else(missing)?;
+    EncryptionKey::parse(&value.0).map_err(|source| OperatorError::BadKey {
+        name: r.name.clone(),
+        key: r.key.clone(),
+        source,
+    })
 }
 
 /// S3 settings of an S3 copy: from its Secret when it names one, else from the non-secret

@@ -104,6 +104,7 @@ mod tests {
             cluster_id: cluster.map(String::from),
             revision: None,
             s3: None,
+            encryption: None,
         }
     }
 

@@ -3,6 +3,7 @@
 //! ```text
 //! fetch (path | name in the snapshot dir | S3 object)
 //!   -> sha256 of the stored bytes, compared with the recorded one (.checksums/<name>, S3 metadata)
+//!   -> decrypt (.enc: every segment authenticated, wrong key named by its id)
 //!   -> decompress (.zst streamed, k3s .zip), etcd's trailing sha256 checked as the bytes go by
 //!   -> etcdutl (3.5+) / etcdctl (3.4) snapshot restore into a staging dir beside the data dir
 //!   -> the current data dir is moved aside to <data-dir>-old-<unix> (never deleted)
@@ -21,10 +22,13 @@ mod tools;
 
 pub(crate) use datadir::ScratchDir;
 pub use datadir::{Restored, cluster_reset, restore_into};
-pub use fetch::{Checks, Prepared, Recorded, Source, Target, prepare};
+pub use fetch::{
+    Checks, PrepareOptions, Prepared, Recorded, Source, Target, prepare, prepare_with,
+};
 pub use tools::{SnapshotStatus, ToolKind, Tools};
 
 use crate::naming::NameError;
+use crate::snapshot::crypt::CryptError;
 use crate::storage::config::S3ConfigError;
 use crate::storage::local::LocalError;
 use crate::storage::s3::S3Error;
@@ -94,6 +98,24 @@ pub enum RestoreError {
         format: &'static str,
         /// What went wrong.
         reason: String,
+    },
+    /// The snapshot is encrypted and no key was given.
+    #[error(
+        "{name} is encrypted (key id {key_id}) and no encryption key was given: pass the key file with --encryption-key-file"
+    )]
+    KeyRequired {
+        /// The snapshot.
+        name: String,
+        /// Id of the key it was encrypted with (`unknown` when it cannot be told yet).
+        key_id: String,
+    },
+    /// Decryption failed: wrong key, or the encrypted data was changed, cut short or extended.
+    #[error("decrypting {name}: {source}")]
+    Decrypt {
+        /// The snapshot.
+        name: String,
+        /// What failed (never key material).
+        source: CryptError,
     },
     /// Neither etcdutl nor etcdctl can be run.
     #[error(
@@ -177,6 +199,12 @@ impl RestoreError {
             RestoreError::TooShort { .. } => "TooShort",
             RestoreError::NotCompressedAsNamed { .. } => "NotCompressedAsNamed",
             RestoreError::Decompress { .. } => "DecompressFailed",
+            RestoreError::KeyRequired { .. } => "EncryptionKeyRequired",
+            RestoreError::Decrypt {
+                source: CryptError::WrongKey { .. },
+                ..
+            } => "WrongEncryptionKey",
+            RestoreError::Decrypt { .. } => "DecryptFailed",
             RestoreError::ToolMissing { .. } => "ToolMissing",
             RestoreError::ToolFailed { .. } | RestoreError::ToolOutput { .. } => "ToolFailed",
             RestoreError::DataDirMissing { .. } => "DataDirMissing",
@@ -200,7 +228,7 @@ impl RestoreError {
                 | RestoreError::TooShort { .. }
                 | RestoreError::NotCompressedAsNamed { .. }
                 | RestoreError::Decompress { .. }
-        )
+        ) || matches!(self, RestoreError::Decrypt { source, .. } if source.is_damage())
     }
 }
 
@@ -230,8 +258,22 @@ pub async fn verify(
     expected_sha256: Option<&str>,
     work_dir: &Path,
 ) -> Result<VerifyReport, RestoreError> {
+    let options = PrepareOptions {
+        expected_sha256: expected_sha256.map(String::from),
+        ..Default::default()
+    };
+    verify_with(tools, source, &options, work_dir).await
+}
+
+/// [`verify`] with every option of [`prepare_with`] (an expected sha256, the encryption key).
+pub async fn verify_with(
+    tools: &Tools,
+    source: &Source<'_>,
+    options: &PrepareOptions,
+    work_dir: &Path,
+) -> Result<VerifyReport, RestoreError> {
     let scratch = datadir::ScratchDir::create(work_dir, "verify")?;
-    let prepared = prepare(source, expected_sha256, Target::WorkDir(scratch.path())).await?;
+    let prepared = prepare_with(source, options, Target::WorkDir(scratch.path())).await?;
     let tools_bg = tools.clone();
     let snapshot = prepared.path().to_path_buf();
     let data_dir = scratch.path().join("data");

@@ -609,6 +609,7 @@ fn hand_made(
             compression_level: None,
             schedule_name: None,
             s3_config_secret_name: s3_secret.map(str::to_string),
+            encryption: None,
         },
     );
     let storage = if location.starts_with("s3://") {

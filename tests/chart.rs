@@ -226,6 +226,30 @@ fn s3_without_bucket_is_rejected_when_the_chart_creates_the_secret() {
 }
 
 #[test]
+fn schedule_encryption_references_the_key_secret_only_when_set() {
+    if !go_available() {
+        return;
+    }
+    let schedule = |values: &[&str]| {
+        documents(&render(values).expect("renders"))
+            .into_iter()
+            .find(|d| str_at(d, &["kind"]) == Some("ETCDSnapshotSchedule"))
+            .expect("default schedule")
+    };
+    let plain = schedule(&[]);
+    assert!(plain["spec"].get("encryption").is_none());
+    let sealed = schedule(&["schedule:\n  encryption:\n    keySecretName: snap-key\n"]);
+    assert_eq!(
+        str_at(&sealed, &["spec", "encryption", "keySecretRef", "name"]),
+        Some("snap-key")
+    );
+    assert_eq!(
+        str_at(&sealed, &["spec", "encryption", "keySecretRef", "key"]),
+        Some("key")
+    );
+}
+
+#[test]
 fn presets_set_the_agents_etcd_certificates_and_snapshot_dir() {
     if !go_available() {
         return;

@@ -42,6 +42,7 @@ async fn crds_apply_and_kubectl_shows_snapshot_columns() {
             compression_level: None,
             schedule_name: None,
             s3_config_secret_name: None,
+            encryption: None,
         },
     );
     files

@@ -2,11 +2,12 @@
 //! etcd stream, then each record Ready or Failed with its own reason.
 
 use super::Agent;
-use crate::api::{Compression, ETCDSnapshotFile, ETCDSnapshotFileStatus, Phase};
+use crate::api::{Compression, ETCDSnapshotFile, ETCDSnapshotFileStatus, EncryptionStatus, Phase};
 use crate::consts;
 use crate::controller::util::{set_condition, storage, to_time};
 use crate::naming::{Storage, label_value, parse_snapshot_name};
-use crate::operator::{patch_file_status, s3_config_for_file};
+use crate::operator::{encryption_key_from_secret, patch_file_status, s3_config_for_file};
+use crate::snapshot::crypt::ALGORITHM_NAME;
 use crate::snapshot::{SaveRequest, save};
 use crate::storage::s3::S3Store;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -68,6 +69,27 @@ pub async fn take_snapshot(agent: &Agent, group: Vec<ETCDSnapshotFile>) {
     if copies.is_empty() {
         return;
     }
+    // The encryption key, read now (a rotated key applies to the next snapshot).
+    let encryption = match &first.spec.encryption {
+        None => None,
+        Some(spec) => {
+            match encryption_key_from_secret(
+                &agent.client,
+                &agent.config.namespace,
+                &spec.key_secret_ref,
+            )
+            .await
+            {
+                Ok(key) => Some(key),
+                Err(e) => {
+                    for esf in &copies {
+                        agent.fail(esf, &e.to_string(), e.reason()).await;
+                    }
+                    return;
+                }
+            }
+        }
+    };
 
     for esf in &copies {
         let status = ETCDSnapshotFileStatus {
@@ -95,6 +117,7 @@ pub async fn take_snapshot(agent: &Agent, group: Vec<ETCDSnapshotFile>) {
         s3,
         extra_metadata: first.spec.metadata.clone().unwrap_or_default(),
         progress: None,
+        encryption,
     };
     if first.spec.compression == Compression::Zip {
         for esf in &copies {
@@ -137,6 +160,13 @@ pub async fn take_snapshot(agent: &Agent, group: Vec<ETCDSnapshotFile>) {
                     etcd_member_name: Some(record.member_name.clone()),
                     etcd_version: Some(record.etcd_version.clone()),
                     error: None,
+                    encryption: record
+                        .encryption_key_id
+                        .as_ref()
+                        .map(|id| EncryptionStatus {
+                            algorithm: ALGORITHM_NAME.to_string(),
+                            key_id: id.clone(),
+                        }),
                     ..esf.status.clone().unwrap_or_default()
                 };
                 set_condition(

@@ -35,8 +35,10 @@ impl Compression {
         }
     }
 
-    /// The compression a file or object name implies by its suffix.
+    /// The compression a file or object name implies by its suffix (an encrypted name's
+    /// `.enc` is looked through: `x.zst.enc` is zstd).
     pub fn from_name(name: &str) -> Compression {
+        let name = name.strip_suffix(crate::consts::SUFFIX_ENC).unwrap_or(name);
         if name.ends_with(crate::consts::SUFFIX_ZSTD) {
             Compression::Zstd
         } else if name.ends_with(crate::consts::SUFFIX_ZIP) {
@@ -126,4 +128,38 @@ pub struct Retention {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub keep_monthly: Option<u32>,
+}
+
+/// Encryption at rest of stored snapshots (AES-256-GCM, streamed; see the README).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EncryptionSpec {
+    /// The Secret key holding the 32-byte key (raw, base64 or hex), in the operator's own
+    /// namespace. Keep a copy elsewhere: without the key the snapshots cannot be restored.
+    pub key_secret_ref: SecretKeyRef,
+}
+
+/// A key of a Secret in the operator's own namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct SecretKeyRef {
+    /// Secret name.
+    pub name: String,
+    /// Key in the Secret's data (default `key`).
+    #[serde(default = "default_secret_key")]
+    pub key: String,
+}
+
+fn default_secret_key() -> String {
+    "key".to_string()
+}
+
+/// How the stored bytes of a copy are encrypted (never the key itself).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EncryptionStatus {
+    /// `aes-256-gcm`.
+    pub algorithm: String,
+    /// Id of the key (16 hex digits, a fingerprint of the key; empty when unknown).
+    #[serde(default, rename = "keyID", skip_serializing_if = "String::is_empty")]
+    pub key_id: String,
 }

@@ -1,6 +1,6 @@
 //! `ETCDSnapshotFile` (short name `esf`): one stored copy of one snapshot.
 
-use super::common::{Compression, S3Location};
+use super::common::{Compression, EncryptionSpec, EncryptionStatus, S3Location};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
@@ -53,6 +53,10 @@ pub struct ETCDSnapshotFileSpec {
     /// Name of the S3 config Secret (operator namespace) this S3 copy is written with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3_config_secret_name: Option<String>,
+    /// Encrypt the stored bytes with this key (copied from the schedule; the name then ends
+    /// in `.enc`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionSpec>,
 }
 
 /// Lifecycle phase of a snapshot copy.
@@ -124,4 +128,7 @@ pub struct ETCDSnapshotFileStatus {
     /// When the copy was last verified by a test restore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified_time: Option<Time>,
+    /// How the stored bytes are encrypted, when they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionStatus>,
 }

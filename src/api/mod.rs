@@ -4,7 +4,10 @@ mod common;
 mod file;
 mod schedule;
 
-pub use common::{BucketLookup, Compression, Retention, S3Location};
+pub use common::{
+    BucketLookup, Compression, EncryptionSpec, EncryptionStatus, Retention, S3Location,
+    SecretKeyRef,
+};
 pub use file::{
     ETCDSnapshotFile, ETCDSnapshotFileSpec, ETCDSnapshotFileStatus, Phase, SnapshotError,
 };

@@ -1,6 +1,6 @@
 //! `ETCDSnapshotSchedule` (short name `ess`): when to snapshot, where to store, what to keep.
 
-use super::common::{BucketLookup, Retention};
+use super::common::{BucketLookup, EncryptionSpec, Retention};
 use crate::consts;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
@@ -61,6 +61,9 @@ pub struct ETCDSnapshotScheduleSpec {
     /// Copies in an S3-compatible object store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3Storage>,
+    /// Encrypt the snapshots at rest (local and S3 copies) with a key from a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionSpec>,
 }
 
 fn default_schedule() -> String {

@@ -152,6 +152,19 @@ pub enum LookupArg {
     Path,
 }
 
+/// Encryption at rest.
+#[derive(Debug, Clone, Args, Default)]
+pub struct EncryptionArgs {
+    /// File holding the 32-byte encryption key (raw, base64 or hex; e.g. made with `openssl rand
+    /// -base64 32`). `save` encrypts with it (AES-256-GCM, name suffix `.enc`); `restore` and
+    /// `verify` decrypt with it.
+    #[arg(
+        long = "encryption-key-file",
+        env = "ETCD_SNAPSHOT_ENCRYPTION_KEY_FILE"
+    )]
+    pub key_file: Option<PathBuf>,
+}
+
 /// The local snapshot directory.
 #[derive(Debug, Clone, Args)]
 pub struct DirArgs {
@@ -180,6 +193,8 @@ pub struct SaveArgs {
     /// Store only in S3, no local copy.
     #[arg(long = "s3-only")]
     pub s3_only: bool,
+    #[command(flatten)]
+    pub encryption: EncryptionArgs,
     #[command(flatten)]
     pub dir: DirArgs,
     #[command(flatten)]
@@ -310,6 +325,8 @@ pub struct RestoreArgs {
     )]
     pub peer_url: String,
     #[command(flatten)]
+    pub encryption: EncryptionArgs,
+    #[command(flatten)]
     pub dir: DirArgs,
     #[command(flatten)]
     pub s3: S3Args,
@@ -320,6 +337,8 @@ pub struct RestoreArgs {
 pub struct VerifyArgs {
     /// Snapshot to verify: a path, a name in `--dir`, or (with `--s3`) an S3 object name.
     pub name: String,
+    #[command(flatten)]
+    pub encryption: EncryptionArgs,
     #[command(flatten)]
     pub dir: DirArgs,
     #[command(flatten)]

@@ -3,10 +3,12 @@
 //! existing data dir (`--cluster-reset` alone), or only fetch, decompress and verify a snapshot
 //! into a file for k3s/rke2's own restore (`--output`).
 
-use super::args::{RestoreArgs, S3Args};
+use super::args::{EncryptionArgs, RestoreArgs, S3Args};
 use crate::restore::{
-    self, Checks, RestoreError, Restored, ScratchDir, Source, Target, Tools, blocking,
+    self, Checks, PrepareOptions, RestoreError, Restored, ScratchDir, Source, Target, Tools,
+    blocking,
 };
+use crate::snapshot::crypt::EncryptionKey;
 use crate::storage::config::S3Config;
 use crate::storage::local::LocalDir;
 use crate::storage::s3::S3Store;
@@ -97,7 +99,9 @@ async fn restore_snapshot(
     let source = Source::resolve(spec, &dir, store.as_ref())?;
     let parent = data_dir.parent().unwrap_or(Path::new("/"));
     let scratch = ScratchDir::create(parent, "fetch")?;
-    let prepared = restore::prepare(&source, None, Target::WorkDir(scratch.path())).await?;
+    let options = prepare_options(&args.encryption)?;
+    let prepared =
+        restore::prepare_with(&source, &options, Target::WorkDir(scratch.path())).await?;
     print_checks(&mut std::io::stdout().lock(), prepared.checks())?;
     let (t, snap, d) = (
         tools.clone(),
@@ -135,7 +139,8 @@ async fn write_output(args: &RestoreArgs, output: &Path) -> Result<(), RestoreEr
         connect(&args.s3).await?
     };
     let source = Source::resolve(spec, &dir, store.as_ref())?;
-    let prepared = restore::prepare(&source, None, Target::File(&output)).await?;
+    let options = prepare_options(&args.encryption)?;
+    let prepared = restore::prepare_with(&source, &options, Target::File(&output)).await?;
     print_checks(&mut std::io::stderr().lock(), prepared.checks())?;
     writeln!(
         std::io::stderr().lock(),
@@ -145,6 +150,20 @@ async fn write_output(args: &RestoreArgs, output: &Path) -> Result<(), RestoreEr
     )
     .map_err(stdout_err)?;
     writeln!(std::io::stdout().lock(), "{}", prepared.path().display()).map_err(stdout_err)
+}
+
+/// The options of the fetch: the decryption key from `--encryption-key-file`, if given.
+pub(super) fn prepare_options(args: &EncryptionArgs) -> Result<PrepareOptions, RestoreError> {
+    let encryption_key = args
+        .key_file
+        .as_deref()
+        .map(EncryptionKey::from_file)
+        .transpose()
+        .map_err(|e| RestoreError::Usage(e.to_string()))?;
+    Ok(PrepareOptions {
+        encryption_key,
+        ..Default::default()
+    })
 }
 
 /// The S3 store when `--s3` is given.
@@ -175,6 +194,12 @@ pub(super) fn print_checks(out: &mut impl Write, checks: &Checks) -> Result<(), 
         checks.stored_size,
         checks.snapshot_size
     ));
+    if let Some(id) = &checks.encryption_key_id {
+        lines.push(format!(
+            "encryption      OK: {} with key id {id}, every segment authenticated",
+            crate::snapshot::crypt::ALGORITHM_NAME
+        ));
+    }
     if checks.recorded.is_empty() {
         lines.push(format!(
             "stored sha256   {}  (no recorded checksum to compare against)",
@@ -294,6 +319,7 @@ mod tests {
                 from: ".checksums/x.zst".into(),
             }],
             snapshot_size: 20,
+            encryption_key_id: Some("0123456789abcdef".into()),
             metadata: None,
         };
         let mut out = Vec::new();
@@ -301,5 +327,6 @@ mod tests {
         let text = String::from_utf8(out).expect("utf8");
         assert!(text.contains("OK: matches .checksums/x.zst"), "{text}");
         assert!(text.contains("etcd hash       OK"), "{text}");
+        assert!(text.contains("key id 0123456789abcdef"), "{text}");
     }
 }

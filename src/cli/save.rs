@@ -3,7 +3,8 @@
 use super::args::SaveArgs;
 use super::{CliError, common};
 use crate::api::Compression;
-use crate::naming::snapshot_name;
+use crate::naming::{snapshot_name, with_encryption_suffix};
+use crate::snapshot::crypt::EncryptionKey;
 use crate::snapshot::{self, SaveRequest};
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
@@ -27,7 +28,17 @@ pub async fn run(args: SaveArgs) -> Result<(), CliError> {
         Compression::None
     };
     let created = common::now_unix();
-    let name = snapshot_name(&args.name, &node, created, compression);
+    let key = args
+        .encryption
+        .key_file
+        .as_deref()
+        .map(EncryptionKey::from_file)
+        .transpose()
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let name = with_encryption_suffix(
+        snapshot_name(&args.name, &node, created, compression),
+        key.is_some(),
+    );
     crate::naming::validate_snapshot_name(&name)
         .map_err(|e| CliError::Usage(format!("--name {:?}: {e}", args.name)))?;
     let s3 = common::s3_store(&args.s3).await?;
@@ -42,6 +53,7 @@ pub async fn run(args: SaveArgs) -> Result<(), CliError> {
         s3,
         extra_metadata: Default::default(),
         progress: std::io::stderr().is_terminal().then(progress_display),
+        encryption: key,
     };
     let report = snapshot::save(&common::etcd_config(&args.etcd), request).await;
     if std::io::stderr().is_terminal() {
@@ -62,6 +74,7 @@ pub async fn run(args: SaveArgs) -> Result<(), CliError> {
         sha256 = %report.record.sha256,
         revision = report.record.etcd_revision,
         cluster_id = %report.record.cluster_id,
+        encryption_key_id = report.record.encryption_key_id.as_deref().unwrap_or(""),
         duration_ms = u64::try_from(report.record.duration.as_millis()).unwrap_or(u64::MAX),
         "snapshot stored"
     );

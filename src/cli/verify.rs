@@ -2,7 +2,7 @@
 //! dir and print what etcd reports about it. Any failed check is an error (non-zero exit).
 
 use super::args::VerifyArgs;
-use super::restore::{connect, find_tools, print_checks, stdout_err};
+use super::restore::{connect, find_tools, prepare_options, print_checks, stdout_err};
 use crate::restore::{self, RestoreError, Source};
 use crate::storage::local::LocalDir;
 use std::io::Write;
@@ -19,7 +19,8 @@ pub async fn run(args: VerifyArgs) -> Result<(), RestoreError> {
         connect(&args.s3).await?
     };
     let source = Source::resolve(&args.name, &dir, store.as_ref())?;
-    let report = restore::verify(&tools, &source, None, &std::env::temp_dir()).await?;
+    let options = prepare_options(&args.encryption)?;
+    let report = restore::verify_with(&tools, &source, &options, &std::env::temp_dir()).await?;
     let mut out = std::io::stdout().lock();
     print_checks(&mut out, &report.checks)?;
     let s = report.status;

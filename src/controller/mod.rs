@@ -341,11 +341,20 @@ pub async fn run_controllers(parts: ContextParts) {
             .and_then(|s3| s3.config_secret_ref.as_ref())
             .map(|r| r.name.clone())
     };
+    let key_secret_name = |s: &ETCDSnapshotSchedule| {
+        s.spec
+            .encryption
+            .as_ref()
+            .map(|e| e.key_secret_ref.name.clone())
+    };
     let by_secret = {
         let schedules_where = schedules_where.clone();
         move |secret: Secret| {
             let name = secret.name_any();
-            schedules_where(&|s| secret_name(s).as_deref() == Some(name.as_str()))
+            schedules_where(&|s| {
+                secret_name(s).as_deref() == Some(name.as_str())
+                    || key_secret_name(s).as_deref() == Some(name.as_str())
+            })
         }
     };
     // An agent that registers, leaves, or changes its etcd health or directory concerns every

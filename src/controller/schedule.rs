@@ -9,8 +9,12 @@ use crate::api::{
     ETCDSnapshotScheduleStatus, Members, Phase,
 };
 use crate::consts;
-use crate::naming::{Storage, esf_name, label_value, request_label, snapshot_name};
-use crate::operator::{AgentInfo, OperatorError, s3_config_from_secret};
+use crate::naming::{
+    Storage, esf_name, label_value, request_label, snapshot_name, with_encryption_suffix,
+};
+use crate::operator::{
+    AgentInfo, OperatorError, encryption_key_from_secret, s3_config_from_secret,
+};
 use crate::prune::{Scope, plan};
 use crate::schedule::Due;
 use crate::storage::config::S3Config;
@@ -46,6 +50,14 @@ pub async fn reconcile(
         Err(e) if e.is_config() => return invalid(&s, &ctx, &e.to_string(), now).await,
         Err(e) => return Err(e.into()),
     };
+    // The encryption key must be there and usable before anything is snapshotted.
+    if let Some(r) = &valid.encryption {
+        match encryption_key_from_secret(&ctx.client, &ctx.namespace, r).await {
+            Ok(_) => {}
+            Err(e) if e.is_config() => return invalid(&s, &ctx, &e.to_string(), now).await,
+            Err(e) => return Err(e.into()),
+        }
+    }
     ctx.caches_ready().await?;
     let schedule = s.name_any();
     tracing::debug!(%schedule, "reconciling schedule");
@@ -238,7 +250,10 @@ async fn create_run(
     let api: Api<ETCDSnapshotFile> = Api::all(ctx.client.clone());
     let schedule = s.name_any();
     for agent in chosen {
-        let name = snapshot_name(&valid.prefix, &agent.node, run.unix, compression);
+        let name = with_encryption_suffix(
+            snapshot_name(&valid.prefix, &agent.node, run.unix, compression),
+            valid.encryption.is_some(),
+        );
         let mut copies = Vec::new();
         if valid.local.is_some() {
             let dir = agent.snapshot_dir.trim_end_matches('/');
@@ -274,6 +289,7 @@ async fn create_run(
                     compression_level: valid.zstd_level,
                     schedule_name: Some(schedule.clone()),
                     s3_config_secret_name: secret,
+                    encryption: s.spec.encryption.clone(),
                 },
             );
             let storage_label = match storage {

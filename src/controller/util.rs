@@ -96,6 +96,7 @@ pub fn as_copy(esf: &ETCDSnapshotFile) -> Option<StoredCopy> {
             .or_else(|| esf.labels().get(consts::LABEL_CLUSTER_ID).cloned()),
         revision: status.etcd_revision,
         s3: esf.spec.s3.clone(),
+        encryption: status.encryption.clone(),
     })
 }
 

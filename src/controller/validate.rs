@@ -1,7 +1,9 @@
 //! Validation of an ETCDSnapshotSchedule spec, without I/O: what CEL rules would do, reported in
 //! status and events instead (the test API server knows no CEL).
 
-use crate::api::{CompressionKind, ETCDSnapshotScheduleSpec, Members, RetentionScope};
+use crate::api::{
+    CompressionKind, ETCDSnapshotScheduleSpec, Members, RetentionScope, SecretKeyRef,
+};
 use crate::consts::DEFAULT_RETENTION;
 use crate::naming::{is_label_value, validate_snapshot_name};
 use crate::retention::Policy;
@@ -37,6 +39,8 @@ pub struct ValidSchedule {
     pub s3: Option<(S3Source, Policy, RetentionScope)>,
     /// Catch-up window for missed ticks.
     pub starting_deadline: Option<chrono::Duration>,
+    /// The Secret key holding the encryption key, when snapshots are encrypted.
+    pub encryption: Option<SecretKeyRef>,
 }
 
 /// Check a spec; `namespace` is the operator's own (the only one S3 config Secrets are read
@@ -51,7 +55,12 @@ pub fn validate(spec: &ETCDSnapshotScheduleSpec, namespace: &str) -> Result<Vali
         ));
     }
     // The longest name this prefix can produce must still be a safe file name.
-    let probe = format!("{}-{}-{}.zst", spec.name_prefix, "n".repeat(63), i64::MAX);
+    let probe = format!(
+        "{}-{}-{}.zst.enc",
+        spec.name_prefix,
+        "n".repeat(63),
+        i64::MAX
+    );
     validate_snapshot_name(&probe).map_err(|e| format!("namePrefix: {e}"))?;
     let zstd_level = match spec.compression.kind {
         CompressionKind::None => None,
@@ -116,6 +125,18 @@ pub fn validate(spec: &ETCDSnapshotScheduleSpec, namespace: &str) -> Result<Vali
         }
         _ => None,
     };
+    let encryption = match &spec.encryption {
+        Some(e) => {
+            let r = &e.key_secret_ref;
+            if r.name.is_empty() || r.key.is_empty() {
+                return Err(
+                    "encryption.keySecretRef needs a Secret name and a key in its data".into(),
+                );
+            }
+            Some(r.clone())
+        }
+        None => None,
+    };
     if !spec.local.enabled && s3.is_none() {
         return Err(
             "nowhere to store snapshots: local.enabled is false and s3 is not enabled".into(),
@@ -130,6 +151,7 @@ pub fn validate(spec: &ETCDSnapshotScheduleSpec, namespace: &str) -> Result<Vali
         local: spec.local.enabled.then_some(local_policy),
         s3,
         starting_deadline,
+        encryption,
     })
 }
 
@@ -216,6 +238,14 @@ mod tests {
                 "s3.endpointCA",
             ),
             ("s3: {enabled: true, bucket: 'Bad_Bucket'}", "Bad_Bucket"),
+            (
+                "encryption: {keySecretRef: {name: ''}}",
+                "encryption.keySecretRef",
+            ),
+            (
+                "encryption: {keySecretRef: {name: k, key: ''}}",
+                "encryption.keySecretRef",
+            ),
         ] {
             let err = validate_in(&spec(yaml)).expect_err(yaml);
             assert!(err.contains(needle), "{yaml}: {err}");

@@ -1,14 +1,16 @@
-//! The checks of a local file, in one read: the stored bytes are hashed as they are read, the
-//! compression is confirmed from the first bytes, and etcd's trailing sha256 is checked as the
+//! The checks of a local file, in one read: the stored bytes are hashed as they are read, an
+//! encrypted file is decrypted and authenticated segment by segment, the compression is
+//! confirmed from the first (plain) bytes, and etcd's trailing sha256 is checked as the
 //! decompressed bytes go by, on their way to the output file (if one is written).
 
-use super::fetch::{Checks, OwnedTarget, Prepared, Recorded};
+use super::fetch::{Checks, Decrypt, OwnedTarget, Prepared, Recorded};
 use super::{RestoreError, io_err, sibling_name};
 use crate::api::Compression;
+use crate::snapshot::crypt::{CryptError, DecryptReader, HEADER_LEN, Header};
 use crate::snapshot::trailer::{TrailerCheck, TrailerVerifier};
 use sha2::{Digest, Sha256};
 use std::fs::File;
-use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -21,6 +23,7 @@ enum Content {
     Plain,
     Zstd,
     Zip,
+    Encrypted,
     Unknown,
 }
 
@@ -30,6 +33,8 @@ impl Content {
             Content::Zstd
         } else if head.starts_with(b"PK\x03\x04") {
             Content::Zip
+        } else if Header::is_encrypted(head) {
+            Content::Encrypted
         } else if head.get(16..20) == Some(&[0xed, 0xda, 0x0c, 0xed][..]) {
             // bbolt's meta page magic, right after the 16-byte page header.
             Content::Plain
@@ -43,6 +48,7 @@ impl Content {
             Content::Plain => "a plain etcd snapshot",
             Content::Zstd => "zstd data",
             Content::Zip => "a zip archive",
+            Content::Encrypted => "encrypted data (ESOENC1)",
             Content::Unknown => "data that is neither zstd nor an etcd snapshot",
         }
     }
@@ -64,11 +70,46 @@ fn check_named(name: &str, compression: Compression, content: Content) -> Result
     })
 }
 
+/// Refuse an `.enc` name without encrypted content, and encrypted content without an `.enc` name.
+fn check_encrypted_as_named(
+    name: &str,
+    encrypted: bool,
+    content: Content,
+) -> Result<(), RestoreError> {
+    match (encrypted, content) {
+        (true, Content::Encrypted) | (false, _) => Ok(()),
+        (true, found) => Err(RestoreError::NotCompressedAsNamed {
+            name: name.to_string(),
+            named: "encrypted (.enc)",
+            found: found.describe(),
+        }),
+    }
+}
+
+fn decrypt_err(name: &str, e: CryptError) -> RestoreError {
+    RestoreError::Decrypt {
+        name: name.to_string(),
+        source: e,
+    }
+}
+
+/// An error while reading through the decryption: a [`CryptError`] it carries, else `other`.
+fn read_err(
+    name: &str,
+    other: impl Fn(std::io::Error) -> RestoreError,
+) -> impl Fn(std::io::Error) -> RestoreError {
+    move |e| match CryptError::take_from_io(e) {
+        Ok(c) => decrypt_err(name, c),
+        Err(e) => other(e),
+    }
+}
+
 /// Check a local file and write its plain snapshot to `target` (blocking).
 pub(super) fn check_local(
     path: &Path,
     display: &str,
     compression: Compression,
+    decrypt: &Decrypt,
     recorded: &[Recorded],
     target: &OwnedTarget,
 ) -> Result<Prepared, RestoreError> {
@@ -90,17 +131,41 @@ pub(super) fn check_local(
             "not a regular file",
         )));
     }
-    let mut head = Vec::with_capacity(20);
+    let mut head = Vec::with_capacity(HEADER_LEN);
     (&mut file)
-        .take(20)
+        .take(HEADER_LEN as u64)
         .read_to_end(&mut head)
         .map_err(io_err("reading", path))?;
     file.seek(SeekFrom::Start(0))
         .map_err(io_err("reading", path))?;
-    check_named(display, compression, Content::sniff(&head))?;
+    let content = Content::sniff(&head);
+    check_encrypted_as_named(display, decrypt.encrypted(), content)?;
+    let key = match decrypt {
+        Decrypt::No => {
+            check_named(display, compression, content)?;
+            None
+        }
+        Decrypt::With(None) => {
+            return Err(RestoreError::KeyRequired {
+                name: display.to_string(),
+                key_id: Header::parse(&head)
+                    .map_or_else(|_| "unknown".into(), |h| h.key_id.to_hex()),
+            });
+        }
+        Decrypt::With(Some(key)) => {
+            if compression == Compression::Zip {
+                return Err(decompress_err(
+                    display,
+                    "zip",
+                    "a k3s zip is never encrypted; this file is not one of ours",
+                ));
+            }
+            Some(key)
+        }
+    };
 
     let out = match (compression, target) {
-        (Compression::None, OwnedTarget::WorkDir(_)) => None,
+        (Compression::None, OwnedTarget::WorkDir(_)) if key.is_none() => None,
         (_, OwnedTarget::WorkDir(dir)) => Some(OutFile::create(dir.join("snapshot"), None)?),
         (_, OwnedTarget::File(f)) => Some(OutFile::create(f.clone(), Some(f.clone()))?),
     };
@@ -108,13 +173,22 @@ pub(super) fn check_local(
         trailer: TrailerVerifier::new(),
         out,
     };
-    let (stored_sha256, stored_size) = match compression {
-        Compression::None => {
+    let (stored_sha256, stored_size) = match (compression, key) {
+        (_, Some(key)) => {
+            let mut reader = HashingReader::new(file);
+            {
+                let decrypted =
+                    DecryptReader::new(&mut reader, key).map_err(|e| decrypt_err(display, e))?;
+                plain_from_decrypted(decrypted, display, compression, &mut sink)?;
+            }
+            reader.finish()
+        }
+        (Compression::None, None) => {
             let mut reader = HashingReader::new(file);
             copy(&mut reader, &mut sink, |e| io_err("reading", path)(e))?;
             reader.finish()
         }
-        Compression::Zstd => {
+        (Compression::Zstd, None) => {
             let mut reader = HashingReader::new(file);
             let mut decoder = zstd::stream::read::Decoder::new(&mut reader)
                 .map_err(|e| decompress_err(display, "zstd", e))?;
@@ -127,7 +201,7 @@ pub(super) fn check_local(
             drop(rest);
             reader.finish()
         }
-        Compression::Zip => {
+        (Compression::Zip, None) => {
             // Check the stored bytes before opening the archive.
             let mut reader = HashingReader::new(&mut file);
             std::io::copy(&mut reader, &mut std::io::sink()).map_err(io_err("reading", path))?;
@@ -162,6 +236,10 @@ pub(super) fn check_local(
         stored_sha256,
         recorded: recorded.to_vec(),
         snapshot_size,
+        encryption_key_id: match decrypt {
+            Decrypt::With(Some(key)) => Some(key.id().to_hex()),
+            _ => None,
+        },
         metadata: None,
     };
     Ok(match sink.out {
@@ -171,6 +249,41 @@ pub(super) fn check_local(
             Prepared::new(path, checks, owned)
         }
     })
+}
+
+/// Decrypt (authenticating every segment), check the compression of the plain bytes, and
+/// decompress them into `sink`. Reads the encrypted stream to its end: only then is its last
+/// segment authenticated.
+fn plain_from_decrypted(
+    decrypted: impl Read,
+    display: &str,
+    compression: Compression,
+    sink: &mut Sink,
+) -> Result<(), RestoreError> {
+    let reading = read_err(display, |e| RestoreError::Io {
+        op: "reading",
+        path: display.to_string(),
+        source: e,
+    });
+    let mut plain = BufReader::with_capacity(CHUNK, decrypted);
+    let head = plain.fill_buf().map_err(&reading)?;
+    check_named(display, compression, Content::sniff(head))?;
+    match compression {
+        Compression::Zstd => {
+            let mut decoder = zstd::stream::read::Decoder::with_buffer(plain)
+                .map_err(|e| decompress_err(display, "zstd", e))?;
+            copy(
+                &mut decoder,
+                sink,
+                read_err(display, |e| decompress_err(display, "zstd", e)),
+            )?;
+            // Read to the end so the last segment is authenticated (and nothing follows).
+            let mut rest = decoder.finish();
+            std::io::copy(&mut rest, &mut std::io::sink()).map_err(&reading)?;
+            Ok(())
+        }
+        _ => copy(&mut plain, sink, reading),
+    }
 }
 
 /// The stored bytes must match every recorded hash.
@@ -367,5 +480,130 @@ mod tests {
         );
         assert!(check_named("a", Compression::None, Content::Zip).is_err());
         assert!(check_named("a.zip", Compression::Zip, Content::Zstd).is_err());
+    }
+
+    mod encrypted {
+        use super::super::*;
+        use crate::snapshot::crypt::{EncryptWriter, EncryptionKey};
+
+        /// A stand-in etcd snapshot: data plus its trailing sha256 (what the checks verify).
+        fn plain() -> Vec<u8> {
+            let mut data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+            let digest = Sha256::digest(&data);
+            data.extend_from_slice(&digest);
+            data
+        }
+
+        fn stored(key: &EncryptionKey, zstd: bool) -> Vec<u8> {
+            let data = plain();
+            let data = if zstd {
+                zstd::encode_all(&data[..], 1).expect("zstd")
+            } else {
+                data
+            };
+            let mut w = EncryptWriter::new(Vec::new(), key).expect("writer");
+            w.write_all(&data).expect("write");
+            w.finish().expect("finish")
+        }
+
+        fn check(
+            dir: &Path,
+            name: &str,
+            bytes: &[u8],
+            key: Option<&EncryptionKey>,
+        ) -> Result<(Prepared, PathBuf), RestoreError> {
+            let path = dir.join(name);
+            std::fs::write(&path, bytes).expect("write file");
+            let out = dir.join(format!("{name}.out"));
+            let decrypt = Decrypt::of(name, key.cloned());
+            check_local(
+                &path,
+                name,
+                Compression::from_name(name),
+                &decrypt,
+                &[],
+                &OwnedTarget::File(out.clone()),
+            )
+            .map(|p| (p, out))
+        }
+
+        #[test]
+        fn encrypted_snapshots_decrypt_to_the_plain_snapshot() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let key = EncryptionKey::generate().expect("key");
+            for (name, zstd) in [("s-n-1.zst.enc", true), ("s-n-2.enc", false)] {
+                let bytes = stored(&key, zstd);
+                let (prepared, out) = check(dir.path(), name, &bytes, Some(&key)).expect(name);
+                assert_eq!(std::fs::read(&out).expect("out"), plain(), "{name}");
+                let checks = prepared.checks();
+                assert_eq!(checks.encryption_key_id, Some(key.id().to_hex()));
+                assert_eq!(checks.stored_size, bytes.len() as u64);
+                assert_eq!(checks.stored_sha256, hex::encode(Sha256::digest(&bytes)));
+            }
+        }
+
+        #[test]
+        fn missing_wrong_key_and_tampering_fail_clearly_and_write_nothing() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let key = EncryptionKey::generate().expect("key");
+            let other = EncryptionKey::generate().expect("key");
+            let bytes = stored(&key, true);
+            let name = "s-n-3.zst.enc";
+
+            let err = check(dir.path(), name, &bytes, None).expect_err("no key");
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "{name} is encrypted (key id {}) and no encryption key was given: pass the key file with --encryption-key-file",
+                    key.id()
+                )
+            );
+            assert!(!err.is_corrupt_snapshot());
+
+            let err = check(dir.path(), name, &bytes, Some(&other)).expect_err("wrong key");
+            assert_eq!(err.reason(), "WrongEncryptionKey");
+            assert!(err.to_string().contains(&format!(
+                "encrypted with key id {}, but the given key has id {}",
+                key.id(),
+                other.id()
+            )));
+
+            for at in [60, bytes.len() / 2, bytes.len() - 1] {
+                let mut bad = bytes.clone();
+                bad[at] ^= 1;
+                let err = check(dir.path(), name, &bad, Some(&key)).expect_err("tampered");
+                assert!(err.is_corrupt_snapshot(), "{err}");
+                assert!(err.to_string().contains("does not authenticate"), "{err}");
+            }
+            let err = check(dir.path(), name, &bytes[..bytes.len() - 100], Some(&key))
+                .expect_err("cut short");
+            assert!(err.is_corrupt_snapshot(), "{err}");
+
+            let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+                .expect("dir")
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != name)
+                .collect();
+            assert!(leftovers.is_empty(), "{leftovers:?}");
+        }
+
+        #[test]
+        fn names_and_content_must_agree_about_encryption() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let key = EncryptionKey::generate().expect("key");
+            let err = check(dir.path(), "s-n-4.enc", &plain(), Some(&key)).expect_err("plain");
+            assert_eq!(
+                err.to_string(),
+                "s-n-4.enc is named as encrypted (.enc) but holds data that is neither zstd nor an etcd snapshot"
+            );
+            let err = check(dir.path(), "s-n-5", &stored(&key, false), Some(&key))
+                .expect_err("encrypted without .enc");
+            assert!(err.to_string().contains("holds encrypted data"), "{err}");
+            // .enc without .zst but zstd inside: the plain bytes are checked too.
+            let err = check(dir.path(), "s-n-6.enc", &stored(&key, true), Some(&key))
+                .expect_err("zstd inside");
+            assert!(err.to_string().contains("holds zstd data"), "{err}");
+        }
     }
 }

@@ -6,6 +6,8 @@
 use super::check::check_local;
 use super::{RestoreError, s3};
 use crate::api::Compression;
+use crate::naming::is_encrypted_name;
+use crate::snapshot::crypt::EncryptionKey;
 use crate::storage::local::LocalDir;
 use crate::storage::s3::S3Store;
 use std::collections::BTreeMap;
@@ -106,6 +108,9 @@ pub struct Checks {
     pub recorded: Vec<Recorded>,
     /// Size of the plain snapshot, etcd's 32-byte trailing sha256 included (which matched).
     pub snapshot_size: u64,
+    /// Id of the key the stored bytes were encrypted with (every segment authenticated), when
+    /// they were encrypted.
+    pub encryption_key_id: Option<String>,
     /// Extra metadata stored beside the snapshot (what cluster state it came from), if any.
     pub metadata: Option<BTreeMap<String, String>>,
 }
@@ -163,6 +168,15 @@ impl Drop for Prepared {
     }
 }
 
+/// Options of [`prepare_with`] and [`super::verify_with`].
+#[derive(Debug, Clone, Default)]
+pub struct PrepareOptions {
+    /// An extra hash the stored bytes must have (e.g. an ETCDSnapshotFile's `status.sha256`).
+    pub expected_sha256: Option<String>,
+    /// The key to decrypt an encrypted (`.enc`) snapshot with.
+    pub encryption_key: Option<EncryptionKey>,
+}
+
 /// Fetch `source`, check it and make a plain snapshot of it at `target`. `expected_sha256` is an
 /// extra hash the stored bytes must have (e.g. an ETCDSnapshotFile's `status.sha256`). Nothing
 /// is left behind in the target's directory when it fails.
@@ -171,15 +185,32 @@ pub async fn prepare(
     expected_sha256: Option<&str>,
     target: Target<'_>,
 ) -> Result<Prepared, RestoreError> {
+    let options = PrepareOptions {
+        expected_sha256: expected_sha256.map(String::from),
+        ..Default::default()
+    };
+    prepare_with(source, &options, target).await
+}
+
+/// [`prepare`] with options: also decrypts an encrypted snapshot with the key given (and fails
+/// with one clear error when the key is missing or wrong, or the data was tampered with).
+pub async fn prepare_with(
+    source: &Source<'_>,
+    options: &PrepareOptions,
+    target: Target<'_>,
+) -> Result<Prepared, RestoreError> {
+    let key = options.encryption_key.clone();
     let mut recorded = Vec::new();
-    if let Some(hash) = expected_sha256 {
+    if let Some(hash) = &options.expected_sha256 {
         recorded.push(Recorded {
             sha256: hash.trim().to_ascii_lowercase(),
             from: "expected by the caller".into(),
         });
     }
     let (path, dir, name) = match source {
-        Source::S3 { store, name } => return s3::prepare(store, name, recorded, target).await,
+        Source::S3 { store, name } => {
+            return s3::prepare(store, name, recorded, key, target).await;
+        }
         Source::Path(path) => {
             let name = source.name();
             let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
@@ -215,10 +246,12 @@ pub async fn prepare(
     let target = OwnedTarget::from(target);
     let mut prepared = super::blocking(move || {
         let compression = Compression::from_name(&name);
+        let decrypt = Decrypt::of(&name, key);
         check_local(
             &path,
             &path.display().to_string(),
             compression,
+            &decrypt,
             &recorded,
             &target,
         )
@@ -226,6 +259,31 @@ pub async fn prepare(
     .await?;
     prepared.checks.metadata = metadata;
     Ok(prepared)
+}
+
+/// Whether the stored bytes are to be decrypted (an `.enc` name), and with which key.
+#[derive(Debug, Clone)]
+pub(super) enum Decrypt {
+    /// Not encrypted.
+    No,
+    /// Encrypted; decrypt with this key, or fail asking for one.
+    With(Option<EncryptionKey>),
+}
+
+impl Decrypt {
+    /// From the snapshot's name and the key given.
+    pub(super) fn of(name: &str, key: Option<EncryptionKey>) -> Decrypt {
+        if is_encrypted_name(name) {
+            Decrypt::With(key)
+        } else {
+            Decrypt::No
+        }
+    }
+
+    /// Whether the stored bytes are encrypted.
+    pub(super) fn encrypted(&self) -> bool {
+        matches!(self, Decrypt::With(_))
+    }
 }
 
 /// [`Target`] with owned paths, for blocking tasks.

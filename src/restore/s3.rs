@@ -3,10 +3,12 @@
 //! download is then checked and decompressed like a local file.
 
 use super::check::{check_local, compare};
-use super::fetch::{OwnedTarget, Prepared, Recorded};
+use super::fetch::{Decrypt, OwnedTarget, Prepared, Recorded};
 use super::{RestoreError, Target, blocking, sibling_name};
 use crate::api::Compression;
+use crate::consts::s3_metadata;
 use crate::naming::validate_snapshot_name;
+use crate::snapshot::crypt::EncryptionKey;
 use crate::storage::s3::S3Store;
 use std::path::{Path, PathBuf};
 
@@ -27,6 +29,7 @@ pub(super) async fn prepare(
     store: &S3Store,
     name: &str,
     mut recorded: Vec<Recorded>,
+    key: Option<EncryptionKey>,
     target: Target<'_>,
 ) -> Result<Prepared, RestoreError> {
     validate_snapshot_name(name)?;
@@ -37,6 +40,19 @@ pub(super) async fn prepare(
             location: store.config().location(""),
         });
     };
+    let decrypt = Decrypt::of(name, key);
+    if let Decrypt::With(None) = decrypt {
+        // Say so before downloading anything.
+        return Err(RestoreError::KeyRequired {
+            name: location,
+            key_id: entry
+                .metadata
+                .get(s3_metadata::ENCRYPTION_KEY_ID)
+                .filter(|id| !id.is_empty() && id.len() <= 64)
+                .cloned()
+                .unwrap_or_else(|| "unknown".into()),
+        });
+    }
     if let Some(sha256) = entry
         .sha256()
         .map(|h| h.trim().to_ascii_lowercase())
@@ -63,18 +79,27 @@ pub(super) async fn prepare(
     let metadata = store.get_extra_metadata(name).await.ok().flatten();
 
     let compression = Compression::from_name(name);
+    // Neither compressed nor encrypted: checked in place, the download itself is the result.
+    let in_place = compression == Compression::None && !decrypt.encrypted();
     let owned_target = OwnedTarget::from(target);
-    let check_target = match (compression, &owned_target) {
-        // Uncompressed: check in place; the download itself becomes the result.
-        (Compression::None, _) => OwnedTarget::WorkDir(dir.clone()),
-        (_, t) => t.clone(),
+    let check_target = match &owned_target {
+        _ if in_place => OwnedTarget::WorkDir(dir.clone()),
+        t => t.clone(),
     };
     let (display, path) = (location.clone(), dl_path.clone());
-    let mut prepared =
-        blocking(move || check_local(&path, &display, compression, &recorded, &check_target))
-            .await?;
+    let mut prepared = blocking(move || {
+        check_local(
+            &path,
+            &display,
+            compression,
+            &decrypt,
+            &recorded,
+            &check_target,
+        )
+    })
+    .await?;
     prepared.checks_mut().metadata = metadata;
-    if compression == Compression::None {
+    if in_place {
         match owned_target {
             OwnedTarget::WorkDir(_) => {
                 download.0 = None;

@@ -1,7 +1,8 @@
 //! The snapshot data path: one etcd Maintenance.Snapshot stream, etcd's trailing sha256 checked
-//! as the bytes arrive, optional zstd, and the result written to a local file and/or uploaded to
+//! as the bytes arrive, optional zstd, optional encryption (see [`crypt`]), and the result written to a local file and/or uploaded to
 //! S3 from the same stream, with bounded buffers.
 
+pub mod crypt;
 pub mod etcd;
 mod pipeline;
 pub mod trailer;
@@ -69,6 +70,9 @@ pub enum SnapshotError {
     /// Compression failed.
     #[error("compressing the snapshot: {0}")]
     Compress(String),
+    /// Encryption failed (never carries key material).
+    #[error("encrypting the snapshot: {0}")]
+    Encrypt(String),
     /// The local copy failed.
     #[error(transparent)]
     Local(#[from] LocalError),
@@ -98,6 +102,7 @@ impl SnapshotError {
             SnapshotError::HashMismatch { .. } => "HashMismatch",
             SnapshotError::TooShort(_) => "TooShort",
             SnapshotError::Compress(_) => "CompressionFailed",
+            SnapshotError::Encrypt(_) => "EncryptionFailed",
             SnapshotError::Local(LocalError::NoSpace { .. }) => "NoSpace",
             SnapshotError::Local(_) => "LocalStorage",
             SnapshotError::S3(_) => "S3",

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! etcd stream --(reader task: trailer check, 1 MiB batches)--> [chan 4]
-//!   --> transform thread (zstd, sha256 of stored bytes) --> [chan 4 per copy]
+//!   --> transform thread (zstd, encryption, sha256 of stored bytes) --> [chan 4 per copy]
 //!        --> local writer task (temp file)      } committed only when the stream is complete,
 //!        --> S3 multipart upload task           } etcd's hash matches, and that copy succeeded
 //! ```
@@ -11,11 +11,12 @@
 //! it does not grow with the database.
 
 use super::SnapshotError;
+use super::crypt::{ALGORITHM_NAME, EncryptWriter, EncryptionKey};
 use super::etcd::EtcdConfig;
 use super::trailer::{TrailerCheck, TrailerVerifier};
 use crate::api::Compression;
 use crate::consts::s3_metadata;
-use crate::naming::{Storage, validate_snapshot_name};
+use crate::naming::{Storage, is_encrypted_name, validate_snapshot_name};
 use crate::storage::local::{LocalDir, LocalWriter};
 use crate::storage::s3::{S3Store, S3Upload};
 use bytes::{Bytes, BytesMut};
@@ -36,7 +37,7 @@ pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 
 /// What to snapshot and where to put it.
 pub struct SaveRequest {
-    /// Full snapshot name, including `.zst` when compressed.
+    /// Full snapshot name, including `.zst` when compressed and `.enc` when encrypted.
     pub name: String,
     /// Node the snapshot is taken on (recorded in S3 metadata).
     pub node_name: String,
@@ -54,6 +55,8 @@ pub struct SaveRequest {
     pub extra_metadata: BTreeMap<String, String>,
     /// Called as raw bytes arrive.
     pub progress: Option<Progress>,
+    /// Encrypt the stored bytes with this key (the name must then end in `.enc`).
+    pub encryption: Option<EncryptionKey>,
 }
 
 /// What was saved.
@@ -81,6 +84,8 @@ pub struct SnapshotRecord {
     pub etcd_version: String,
     /// Compression of the stored bytes.
     pub compression: Compression,
+    /// Id of the key the stored bytes are encrypted with, when they are.
+    pub encryption_key_id: Option<String>,
     /// Wall time of the whole save.
     pub duration: Duration,
 }
@@ -150,6 +155,13 @@ pub async fn save(etcd: &EtcdConfig, req: SaveRequest) -> Result<SaveReport, Sna
     if req.local.is_none() && req.s3.is_none() {
         return Err(SnapshotError::NoDestination);
     }
+    if req.encryption.is_some() != is_encrypted_name(&req.name) {
+        return Err(SnapshotError::Internal(format!(
+            "snapshot name {:?} must end in .enc exactly when it is encrypted",
+            req.name
+        )));
+    }
+    let key_id = req.encryption.as_ref().map(|k| k.id().to_hex());
     let started = Instant::now();
     let mut conn = etcd.connect().await?;
     let info = conn.member_info().await?;
@@ -163,6 +175,10 @@ pub async fn save(etcd: &EtcdConfig, req: SaveRequest) -> Result<SaveReport, Sna
             req.compression.as_str().to_string(),
         ),
     ]);
+    if let Some(id) = &key_id {
+        s3_meta.insert(s3_metadata::ENCRYPTION.into(), ALGORITHM_NAME.into());
+        s3_meta.insert(s3_metadata::ENCRYPTION_KEY_ID.into(), id.clone());
+    }
     s3_meta.retain(|_, v| !v.is_empty());
 
     let mut copies = Vec::new();
@@ -223,12 +239,19 @@ pub async fn save(etcd: &EtcdConfig, req: SaveRequest) -> Result<SaveReport, Sna
         }
     }
 
-    // Stage 2: compression and the sha256 of the stored bytes, on a blocking thread.
+    // Stage 2: compression, encryption and the sha256 of the stored bytes, on a blocking thread.
     let (raw_tx, raw_rx) = mpsc::channel::<Bytes>(DEPTH);
     let compression = req.compression;
     let level = req.zstd_level;
-    let transform =
-        tokio::task::spawn_blocking(move || transform(raw_rx, sink_txs, compression, level));
+    let key = req.encryption.clone();
+    let transform = tokio::task::spawn_blocking(move || {
+        transform(
+            raw_rx,
+            Output::new(sink_txs, key.as_ref())?,
+            compression,
+            level,
+        )
+    });
 
     // Stage 1: read the stream, check etcd's hash as it goes.
     let read = read_stream(&mut stream, raw_tx, req.progress.as_ref()).await;
@@ -273,6 +296,7 @@ pub async fn save(etcd: &EtcdConfig, req: SaveRequest) -> Result<SaveReport, Sna
         member_name: info.member_name.clone(),
         etcd_version: info.version.clone(),
         compression: req.compression,
+        encryption_key_id: key_id,
         duration: Duration::ZERO,
     };
 
@@ -374,25 +398,81 @@ async fn read_stream(
     }
 }
 
-/// Compress (optionally), hash the stored bytes, and fan out to every copy. A copy whose task
-/// stopped (it failed) is dropped from the fan-out so the others go on. Returns (sha256, size).
+/// The stored bytes: encrypted (optionally), hashed, and fanned out to every copy. A copy whose
+/// task stopped (it failed) is dropped from the fan-out so the others go on.
+struct Output {
+    hasher: Sha256,
+    size: u64,
+    sinks: Vec<mpsc::Sender<Bytes>>,
+    seal: Option<EncryptWriter<Vec<u8>>>,
+}
+
+impl Output {
+    fn new(
+        sinks: Vec<mpsc::Sender<Bytes>>,
+        key: Option<&EncryptionKey>,
+    ) -> Result<Output, SnapshotError> {
+        let seal = key
+            .map(|k| EncryptWriter::new(Vec::with_capacity(2 * BATCH), k))
+            .transpose()
+            .map_err(|e| SnapshotError::Encrypt(e.to_string()))?;
+        Ok(Output {
+            hasher: Sha256::new(),
+            size: 0,
+            sinks,
+            seal,
+        })
+    }
+
+    fn emit(&mut self, data: Bytes) {
+        self.hasher.update(&data);
+        self.size += data.len() as u64;
+        self.sinks
+            .retain(|tx| tx.blocking_send(data.clone()).is_ok());
+    }
+
+    /// Pass on (compressed) bytes; with encryption they leave in batches of about 1 MiB.
+    fn push(&mut self, data: Bytes) -> Result<(), SnapshotError> {
+        let ready = match self.seal.as_mut() {
+            None => Some(data),
+            Some(w) => {
+                w.write_all(&data)
+                    .map_err(|e| SnapshotError::Encrypt(e.to_string()))?;
+                (w.get_mut().len() >= BATCH)
+                    .then(|| std::mem::replace(w.get_mut(), Vec::with_capacity(2 * BATCH)).into())
+            }
+        };
+        if let Some(data) = ready {
+            self.emit(data);
+        }
+        Ok(())
+    }
+
+    /// Seal the last segment; returns (sha256, size) of the stored bytes.
+    fn finish(mut self) -> Result<(String, u64), SnapshotError> {
+        if let Some(w) = self.seal.take() {
+            let rest = w
+                .finish()
+                .map_err(|e| SnapshotError::Encrypt(e.to_string()))?;
+            self.emit(Bytes::from(rest));
+        }
+        self.sinks.clear();
+        Ok((hex::encode(self.hasher.finalize()), self.size))
+    }
+}
+
+/// Compress (optionally) and pass the result to `out`. Returns (sha256, size) of the stored
+/// bytes.
 fn transform(
     mut rx: mpsc::Receiver<Bytes>,
-    mut sinks: Vec<mpsc::Sender<Bytes>>,
+    mut out: Output,
     compression: Compression,
     level: i32,
 ) -> Result<(String, u64), SnapshotError> {
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
-    let mut emit = |data: Bytes, sinks: &mut Vec<mpsc::Sender<Bytes>>| {
-        hasher.update(&data);
-        size += data.len() as u64;
-        sinks.retain(|tx| tx.blocking_send(data.clone()).is_ok());
-    };
     match compression {
         Compression::None => {
             while let Some(data) = rx.blocking_recv() {
-                emit(data, &mut sinks);
+                out.push(data)?;
             }
         }
         Compression::Zstd => {
@@ -402,13 +482,13 @@ fn transform(
             while let Some(data) = rx.blocking_recv() {
                 encoder.write_all(&data).map_err(compress)?;
                 if encoder.get_ref().len() >= BATCH {
-                    let out = std::mem::replace(encoder.get_mut(), Vec::with_capacity(BATCH));
-                    emit(Bytes::from(out), &mut sinks);
+                    let done = std::mem::replace(encoder.get_mut(), Vec::with_capacity(BATCH));
+                    out.push(Bytes::from(done))?;
                 }
             }
-            let out = encoder.finish().map_err(compress)?;
-            if !out.is_empty() {
-                emit(Bytes::from(out), &mut sinks);
+            let done = encoder.finish().map_err(compress)?;
+            if !done.is_empty() {
+                out.push(Bytes::from(done))?;
             }
         }
         Compression::Zip => {
@@ -417,6 +497,59 @@ fn transform(
             ));
         }
     }
-    drop(sinks);
-    Ok((hex::encode(hasher.finalize()), size))
+    out.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::crypt::DecryptReader;
+    use std::io::Read;
+
+    /// Run `transform` over `input` (in odd-sized batches) into one copy; returns what the copy
+    /// received and the reported (sha256, size).
+    fn through(
+        input: &[u8],
+        compression: Compression,
+        key: Option<&EncryptionKey>,
+    ) -> (Vec<u8>, (String, u64)) {
+        let (raw_tx, raw_rx) = mpsc::channel::<Bytes>(4096);
+        let (sink_tx, mut sink_rx) = mpsc::channel::<Bytes>(4096);
+        for chunk in input.chunks(300_001) {
+            raw_tx
+                .try_send(Bytes::copy_from_slice(chunk))
+                .expect("queue input");
+        }
+        drop(raw_tx);
+        let out = Output::new(vec![sink_tx], key).expect("output");
+        let result = transform(raw_rx, out, compression, 1).expect("transform");
+        let mut stored = Vec::new();
+        while let Ok(b) = sink_rx.try_recv() {
+            stored.extend_from_slice(&b);
+        }
+        (stored, result)
+    }
+
+    #[test]
+    fn encrypted_output_decrypts_to_the_compressed_stream_and_is_hashed_as_stored() {
+        let key = EncryptionKey::generate().expect("key");
+        let input: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        for compression in [Compression::None, Compression::Zstd] {
+            let (stored, (sha, size)) = through(&input, compression, Some(&key));
+            assert_eq!(size, stored.len() as u64);
+            assert_eq!(sha, hex::encode(Sha256::digest(&stored)));
+            let mut plain = Vec::new();
+            DecryptReader::new(&stored[..], &key)
+                .expect("header")
+                .read_to_end(&mut plain)
+                .expect("decrypts");
+            let plain = match compression {
+                Compression::Zstd => zstd::decode_all(&plain[..]).expect("zstd inside"),
+                _ => plain,
+            };
+            assert_eq!(plain, input, "{compression:?}");
+        }
+        let (stored, _) = through(&input, Compression::None, None);
+        assert_eq!(stored, input, "without a key the bytes pass unchanged");
+    }
 }

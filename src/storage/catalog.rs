@@ -4,10 +4,12 @@
 use super::local::LocalEntry;
 use super::s3::S3Entry;
 use crate::api::{
-    Compression, ETCDSnapshotFile, ETCDSnapshotFileSpec, ETCDSnapshotFileStatus, Phase, S3Location,
+    Compression, ETCDSnapshotFile, ETCDSnapshotFileSpec, ETCDSnapshotFileStatus, EncryptionStatus,
+    Phase, S3Location,
 };
 use crate::consts::{self, s3_metadata};
-use crate::naming::{Storage, esf_name, label_value, parse_snapshot_name};
+use crate::naming::{Storage, esf_name, is_encrypted_name, label_value, parse_snapshot_name};
+use crate::snapshot::crypt::ALGORITHM_NAME;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::collections::BTreeMap;
@@ -38,12 +40,22 @@ pub struct StoredCopy {
     pub revision: Option<i64>,
     /// S3 settings of an S3 copy.
     pub s3: Option<S3Location>,
+    /// How the stored bytes are encrypted (an `.enc` name), with the key id when recorded.
+    pub encryption: Option<EncryptionStatus>,
 }
 
 fn unix(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+/// The encryption an `.enc` name implies, with the key id when it is known.
+fn encryption_of(name: &str, key_id: Option<String>) -> Option<EncryptionStatus> {
+    is_encrypted_name(name).then(|| EncryptionStatus {
+        algorithm: ALGORITHM_NAME.to_string(),
+        key_id: key_id.unwrap_or_default(),
+    })
 }
 
 fn created_from(name: &str, fallback: Option<SystemTime>) -> i64 {
@@ -53,7 +65,8 @@ fn created_from(name: &str, fallback: Option<SystemTime>) -> i64 {
 }
 
 impl StoredCopy {
-    /// A file in the local snapshot directory of `node`.
+    /// A file in the local snapshot directory of `node`. For an encrypted (`.enc`) file the key
+    /// id is read from its header.
     pub fn from_local(entry: &LocalEntry, node: &str, sha256: Option<String>) -> StoredCopy {
         StoredCopy {
             storage: Storage::Local,
@@ -67,6 +80,10 @@ impl StoredCopy {
             cluster_id: None,
             revision: None,
             s3: None,
+            encryption: encryption_of(
+                &entry.name,
+                crate::snapshot::crypt::file_key_id(&entry.path).map(|id| id.to_hex()),
+            ),
         }
     }
 
@@ -87,6 +104,7 @@ impl StoredCopy {
             cluster_id: meta(s3_metadata::CLUSTER_ID),
             revision: meta(s3_metadata::REVISION).and_then(|r| r.parse().ok()),
             s3: Some(s3),
+            encryption: encryption_of(&entry.name, meta(s3_metadata::ENCRYPTION_KEY_ID)),
         }
     }
 
@@ -105,6 +123,7 @@ impl StoredCopy {
                 compression_level: None,
                 schedule_name: None,
                 s3_config_secret_name: None,
+                encryption: None,
             },
         );
         let storage_label = match self.storage {
@@ -129,6 +148,7 @@ impl StoredCopy {
             sha256: self.sha256.clone(),
             etcd_revision: self.revision,
             etcd_cluster_id: self.cluster_id.clone(),
+            encryption: self.encryption.clone(),
             ..Default::default()
         });
         esf
@@ -204,5 +224,42 @@ mod tests {
         let c = StoredCopy::from_s3(&entry, "s3://b/f/x".into(), loc);
         assert_eq!(c.node_name, "s3");
         assert_eq!(c.created_unix, 10);
+    }
+
+    #[test]
+    fn encrypted_copies_are_snapshots_with_their_compression_and_key_id() {
+        let entry = S3Entry {
+            name: "etcd-snapshot-a-10.zst.enc".into(),
+            key: "f/etcd-snapshot-a-10.zst.enc".into(),
+            size: 7,
+            last_modified: None,
+            metadata: BTreeMap::from([(
+                s3_metadata::ENCRYPTION_KEY_ID.to_string(),
+                "0123456789abcdef".to_string(),
+            )]),
+        };
+        let c = StoredCopy::from_s3(&entry, "s3://b/f/x".into(), S3Location::default());
+        assert_eq!((c.compression, c.created_unix), (Compression::Zstd, 10));
+        let status = c.to_esf().status.expect("status");
+        let enc = status.encryption.expect("encryption recorded");
+        assert_eq!(enc.algorithm, "aes-256-gcm");
+        assert_eq!(enc.key_id, "0123456789abcdef");
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = crate::snapshot::crypt::EncryptionKey::generate().expect("key");
+        let path = dir.path().join("on-demand-n1-5.enc");
+        let mut w = crate::snapshot::crypt::EncryptWriter::new(Vec::new(), &key).expect("writer");
+        std::io::Write::write_all(&mut w, b"data").expect("write");
+        std::fs::write(&path, w.finish().expect("finish")).expect("file");
+        let entry = LocalEntry {
+            name: "on-demand-n1-5.enc".into(),
+            path,
+            size: 4,
+            modified: SystemTime::UNIX_EPOCH,
+        };
+        let c = StoredCopy::from_local(&entry, "n1", None);
+        assert_eq!((c.compression, c.created_unix), (Compression::None, 5));
+        let enc = c.encryption.expect("encrypted");
+        assert_eq!(enc.key_id, key.id().to_hex());
     }
 }
