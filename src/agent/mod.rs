@@ -326,12 +326,74 @@ async fn fail_interrupted(agent: &Agent) -> Result<(), AgentError> {
     Ok(())
 }
 
+/// Abort the S3 multipart uploads a previous run of this agent left behind (it was killed
+/// mid-upload): only uploads of this node's own snapshots (the names of its S3 records) that were
+/// started before this agent started, so no upload in flight (of this or another node) is touched.
+async fn abort_interrupted_uploads(
+    agent: &Agent,
+    started: std::time::Instant,
+) -> Result<usize, AgentError> {
+    let lp = ListParams::default().labels(&agent.selector());
+    let list = agent
+        .api()
+        .list(&lp)
+        .await
+        .map_err(AgentError::kube("listing this node's snapshot files"))?;
+    // One pass per distinct S3 place; names are compared per place.
+    let mut places: BTreeMap<String, (ETCDSnapshotFile, HashSet<String>)> = BTreeMap::new();
+    for esf in list.items {
+        if storage(&esf) != Storage::S3 || esf.spec.node_name != agent.config.node {
+            continue;
+        }
+        let place = esf
+            .spec
+            .location
+            .strip_suffix(&esf.spec.snapshot_name)
+            .unwrap_or(&esf.spec.location)
+            .to_string();
+        let entry = places
+            .entry(place)
+            .or_insert_with(|| (esf.clone(), HashSet::new()));
+        entry.1.insert(esf.spec.snapshot_name.clone());
+    }
+    let mut aborted = 0;
+    for (place, (esf, names)) in places {
+        let store = match crate::operator::s3_config_for_file(
+            &agent.client,
+            &agent.config.namespace,
+            &esf,
+        )
+        .await
+        {
+            Ok(cfg) => crate::storage::s3::S3Store::connect(&cfg).await,
+            Err(e) => {
+                tracing::warn!(%place, error = %e, "cannot check for interrupted S3 uploads");
+                continue;
+            }
+        };
+        let result = match store {
+            Ok(store) => {
+                store
+                    .abort_stale_uploads_where(started.elapsed(), |name| names.contains(name))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(n) => aborted += n,
+            Err(e) => tracing::warn!(%place, error = %e, "cannot abort interrupted S3 uploads"),
+        }
+    }
+    Ok(aborted)
+}
+
 /// Entry point of `etcd-snapshot agent`.
 pub async fn run(
     client: Client,
     config: AgentConfig,
     metrics_addr: &str,
 ) -> Result<(), crate::http::HttpError> {
+    let started = std::time::Instant::now();
     let metrics = Metrics::new();
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
     let (listener, addr) = crate::http::bind(metrics_addr).await?;
@@ -364,6 +426,17 @@ pub async fn run(
     });
     if let Err(e) = fail_interrupted(&agent).await {
         tracing::warn!(error = %e, "cannot check for interrupted snapshots");
+    }
+    {
+        // In the background: an unreachable S3 must not hold up the agent's start.
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            match abort_interrupted_uploads(&agent, started).await {
+                Ok(n) if n > 0 => tracing::info!(aborted = n, "aborted interrupted S3 uploads"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot check for interrupted S3 uploads"),
+            }
+        });
     }
     let beat = {
         let agent = agent.clone();
