@@ -5,6 +5,7 @@
 
 mod execute;
 mod sync;
+mod verify;
 
 use crate::api::{ETCDSnapshotFile, ETCDSnapshotFileStatus, Phase, SnapshotError};
 use crate::consts;
@@ -142,6 +143,28 @@ async fn reconcile(esf: Arc<ETCDSnapshotFile>, agent: Arc<Agent>) -> Result<Acti
             && esf.finalizers().iter().any(|f| f == consts::FINALIZER)
         {
             delete_local(&esf, &agent).await?;
+        }
+        return Ok(Action::await_change());
+    }
+    if phase(&esf) == Phase::Ready
+        && esf.spec.node_name == agent.config.node
+        && let Some(request) = verify::pending_request(&esf)
+    {
+        let key = format!("verify {}", esf.name_any());
+        let fresh = agent
+            .running
+            .lock()
+            .map(|mut r| r.insert(key.clone()))
+            .unwrap_or(false);
+        if fresh {
+            let agent = agent.clone();
+            let esf = esf.as_ref().clone();
+            tokio::spawn(async move {
+                verify::verify_copy(&agent, &esf, request).await;
+                if let Ok(mut r) = agent.running.lock() {
+                    r.remove(&key);
+                }
+            });
         }
         return Ok(Action::await_change());
     }

@@ -124,4 +124,7 @@ pub struct ETCDSnapshotFileStatus {
     /// When the copy was last verified by a test restore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified_time: Option<Time>,
+    /// The last `etcdsnapshot.io/verify-requested-at` value the agent handled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verify_request: Option<String>,
 }

@@ -64,6 +64,7 @@ pub async fn reconcile(
             .any(|f| f.labels().get(run.label.0) == Some(&run.label.1));
         if !already {
             create_run(&s, &ctx, &valid, s3.as_ref(), &run).await?;
+            count_run(&s, &mut status);
         }
         status.last_requested_at = Some(requested.clone());
     }
@@ -86,6 +87,7 @@ pub async fn reconcile(
                 label: (consts::LABEL_TICK, tick.timestamp().to_string()),
             };
             create_run(&s, &ctx, &valid, s3.as_ref(), &run).await?;
+            count_run(&s, &mut status);
             status.last_schedule_time = Some(to_time(tick));
             valid.schedule.next_after(now)
         }
@@ -120,6 +122,7 @@ pub async fn reconcile(
         matches!(phase(f), Phase::Pending | Phase::Running) && f.meta().deletion_timestamp.is_none()
     });
     if !in_flight {
+        request_verification(&s, &ctx, &mut status, &files, now).await?;
         prune(&s, &ctx, &valid, &files, now).await?;
     }
 
@@ -304,6 +307,57 @@ async fn create_run(
             }
         }
     }
+    Ok(())
+}
+
+/// Count a created run towards the next scheduled verification.
+fn count_run(s: &ETCDSnapshotSchedule, status: &mut ETCDSnapshotScheduleStatus) {
+    if s.spec.verify.is_some() {
+        status.runs_since_verify = Some(status.runs_since_verify.unwrap_or(0).saturating_add(1));
+    }
+}
+
+/// With `spec.verify`, once `everyRuns` runs were created and none is in flight: ask the agents
+/// to verify every Ready copy of the newest run that has one (a new
+/// `verify-requested-at` value on each copy), and start counting again.
+async fn request_verification(
+    s: &ETCDSnapshotSchedule,
+    ctx: &Context,
+    status: &mut ETCDSnapshotScheduleStatus,
+    files: &[ETCDSnapshotFile],
+    now: DateTime<Utc>,
+) -> Result<(), ControllerError> {
+    let Some(verify) = &s.spec.verify else {
+        return Ok(());
+    };
+    if status.runs_since_verify.unwrap_or(0) < verify.every_runs.max(1) {
+        return Ok(());
+    }
+    let ready: Vec<&ETCDSnapshotFile> = files
+        .iter()
+        .filter(|f| phase(f) == Phase::Ready && f.meta().deletion_timestamp.is_none())
+        .collect();
+    let Some(newest) = ready.iter().filter_map(|f| run_time(f)).max() else {
+        return Ok(());
+    };
+    let value = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let api: Api<ETCDSnapshotFile> = Api::all(ctx.client.clone());
+    let patch = serde_json::json!({
+        "metadata": {"annotations": {consts::ANNOTATION_VERIFY_REQUESTED_AT: value}}
+    });
+    for f in ready.iter().filter(|f| run_time(f) == Some(newest)) {
+        match api
+            .patch(&f.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(schedule = %s.name_any(), file = %f.name_any(), "requested verification");
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(ControllerError::kube("requesting a verification")(e)),
+        }
+    }
+    status.runs_since_verify = Some(0);
     Ok(())
 }
 

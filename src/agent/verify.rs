@@ -1,0 +1,150 @@
+//! Verifying one stored copy on request (the `etcdsnapshot.io/verify-requested-at` annotation,
+//! set by the controller for a schedule's `spec.verify`, or by hand): download it, check its
+//! sha256 against the record, decompress, check etcd's own hash, test-restore it into a scratch
+//! data dir, then set the record's `Verified` condition, publish an event and count it.
+
+use super::Agent;
+use crate::api::{ETCDSnapshotFile, ETCDSnapshotFileStatus};
+use crate::cli::restore::{ENV_ETCDCTL, ENV_ETCDUTL};
+use crate::consts;
+use crate::controller::util::{set_condition, storage, to_time};
+use crate::naming::Storage;
+use crate::operator::{patch_file_status, s3_config_for_file};
+use crate::restore::{RestoreError, Source, Tools, VerifyReport};
+use crate::storage::s3::S3Store;
+use kube::ResourceExt;
+use std::path::PathBuf;
+
+/// The verification request on `esf` that this agent has not handled yet, if any.
+pub fn pending_request(esf: &ETCDSnapshotFile) -> Option<String> {
+    let requested = esf.annotations().get(consts::ANNOTATION_VERIFY_REQUESTED_AT)?;
+    let handled = esf
+        .status
+        .as_ref()
+        .and_then(|s| s.last_verify_request.as_deref());
+    (handled != Some(requested.as_str())).then(|| requested.clone())
+}
+
+/// The restore tool: `ETCD_SNAPSHOT_ETCDUTL` / `ETCD_SNAPSHOT_ETCDCTL`, else on `PATH`.
+fn tools() -> Result<Tools, RestoreError> {
+    let from_env = |var| {
+        std::env::var_os(var)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    Tools::find(from_env(ENV_ETCDUTL), from_env(ENV_ETCDCTL))
+}
+
+/// Download, check and test-restore the copy `esf` describes.
+async fn check(agent: &Agent, esf: &ETCDSnapshotFile) -> Result<VerifyReport, String> {
+    let tools = tools().map_err(|e| e.to_string())?;
+    let name = esf.spec.snapshot_name.clone();
+    let expected = esf.status.as_ref().and_then(|s| s.sha256.clone());
+    let work = std::env::temp_dir();
+    match storage(esf) {
+        Storage::Local => {
+            let dir = &agent.config.dir;
+            if dir.path_of(&name).is_err() || dir.location(&name) != esf.spec.location {
+                return Err(format!(
+                    "location {} is not in this agent's snapshot directory {}",
+                    esf.spec.location,
+                    dir.path().display()
+                ));
+            }
+            let source = Source::Local { dir, name };
+            crate::restore::verify(&tools, &source, expected.as_deref(), &work)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Storage::S3 => {
+            let cfg = s3_config_for_file(&agent.client, &agent.config.namespace, esf)
+                .await
+                .map_err(|e| e.to_string())?;
+            if cfg.location(&name) != esf.spec.location {
+                return Err(format!(
+                    "location {} is not where the S3 settings point ({})",
+                    esf.spec.location,
+                    cfg.location(&name)
+                ));
+            }
+            let store = S3Store::connect(&cfg).await.map_err(|e| e.to_string())?;
+            let source = Source::S3 {
+                store: &store,
+                name,
+            };
+            crate::restore::verify(&tools, &source, expected.as_deref(), &work)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// Handle the verification request `request` on `esf`.
+pub async fn verify_copy(agent: &Agent, esf: &ETCDSnapshotFile, request: String) {
+    let file = esf.name_any();
+    tracing::info!(%file, "verifying snapshot");
+    let result = check(agent, esf).await;
+    let now = chrono::Utc::now();
+    let mut status = ETCDSnapshotFileStatus {
+        last_verify_request: Some(request),
+        ..esf.status.clone().unwrap_or_default()
+    };
+    let name = &esf.spec.snapshot_name;
+    let place = match storage(esf) {
+        Storage::Local => agent.config.node.clone(),
+        Storage::S3 => "S3".to_string(),
+    };
+    let (warning, reason, note) = match &result {
+        Ok(report) => {
+            let message = format!(
+                "checksums match; {} test restore OK: revision {}, {} keys",
+                report.tool.as_str(),
+                report.status.revision,
+                report.status.total_key
+            );
+            set_condition(
+                &mut status.conditions,
+                "Verified",
+                true,
+                "TestRestored",
+                &message,
+                esf.metadata.generation,
+                now,
+            );
+            status.verified_time = Some(to_time(now));
+            agent.metrics.record_verified(now.timestamp());
+            (
+                false,
+                consts::REASON_VERIFIED,
+                format!("Snapshot {name} on {place} verified: {message}"),
+            )
+        }
+        Err(message) => {
+            set_condition(
+                &mut status.conditions,
+                "Verified",
+                false,
+                "VerifyFailed",
+                message,
+                esf.metadata.generation,
+                now,
+            );
+            agent.metrics.record_verify_failure();
+            (
+                true,
+                consts::REASON_VERIFY_FAILED,
+                format!("Snapshot {name} on {place} failed verification: {message}"),
+            )
+        }
+    };
+    if let Err(e) = patch_file_status(&agent.api(), &file, &status, consts::MANAGER_AGENT).await {
+        tracing::warn!(%file, error = %e, "could not record the verification");
+    }
+    if warning {
+        tracing::warn!(%file, %note, "verification failed");
+    }
+    agent
+        .events
+        .publish(esf, warning, reason, "Verify", note)
+        .await;
+}
