@@ -139,7 +139,7 @@ async fn release_unreachable(
             consts::REASON_DELETED,
             "Delete",
             format!(
-                "Snapshot {} was NOT deleted from S3: {error} for {}s; released the record and left the object at {}",
+                "Snapshot {} was NOT deleted from S3: {error} (waited {}s); released the record and left the object at {}",
                 esf.spec.snapshot_name,
                 waited.as_secs(),
                 esf.spec.location
