@@ -71,12 +71,7 @@ fn all_entries(dir: &std::path::Path) -> Vec<String> {
             if p.is_dir() {
                 stack.push(p.clone());
             }
-            out.push(
-                p.strip_prefix(dir)
-                    .unwrap_or(&p)
-                    .display()
-                    .to_string(),
-            );
+            out.push(p.strip_prefix(dir).unwrap_or(&p).display().to_string());
         }
     }
     out.sort();
@@ -120,12 +115,22 @@ async fn agent_killed_mid_snapshot_leaves_no_final_file_or_object_and_recovers_o
             },
         )
         .await;
-    let local = files.iter().find(|f| is_local(f)).expect("local copy").clone();
-    let s3 = files.iter().find(|f| !is_local(f)).expect("S3 copy").clone();
+    let local = files
+        .iter()
+        .find(|f| is_local(f))
+        .expect("local copy")
+        .clone();
+    let s3 = files
+        .iter()
+        .find(|f| !is_local(f))
+        .expect("S3 copy")
+        .clone();
     let dir = env.node_dir("node0");
     let partial_before = all_entries(&dir);
     assert!(
-        partial_before.iter().any(|e| e.starts_with('.') && e.contains("partial")),
+        partial_before
+            .iter()
+            .any(|e| e.starts_with('.') && e.contains("partial")),
         "a temp file is being written: {partial_before:?}"
     );
 
@@ -177,7 +182,8 @@ async fn agent_killed_mid_snapshot_leaves_no_final_file_or_object_and_recovers_o
     )
     .await;
     assert!(
-        env.log("agent node0").contains("aborted interrupted S3 uploads"),
+        env.log("agent node0")
+            .contains("aborted interrupted S3 uploads"),
         "the restarted agent aborted the upload (not S3 on its own)"
     );
     let entries = all_entries(&dir);

@@ -86,7 +86,10 @@ fn daily_fires_once(cron: &str, zone: &str, change_day: &str, expected_utc: &str
     for jump in [
         None,
         // The clock goes back 45 minutes right after the change day's tick.
-        Some((utc(expected_utc) + Duration::minutes(1), Duration::minutes(45))),
+        Some((
+            utc(expected_utc) + Duration::minutes(1),
+            Duration::minutes(45),
+        )),
     ] {
         let fired = simulate(&s, from, to, Duration::minutes(1), jump, None);
         assert!(
@@ -206,8 +209,7 @@ fn berlin_fall_back_one_thirty_is_unaffected() {
 }
 
 #[test]
-fn a_controller_looking_late_runs_a_tick_at_most_once_and_never_one_from_before_a_backward_jump()
-{
+fn a_controller_looking_late_runs_a_tick_at_most_once_and_never_one_from_before_a_backward_jump() {
     // A controller that looks only every 7 minutes (requeue latency; the schedule allows 10
     // minutes late) with a 20-minute backward clock correction, across the Berlin fall-back
     // night with an every-15-minutes schedule: each tick runs at most once, in order, none runs
@@ -238,7 +240,8 @@ fn a_controller_looking_late_runs_a_tick_at_most_once_and_never_one_from_before_
     );
     for t in &fired {
         assert!(
-            s.ticks_between(*t - Duration::seconds(1), *t, 2).contains(t),
+            s.ticks_between(*t - Duration::seconds(1), *t, 2)
+                .contains(t),
             "{t} is not a tick of the schedule"
         );
     }

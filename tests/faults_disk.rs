@@ -130,7 +130,10 @@ spec:
         "the S3 copy of the same stream is stored: {}",
         error_message(s3)
     );
-    assert!(!local_path(local).exists(), "no final file for the failed copy");
+    assert!(
+        !local_path(local).exists(),
+        "no final file for the failed copy"
+    );
     assert!(
         hidden_entries(&dir).is_empty(),
         "no partial file is left: {:?}",

@@ -56,7 +56,9 @@ async fn a_member_down_fails_only_its_node_with_all_and_is_skipped_with_one() {
                 .ok()?;
             list.items
                 .iter()
-                .find(|l| l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some("node1"))
+                .find(|l| {
+                    l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some("node1")
+                })
                 .and_then(|l| l.annotations().get(consts::ANNOTATION_ETCD_HEALTH).cloned())
                 .filter(|h| h != "true")
                 .map(|_| ())
@@ -72,7 +74,8 @@ async fn a_member_down_fails_only_its_node_with_all_and_is_skipped_with_one() {
             assert_eq!(phase(f), Phase::Failed, "{}", f.name_any());
             let message = error_message(f);
             assert!(
-                message.contains("etcd") && message.contains(&env.etcd.endpoint(1).replace("http://", "")),
+                message.contains("etcd")
+                    && message.contains(&env.etcd.endpoint(1).replace("http://", "")),
                 "the message names etcd and the member's endpoint: {message}"
             );
             eprintln!("member down: {message}");
@@ -112,7 +115,9 @@ async fn a_member_down_fails_only_its_node_with_all_and_is_skipped_with_one() {
                 .ok()?;
             list.items
                 .iter()
-                .find(|l| l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some("node1"))
+                .find(|l| {
+                    l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some("node1")
+                })
                 .and_then(|l| l.annotations().get(consts::ANNOTATION_ETCD_HEALTH).cloned())
                 .filter(|h| h == "true")
                 .map(|_| ())

@@ -82,11 +82,8 @@ async fn slow_or_stopped_s3_fails_only_the_s3_copy_within_the_timeout_and_the_ne
     // 20 MiB: more than two 8 MiB parts.
     fill_etcd(&env.etcd.endpoint(0), 20).await;
     let proxy = ThrottleProxy::start(&env.s3.host_port(), 0).await;
-    env.create_s3_secret_at(
-        &proxy.host_port(),
-        &[(consts::secret_keys::TIMEOUT, "3s")],
-    )
-    .await;
+    env.create_s3_secret_at(&proxy.host_port(), &[(consts::secret_keys::TIMEOUT, "3s")])
+        .await;
     env.apply(&schedule_yaml("flaky"));
 
     // 1. Slow: 64 KiB/s, so an 8 MiB part would need ~2 minutes; the timeout is 3 s.
@@ -141,8 +138,7 @@ async fn slow_or_stopped_s3_fails_only_the_s3_copy_within_the_timeout_and_the_ne
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleted_s3_records_whose_secret_is_gone_are_released_with_a_warning_and_the_object_kept()
-{
+async fn deleted_s3_records_whose_secret_is_gone_are_released_with_a_warning_and_the_object_kept() {
     let env = OperatorEnv::start(OperatorOptions {
         controller_args: vec!["--s3-release-after".into(), "4s".into()],
         ..OperatorOptions::default()
@@ -168,7 +164,11 @@ async fn deleted_s3_records_whose_secret_is_gone_are_released_with_a_warning_and
     // Before the grace period it waits (the Secret may come back) ...
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
-        env.files_api().get_opt(&s3.name_any()).await.expect("get").is_some(),
+        env.files_api()
+            .get_opt(&s3.name_any())
+            .await
+            .expect("get")
+            .is_some(),
         "the record waits for its Secret first"
     );
     // ... then the finalizer is released, the object is kept, and a Warning says so.

@@ -124,7 +124,10 @@ async fn verify_and_restore_refuse_corrupted_snapshots_before_touching_the_data_
                     other
                 }
             };
-            let what = format!("{corruption:?} of a {} snapshot", if compress { "zstd" } else { "plain" });
+            let what = format!(
+                "{corruption:?} of a {} snapshot",
+                if compress { "zstd" } else { "plain" }
+            );
 
             let (ok, out, err) = support::run(
                 cli_with_tools()
@@ -234,7 +237,10 @@ async fn scheduled_verification_marks_good_copies_verified_and_catches_corrupted
         assert_eq!(reason, "TestRestored", "{}", f.name_any());
         assert!(message.contains("test restore OK"), "{message}");
         assert!(
-            f.status.as_ref().and_then(|s| s.verified_time.as_ref()).is_some(),
+            f.status
+                .as_ref()
+                .and_then(|s| s.verified_time.as_ref())
+                .is_some(),
             "verifiedTime is set"
         );
     }
@@ -271,21 +277,19 @@ async fn scheduled_verification_marks_good_copies_verified_and_catches_corrupted
     let second = env.request_run("verified").await;
     let failed = env.wait_run_finished(&second, 2, RUN).await;
     assert!(
-        failed.iter().all(|f| phase(f) == etcd_snapshot::api::Phase::Failed),
+        failed
+            .iter()
+            .all(|f| phase(f) == etcd_snapshot::api::Phase::Failed),
         "the run without etcd fails"
     );
     let caught = env
-        .wait_until(
-            "both rotten copies to be Verified=False",
-            RUN,
-            async || {
-                let files = env.run_files(&first).await;
-                files
-                    .iter()
-                    .all(|f| verified(f).is_some_and(|v| v.0 == "False"))
-                    .then_some(files)
-            },
-        )
+        .wait_until("both rotten copies to be Verified=False", RUN, async || {
+            let files = env.run_files(&first).await;
+            files
+                .iter()
+                .all(|f| verified(f).is_some_and(|v| v.0 == "False"))
+                .then_some(files)
+        })
         .await;
     for f in &caught {
         let (_, reason, message) = verified(f).expect("condition");
@@ -299,7 +303,10 @@ async fn scheduled_verification_marks_good_copies_verified_and_catches_corrupted
     for name in &names {
         let events = env
             .wait_until(
-                &format!("a Warning {} event about {name}", consts::REASON_VERIFY_FAILED),
+                &format!(
+                    "a Warning {} event about {name}",
+                    consts::REASON_VERIFY_FAILED
+                ),
                 Duration::from_secs(15),
                 async || {
                     let events = env.events_about(name).await;
@@ -311,9 +318,7 @@ async fn scheduled_verification_marks_good_copies_verified_and_catches_corrupted
             )
             .await;
         assert!(
-            events
-                .iter()
-                .any(|(r, _)| r == consts::REASON_VERIFIED),
+            events.iter().any(|(r, _)| r == consts::REASON_VERIFIED),
             "the earlier success was an event too: {events:?}"
         );
     }

@@ -93,9 +93,43 @@ impl AgentError {
     }
 }
 
+/// How long a final status (Ready, Failed, Verified) is retried while the API server is
+/// unreachable (e.g. restarting): a record must not stay Running because one patch was lost.
+const STATUS_RETRY_FOR: Duration = Duration::from_secs(120);
+
 impl Agent {
     fn api(&self) -> Api<ETCDSnapshotFile> {
         Api::all(self.client.clone())
+    }
+
+    /// Write the status of record `name`, retrying with backoff for [`STATUS_RETRY_FOR`] while
+    /// the API server does not answer or answers with a server error. A refusal (the record is
+    /// gone, the patch is invalid) is not retried.
+    pub(crate) async fn record_status(
+        &self,
+        name: &str,
+        status: &ETCDSnapshotFileStatus,
+    ) -> Result<(), OperatorError> {
+        let deadline = tokio::time::Instant::now() + STATUS_RETRY_FOR;
+        let mut delay = Duration::from_millis(500);
+        loop {
+            let err =
+                match patch_file_status(&self.api(), name, status, consts::MANAGER_AGENT).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) => e,
+                };
+            let refused = matches!(
+                &err,
+                OperatorError::Kube { source: kube::Error::Api(e), .. }
+                    if (400..500).contains(&e.code) && e.code != 409 && e.code != 429
+            );
+            if refused || tokio::time::Instant::now() + delay >= deadline {
+                return Err(err);
+            }
+            tracing::debug!(file = %name, error = %err, "status not written yet; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
     }
 
     /// The label selector of this node's records.
@@ -114,9 +148,7 @@ impl Agent {
             }),
             ..esf.status.clone().unwrap_or_default()
         };
-        if let Err(e) =
-            patch_file_status(&self.api(), &esf.name_any(), &status, consts::MANAGER_AGENT).await
-        {
+        if let Err(e) = self.record_status(&esf.name_any(), &status).await {
             tracing::warn!(file = %esf.name_any(), error = %e, "could not record the failure");
         }
         self.metrics.record_failure(storage(esf), reason);
@@ -381,19 +413,16 @@ async fn abort_interrupted_uploads(
     }
     let mut aborted = 0;
     for (place, (esf, names)) in places {
-        let store = match crate::operator::s3_config_for_file(
-            &agent.client,
-            &agent.config.namespace,
-            &esf,
-        )
-        .await
-        {
-            Ok(cfg) => crate::storage::s3::S3Store::connect(&cfg).await,
-            Err(e) => {
-                tracing::warn!(%place, error = %e, "cannot check for interrupted S3 uploads");
-                continue;
-            }
-        };
+        let store =
+            match crate::operator::s3_config_for_file(&agent.client, &agent.config.namespace, &esf)
+                .await
+            {
+                Ok(cfg) => crate::storage::s3::S3Store::connect(&cfg).await,
+                Err(e) => {
+                    tracing::warn!(%place, error = %e, "cannot check for interrupted S3 uploads");
+                    continue;
+                }
+            };
         let result = match store {
             Ok(store) => {
                 store

@@ -9,7 +9,7 @@ use crate::cli::restore::{ENV_ETCDCTL, ENV_ETCDUTL};
 use crate::consts;
 use crate::controller::util::{set_condition, storage, to_time};
 use crate::naming::Storage;
-use crate::operator::{patch_file_status, s3_config_for_file};
+use crate::operator::s3_config_for_file;
 use crate::restore::{RestoreError, Source, Tools, VerifyReport};
 use crate::storage::s3::S3Store;
 use kube::ResourceExt;
@@ -17,7 +17,9 @@ use std::path::PathBuf;
 
 /// The verification request on `esf` that this agent has not handled yet, if any.
 pub fn pending_request(esf: &ETCDSnapshotFile) -> Option<String> {
-    let requested = esf.annotations().get(consts::ANNOTATION_VERIFY_REQUESTED_AT)?;
+    let requested = esf
+        .annotations()
+        .get(consts::ANNOTATION_VERIFY_REQUESTED_AT)?;
     let handled = esf
         .status
         .as_ref()
@@ -137,7 +139,7 @@ pub async fn verify_copy(agent: &Agent, esf: &ETCDSnapshotFile, request: String)
             )
         }
     };
-    if let Err(e) = patch_file_status(&agent.api(), &file, &status, consts::MANAGER_AGENT).await {
+    if let Err(e) = agent.record_status(&file, &status).await {
         tracing::warn!(%file, error = %e, "could not record the verification");
     }
     if warning {

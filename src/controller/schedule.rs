@@ -347,7 +347,11 @@ async fn request_verification(
     });
     for f in ready.iter().filter(|f| run_time(f) == Some(newest)) {
         match api
-            .patch(&f.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .patch(
+                &f.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
             .await
         {
             Ok(_) => {

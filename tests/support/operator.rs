@@ -295,9 +295,7 @@ impl OperatorEnv {
             ),
             (
                 tool.0.to_string(),
-                tool.1
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
+                tool.1.map(|p| p.display().to_string()).unwrap_or_default(),
             ),
         ];
         let proc = Proc::spawn_with_env(
@@ -341,11 +339,16 @@ impl OperatorEnv {
             .map(|s| s.to_string())
             .chain(self.controller_args.iter().cloned())
             .collect();
-        self.spawn(
-            &format!("controller {id}"),
-            args,
-            CONTROLLER_SA,
-        );
+        self.spawn(&format!("controller {id}"), args, CONTROLLER_SA);
+    }
+
+    /// Whether the process `key` (`"controller ctl-1"`, `"agent node0"`) is still running.
+    pub fn is_running(&self, key: &str) -> bool {
+        self.procs
+            .lock()
+            .expect("procs")
+            .get_mut(key)
+            .is_some_and(|p| p.check_running().is_ok())
     }
 
     /// Kill controller `id` with SIGKILL (no lease release).

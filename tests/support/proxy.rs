@@ -91,7 +91,9 @@ async fn pump(
         let want = if limit == 0 {
             buf.len()
         } else {
-            usize::try_from(limit / 20).unwrap_or(buf.len()).clamp(512, buf.len())
+            usize::try_from(limit / 20)
+                .unwrap_or(buf.len())
+                .clamp(512, buf.len())
         };
         let n = match from.read(&mut buf[..want]).await {
             Ok(0) | Err(_) => break,
