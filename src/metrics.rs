@@ -405,4 +405,16 @@ mod tests {
         m.clone().record_verify_failure();
         assert!(m.encode().contains("etcd_snapshot_verify_failures_total 1"));
     }
+
+    #[test]
+    fn verification_successes_count_and_stamp_the_time() {
+        let m = Metrics::new();
+        m.record_verified(1_700_000_000);
+        let text = m.encode();
+        assert!(text.contains("etcd_snapshot_verified_total 1"), "{text}");
+        assert!(
+            text.contains("etcd_snapshot_last_verified_timestamp_seconds 1700000000"),
+            "{text}"
+        );
+    }
 }
