@@ -293,6 +293,7 @@ async fn scheduled_verification_marks_good_copies_verified_and_catches_corrupted
         .await;
     for f in &caught {
         let (_, reason, message) = verified(f).expect("condition");
+        eprintln!("{}: Verified=False: {message}", f.name_any());
         assert_eq!(reason, "VerifyFailed");
         assert!(
             message.contains("sha256") || message.contains("checksum"),
