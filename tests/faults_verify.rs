@@ -334,3 +334,58 @@ async fn scheduled_verification_marks_good_copies_verified_and_catches_corrupted
     assert!(env.s3_object(&key).await.is_some());
     env.assert_no_forbidden();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_copy_whose_node_has_no_live_agent_is_verified_by_another_agent() {
+    let mut env = OperatorEnv::start(OperatorOptions {
+        agents: 2,
+        ..OperatorOptions::default()
+    })
+    .await;
+    env.create_s3_secret(None).await;
+    env.apply(&schedule_yaml(
+        "s3-only",
+        &format!(
+            "  verify:\n    everyRuns: 2\n  local:\n    enabled: false\n  s3:\n    enabled: true\n    configSecretRef:\n      name: {SECRET}\n"
+        ),
+    ));
+    // Run 1: one S3 copy per node (members: All); not verified yet (every 2 runs).
+    let first = env.request_run("s3-only").await;
+    let files = env.wait_run_ready(&first, 2, RUN).await;
+    // node0's agent goes away for good; run 2 fails on node1 (etcd down), so run 1 stays the
+    // newest Ready run when the second run triggers the verification.
+    env.kill_agent("node0");
+    tokio::time::sleep(Duration::from_secs(4)).await; // its Lease (3 s) expires
+    env.etcd.stop_member(0);
+    let second = env.request_run("s3-only").await;
+    env.wait_run_finished(&second, 1, RUN).await;
+    let verified_files = env
+        .wait_until(
+            "both S3 copies of run 1 to be Verified=True",
+            RUN,
+            async || {
+                let files = env.run_files(&first).await;
+                files
+                    .iter()
+                    .all(|f| verified(f).is_some_and(|v| v.0 == "True"))
+                    .then_some(files)
+            },
+        )
+        .await;
+    let node0_copy = verified_files
+        .iter()
+        .find(|f| f.spec.node_name == "node0")
+        .expect("node0's copy");
+    assert_eq!(
+        node0_copy
+            .annotations()
+            .get(consts::ANNOTATION_VERIFY_BY)
+            .map(String::as_str),
+        Some("node1"),
+        "the controller named a live agent for the copy of the node without one"
+    );
+    assert_eq!(files.len(), 2);
+    let text = env.metrics_text("agent node1").await;
+    assert_eq!(metric(&text, "etcd_snapshot_verified_total"), 2.0, "{text}");
+    env.assert_no_forbidden();
+}

@@ -178,26 +178,8 @@ async fn reconcile(esf: Arc<ETCDSnapshotFile>, agent: Arc<Agent>) -> Result<Acti
         }
         return Ok(Action::await_change());
     }
-    if phase(&esf) == Phase::Ready
-        && esf.spec.node_name == agent.config.node
-        && let Some(request) = verify::pending_request(&esf)
-    {
-        let key = format!("verify {}", esf.name_any());
-        let fresh = agent
-            .running
-            .lock()
-            .map(|mut r| r.insert(key.clone()))
-            .unwrap_or(false);
-        if fresh {
-            let agent = agent.clone();
-            let esf = esf.as_ref().clone();
-            tokio::spawn(async move {
-                verify::verify_copy(&agent, &esf, request).await;
-                if let Ok(mut r) = agent.running.lock() {
-                    r.remove(&key);
-                }
-            });
-        }
+    if phase(&esf) == Phase::Ready {
+        verify::start_if_requested(&agent, &esf);
         return Ok(Action::await_change());
     }
     if phase(&esf) == Phase::Pending && esf.spec.node_name == agent.config.node {
@@ -504,6 +486,7 @@ pub async fn run(
             }
         })
     };
+    let verifier = tokio::spawn(verify::watch_others_s3_copies(agent.clone()));
     let syncer = {
         let agent = agent.clone();
         tokio::spawn(async move {
@@ -524,6 +507,7 @@ pub async fn run(
     }
     beat.abort();
     syncer.abort();
+    verifier.abort();
     http.abort();
     Ok(())
 }

@@ -4,16 +4,81 @@
 //! data dir, then set the record's `Verified` condition, publish an event and count it.
 
 use super::Agent;
+use crate::api::Phase;
 use crate::api::{ETCDSnapshotFile, ETCDSnapshotFileStatus};
 use crate::cli::restore::{ENV_ETCDCTL, ENV_ETCDUTL};
 use crate::consts;
-use crate::controller::util::{set_condition, storage, to_time};
+use crate::controller::util::{phase, set_condition, storage, to_time};
 use crate::naming::Storage;
 use crate::operator::s3_config_for_file;
 use crate::restore::{RestoreError, Source, Tools, VerifyReport};
 use crate::storage::s3::S3Store;
+use futures::StreamExt;
+use kube::Resource;
 use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::{WatchStreamExt, watcher};
 use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The node whose agent verifies `esf`: the verify-by annotation, else the copy's own node.
+pub fn verifier(esf: &ETCDSnapshotFile) -> &str {
+    esf.annotations()
+        .get(consts::ANNOTATION_VERIFY_BY)
+        .map_or(esf.spec.node_name.as_str(), String::as_str)
+}
+
+/// Start verifying `esf` in the background if it is Ready, this agent is its verifier and it
+/// carries a request not handled yet (and not being handled right now).
+pub fn start_if_requested(agent: &Arc<Agent>, esf: &ETCDSnapshotFile) {
+    if phase(esf) != Phase::Ready
+        || esf.meta().deletion_timestamp.is_some()
+        || verifier(esf) != agent.config.node
+    {
+        return;
+    }
+    let Some(request) = pending_request(esf) else {
+        return;
+    };
+    let key = format!("verify {}", esf.name_any());
+    let fresh = agent
+        .running
+        .lock()
+        .map(|mut r| r.insert(key.clone()))
+        .unwrap_or(false);
+    if !fresh {
+        return;
+    }
+    let agent = agent.clone();
+    let esf = esf.clone();
+    tokio::spawn(async move {
+        verify_copy(&agent, &esf, request).await;
+        if let Ok(mut r) = agent.running.lock() {
+            r.remove(&key);
+        }
+    });
+}
+
+/// Watch the S3 copies of other nodes that this agent was named to verify (their own node has
+/// no live agent). This node's own copies come through the agent's main watch.
+pub async fn watch_others_s3_copies(agent: Arc<Agent>) {
+    let api: Api<ETCDSnapshotFile> = Api::all(agent.client.clone());
+    let wc = watcher::Config::default().labels(&format!(
+        "{}={}",
+        consts::LABEL_STORAGE,
+        consts::STORAGE_S3
+    ));
+    let mut stream = std::pin::pin!(watcher(api, wc).default_backoff().applied_objects());
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(esf) if esf.spec.node_name != agent.config.node => {
+                start_if_requested(&agent, &esf);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "watch of S3 copies"),
+        }
+    }
+}
 
 /// The verification request on `esf` that this agent has not handled yet, if any.
 pub fn pending_request(esf: &ETCDSnapshotFile) -> Option<String> {

@@ -342,10 +342,26 @@ async fn request_verification(
     };
     let value = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let api: Api<ETCDSnapshotFile> = Api::all(ctx.client.clone());
-    let patch = serde_json::json!({
-        "metadata": {"annotations": {consts::ANNOTATION_VERIFY_REQUESTED_AT: value}}
-    });
+    let mut live: Vec<String> = super::live_agents(ctx)
+        .await?
+        .into_iter()
+        .map(|a| a.node)
+        .collect();
+    live.sort();
     for f in ready.iter().filter(|f| run_time(f) == Some(newest)) {
+        // A local copy can only be read on its node (its agent verifies it when it is back);
+        // an S3 copy by any agent.
+        let node = &f.spec.node_name;
+        let by = match storage(f) {
+            Storage::S3 if !live.contains(node) => live.first().unwrap_or(node),
+            _ => node,
+        };
+        let patch = serde_json::json!({
+            "metadata": {"annotations": {
+                consts::ANNOTATION_VERIFY_REQUESTED_AT: value,
+                consts::ANNOTATION_VERIFY_BY: by,
+            }}
+        });
         match api
             .patch(
                 &f.name_any(),
