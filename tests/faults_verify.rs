@@ -329,6 +329,13 @@ async fn scheduled_verification_marks_good_copies_verified_and_catches_corrupted
         2.0,
         "failure counter: {text}"
     );
+    assert_eq!(
+        env.controller_log("ctl-1")
+            .matches("requested verification")
+            .count(),
+        4,
+        "one request per copy per verification round (2 rounds, 2 copies), never twice"
+    );
     // The corrupted copies are still there (verification never deletes anything).
     assert!(path.exists());
     assert!(env.s3_object(&key).await.is_some());

@@ -47,6 +47,11 @@ pub async fn reconcile(
     };
     let files = schedule_files(&ctx, &s.name_any()).await?;
     let mut status = s.status.clone().unwrap_or_default();
+    if s.spec.verify.is_some() {
+        // The verification counter must not come from a cache that has not seen the last
+        // status write yet (it would request a verification twice).
+        status.runs_since_verify = fresh_runs_since_verify(&ctx, &s.name_any()).await?;
+    }
 
     // On-demand request through the annotation.
     if let Some(requested) = s.annotations().get(consts::ANNOTATION_REQUESTED_AT)
@@ -308,6 +313,25 @@ async fn create_run(
         }
     }
     Ok(())
+}
+
+/// `status.runs_since_verify` as the API server has it now (a list, which reads through to
+/// etcd, rather than the watch cache; the controller has no `get` on schedules).
+async fn fresh_runs_since_verify(
+    ctx: &Context,
+    name: &str,
+) -> Result<Option<u32>, ControllerError> {
+    let api: Api<ETCDSnapshotSchedule> = Api::all(ctx.client.clone());
+    let lp = ListParams::default().fields(&format!("metadata.name={name}"));
+    Ok(api
+        .list(&lp)
+        .await
+        .map_err(ControllerError::kube("reading the schedule's status"))?
+        .items
+        .into_iter()
+        .next()
+        .and_then(|s| s.status)
+        .and_then(|st| st.runs_since_verify))
 }
 
 /// Count a created run towards the next scheduled verification.
