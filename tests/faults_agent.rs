@@ -7,6 +7,8 @@
 //! ("interrupted"), the temp file is gone, the multipart upload is aborted; the next run
 //! succeeds.
 
+#[path = "support/faults.rs"]
+mod faults_support;
 #[path = "support/operator.rs"]
 mod operator_support;
 #[path = "support/proxy.rs"]
@@ -20,28 +22,6 @@ use operator_support::{
 };
 use proxy::ThrottleProxy;
 use std::time::Duration;
-
-/// Fill etcd with `mib` MiB of incompressible values (1 MiB each).
-pub async fn fill_etcd(endpoint: &str, mib: usize) {
-    let mut client = etcd_client::Client::connect([endpoint], None)
-        .await
-        .expect("connect etcd");
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    for i in 0..mib {
-        let mut value = Vec::with_capacity(1 << 20);
-        while value.len() < (1 << 20) {
-            // xorshift64: cheap bytes that do not compress.
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            value.extend_from_slice(&x.to_le_bytes());
-        }
-        client
-            .put(format!("/fill/{i:04}"), value, None)
-            .await
-            .expect("put");
-    }
-}
 
 /// Multipart uploads in progress under the test folder, as (key, upload id).
 pub async fn multipart_uploads(env: &OperatorEnv) -> Vec<(String, String)> {
@@ -97,7 +77,7 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_killed_mid_snapshot_leaves_no_final_file_or_object_and_recovers_on_restart() {
     let env = OperatorEnv::start(OperatorOptions::default()).await;
-    fill_etcd(&env.etcd.endpoint(0), 48).await;
+    faults_support::fill_etcd(&env.etcd.endpoint(0), 48).await;
     // 2 MiB/s: the 48 MiB stream takes ~25 s.
     let proxy = ThrottleProxy::start(&env.s3.host_port(), 2 << 20).await;
     env.create_s3_secret_at(&proxy.host_port(), &[]).await;

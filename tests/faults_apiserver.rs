@@ -6,6 +6,8 @@
 //! record is deleted without its file or object, no file or object is deleted without its
 //! record being pruned; finalizers never stick (every deleted record goes).
 
+#[path = "support/faults.rs"]
+mod faults_support;
 #[path = "support/operator.rs"]
 mod operator_support;
 #[path = "support/proxy.rs"]
@@ -23,26 +25,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 const RUN: Duration = Duration::from_secs(60);
-
-async fn fill_etcd(endpoint: &str, mib: usize) {
-    let mut client = etcd_client::Client::connect([endpoint], None)
-        .await
-        .expect("connect etcd");
-    let mut x: u64 = 0x0DDB_A11C_AFE5_F00D;
-    for i in 0..mib {
-        let mut value = Vec::with_capacity(1 << 20);
-        while value.len() < (1 << 20) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            value.extend_from_slice(&x.to_le_bytes());
-        }
-        client
-            .put(format!("/fill/{i:04}"), value, None)
-            .await
-            .expect("put");
-    }
-}
 
 fn schedule_yaml(name: &str, count: u32) -> String {
     format!(
@@ -101,7 +83,7 @@ async fn assert_records_match_storage(env: &OperatorEnv, schedule: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_server_restarted_mid_run_leaves_one_ready_copy_each_and_no_duplicates() {
     let mut env = OperatorEnv::start(OperatorOptions::default()).await;
-    fill_etcd(&env.etcd.endpoint(0), 24).await;
+    faults_support::fill_etcd(&env.etcd.endpoint(0), 24).await;
     // 2 MiB/s to S3: the run takes ~12 s, the API server is away for part of it.
     let proxy = ThrottleProxy::start(&env.s3.host_port(), 2 << 20).await;
     env.create_s3_secret_at(&proxy.host_port(), &[]).await;

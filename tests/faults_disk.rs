@@ -5,6 +5,8 @@
 //! stream is still Ready, the older snapshot in the directory is untouched (same bytes, same
 //! sha256 as recorded), and no partial file is left behind.
 
+#[path = "support/faults.rs"]
+mod faults_support;
 #[path = "support/operator.rs"]
 mod operator_support;
 mod support;
@@ -41,26 +43,6 @@ impl Tmpfs {
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-async fn fill_etcd(endpoint: &str, mib: usize) {
-    let mut client = etcd_client::Client::connect([endpoint], None)
-        .await
-        .expect("connect etcd");
-    let mut x: u64 = 0x1234_5678_9ABC_DEF1;
-    for i in 0..mib {
-        let mut value = Vec::with_capacity(1 << 20);
-        while value.len() < (1 << 20) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            value.extend_from_slice(&x.to_le_bytes());
-        }
-        client
-            .put(format!("/fill/{i:04}"), value, None)
-            .await
-            .expect("put");
     }
 }
 
@@ -113,7 +95,7 @@ spec:
     assert_eq!(sha256_hex(&older_bytes), recorded_sha256(&older));
 
     // The database grows past the disk.
-    fill_etcd(&env.etcd.endpoint(0), 10).await;
+    faults_support::fill_etcd(&env.etcd.endpoint(0), 10).await;
     let second = env.request_run("full").await;
     let files = env.wait_run_finished(&second, 2, RUN).await;
     let local = files.iter().find(|f| is_local(f)).expect("local");

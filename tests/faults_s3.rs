@@ -8,6 +8,8 @@
 //! after `--s3-release-after` with a Warning that the object was NOT deleted, and the object is
 //! still there.
 
+#[path = "support/faults.rs"]
+mod faults_support;
 #[path = "support/operator.rs"]
 mod operator_support;
 #[path = "support/proxy.rs"]
@@ -27,26 +29,6 @@ use proxy::ThrottleProxy;
 use std::time::{Duration, Instant};
 
 const RUN: Duration = Duration::from_secs(60);
-
-async fn fill_etcd(endpoint: &str, mib: usize) {
-    let mut client = etcd_client::Client::connect([endpoint], None)
-        .await
-        .expect("connect etcd");
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    for i in 0..mib {
-        let mut value = Vec::with_capacity(1 << 20);
-        while value.len() < (1 << 20) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            value.extend_from_slice(&x.to_le_bytes());
-        }
-        client
-            .put(format!("/fill/{i:04}"), value, None)
-            .await
-            .expect("put");
-    }
-}
 
 async fn multipart_uploads(env: &OperatorEnv) -> usize {
     support::s3_client(&env.s3)
@@ -80,7 +62,7 @@ spec:
 async fn slow_or_stopped_s3_fails_only_the_s3_copy_within_the_timeout_and_the_next_run_recovers() {
     let mut env = OperatorEnv::start(OperatorOptions::default()).await;
     // 20 MiB: more than two 8 MiB parts.
-    fill_etcd(&env.etcd.endpoint(0), 20).await;
+    faults_support::fill_etcd(&env.etcd.endpoint(0), 20).await;
     let proxy = ThrottleProxy::start(&env.s3.host_port(), 0).await;
     env.create_s3_secret_at(&proxy.host_port(), &[(consts::secret_keys::TIMEOUT, "3s")])
         .await;

@@ -102,9 +102,31 @@ fn tools() -> Result<Tools, RestoreError> {
     Tools::find(from_env(ENV_ETCDUTL), from_env(ENV_ETCDCTL))
 }
 
+/// Why a copy could not be verified.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// A check, the download or the test restore failed.
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    /// The copy's S3 settings could not be read.
+    #[error(transparent)]
+    Settings(#[from] crate::operator::OperatorError),
+    /// S3 could not be reached.
+    #[error(transparent)]
+    S3(#[from] crate::storage::s3::S3Error),
+    /// The record points somewhere this agent does not read from.
+    #[error("location {location} is not {expected}")]
+    Location {
+        /// The record's location.
+        location: String,
+        /// Where this agent reads from.
+        expected: String,
+    },
+}
+
 /// Download, check and test-restore the copy `esf` describes.
-async fn check(agent: &Agent, esf: &ETCDSnapshotFile) -> Result<VerifyReport, String> {
-    let tools = tools().map_err(|e| e.to_string())?;
+async fn check(agent: &Agent, esf: &ETCDSnapshotFile) -> Result<VerifyReport, VerifyError> {
+    let tools = tools()?;
     let name = esf.spec.snapshot_name.clone();
     let expected = esf.status.as_ref().and_then(|s| s.sha256.clone());
     let work = std::env::temp_dir();
@@ -112,36 +134,31 @@ async fn check(agent: &Agent, esf: &ETCDSnapshotFile) -> Result<VerifyReport, St
         Storage::Local => {
             let dir = &agent.config.dir;
             if dir.path_of(&name).is_err() || dir.location(&name) != esf.spec.location {
-                return Err(format!(
-                    "location {} is not in this agent's snapshot directory {}",
-                    esf.spec.location,
-                    dir.path().display()
-                ));
+                return Err(VerifyError::Location {
+                    location: esf.spec.location.clone(),
+                    expected: format!(
+                        "in this agent's snapshot directory {}",
+                        dir.path().display()
+                    ),
+                });
             }
             let source = Source::Local { dir, name };
-            crate::restore::verify(&tools, &source, expected.as_deref(), &work)
-                .await
-                .map_err(|e| e.to_string())
+            Ok(crate::restore::verify(&tools, &source, expected.as_deref(), &work).await?)
         }
         Storage::S3 => {
-            let cfg = s3_config_for_file(&agent.client, &agent.config.namespace, esf)
-                .await
-                .map_err(|e| e.to_string())?;
+            let cfg = s3_config_for_file(&agent.client, &agent.config.namespace, esf).await?;
             if cfg.location(&name) != esf.spec.location {
-                return Err(format!(
-                    "location {} is not where the S3 settings point ({})",
-                    esf.spec.location,
-                    cfg.location(&name)
-                ));
+                return Err(VerifyError::Location {
+                    location: esf.spec.location.clone(),
+                    expected: format!("where the S3 settings point ({})", cfg.location(&name)),
+                });
             }
-            let store = S3Store::connect(&cfg).await.map_err(|e| e.to_string())?;
+            let store = S3Store::connect(&cfg).await?;
             let source = Source::S3 {
                 store: &store,
                 name,
             };
-            crate::restore::verify(&tools, &source, expected.as_deref(), &work)
-                .await
-                .map_err(|e| e.to_string())
+            Ok(crate::restore::verify(&tools, &source, expected.as_deref(), &work).await?)
         }
     }
 }
@@ -186,13 +203,14 @@ pub async fn verify_copy(agent: &Agent, esf: &ETCDSnapshotFile, request: String)
                 format!("Snapshot {name} on {place} verified: {message}"),
             )
         }
-        Err(message) => {
+        Err(e) => {
+            let message = e.to_string();
             set_condition(
                 &mut status.conditions,
                 "Verified",
                 false,
                 "VerifyFailed",
-                message,
+                &message,
                 esf.metadata.generation,
                 now,
             );
