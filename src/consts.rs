@@ -23,6 +23,16 @@ pub const STORAGE_S3: &str = "s3";
 /// (Flux's `requestedAt` convention). `etcd-snapshot trigger` sets it.
 pub const ANNOTATION_REQUESTED_AT: &str = "etcdsnapshot.io/requested-at";
 
+/// Annotation on an ETCDSnapshotFile: any new value asks the agent that can read the copy to
+/// verify it (download, check every checksum, test-restore) and set its `Verified` condition.
+/// The controller sets it for a schedule's `spec.verify`; a user may set it by hand.
+pub const ANNOTATION_VERIFY_REQUESTED_AT: &str = "etcdsnapshot.io/verify-requested-at";
+
+/// Annotation on an ETCDSnapshotFile, set with [`ANNOTATION_VERIFY_REQUESTED_AT`]: the node whose
+/// agent verifies the copy. Absent means the copy's own node. The controller names another live
+/// agent for an S3 copy whose own node has no live agent (any agent can read S3).
+pub const ANNOTATION_VERIFY_BY: &str = "etcdsnapshot.io/verify-by";
+
 /// Finalizer on every ETCDSnapshotFile: the stored file or object is deleted before the object
 /// goes (by the agent of the node for local copies, by the controller for S3 copies).
 pub const FINALIZER: &str = "etcdsnapshot.io/snapshot-file";

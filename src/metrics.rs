@@ -83,6 +83,8 @@ struct Inner {
     failures: Family<StorageReason, Counter>,
     pruned: Family<StorageSchedule, Counter>,
     verify_failures: Counter,
+    verified: Counter,
+    last_verified: Gauge,
     reconciles: Family<ControllerLabel, Counter>,
     reconcile_errors: Family<ControllerReason, Counter>,
     reconcile_duration: HistogramFamily<ControllerLabel>,
@@ -158,6 +160,19 @@ impl Metrics {
             "Snapshots that failed verification (checksum or test restore)",
             verify_failures.clone(),
         );
+        let verified = Counter::default();
+        registry.register(
+            "etcd_snapshot_verified",
+            "Snapshots that passed verification (every checksum and a test restore)",
+            verified.clone(),
+        );
+        let last_verified = Gauge::default();
+        registry.register_with_unit(
+            "etcd_snapshot_last_verified_timestamp",
+            "Unix time of the last snapshot that passed verification",
+            Unit::Seconds,
+            last_verified.clone(),
+        );
         let reconciles = Family::default();
         registry.register(
             "etcd_snapshot_reconcile",
@@ -194,6 +209,8 @@ impl Metrics {
                 failures,
                 pruned,
                 verify_failures,
+                verified,
+                last_verified,
                 reconciles,
                 reconcile_errors,
                 reconcile_duration,
@@ -257,6 +274,12 @@ impl Metrics {
                 schedule: schedule.to_owned(),
             })
             .inc_by(n);
+    }
+
+    /// Record one snapshot that passed verification, at `unix` seconds.
+    pub fn record_verified(&self, unix: i64) {
+        self.inner.verified.inc();
+        self.inner.last_verified.set(unix);
     }
 
     /// Record one snapshot that failed verification.
@@ -381,5 +404,17 @@ mod tests {
         let m = Metrics::new();
         m.clone().record_verify_failure();
         assert!(m.encode().contains("etcd_snapshot_verify_failures_total 1"));
+    }
+
+    #[test]
+    fn verification_successes_count_and_stamp_the_time() {
+        let m = Metrics::new();
+        m.record_verified(1_700_000_000);
+        let text = m.encode();
+        assert!(text.contains("etcd_snapshot_verified_total 1"), "{text}");
+        assert!(
+            text.contains("etcd_snapshot_last_verified_timestamp_seconds 1700000000"),
+            "{text}"
+        );
     }
 }

@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 /// Every metric family and the sample name it must show.
-const FAMILIES: [(&str, &str); 11] = [
+const FAMILIES: [(&str, &str); 13] = [
     (
         "etcd_snapshot_duration_seconds",
         "etcd_snapshot_duration_seconds_bucket{",
@@ -29,6 +29,11 @@ const FAMILIES: [(&str, &str); 11] = [
     (
         "etcd_snapshot_verify_failures",
         "etcd_snapshot_verify_failures_total ",
+    ),
+    ("etcd_snapshot_verified", "etcd_snapshot_verified_total "),
+    (
+        "etcd_snapshot_last_verified_timestamp_seconds",
+        "etcd_snapshot_last_verified_timestamp_seconds ",
     ),
     ("etcd_snapshot_reconcile", "etcd_snapshot_reconcile_total{"),
     (

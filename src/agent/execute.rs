@@ -178,9 +178,7 @@ pub async fn take_snapshot(agent: &Agent, group: Vec<ETCDSnapshotFile>) {
                     esf.metadata.generation,
                     now,
                 );
-                if let Err(e) =
-                    patch_file_status(&api, &esf.name_any(), &status, consts::MANAGER_AGENT).await
-                {
+                if let Err(e) = agent.record_status(&esf.name_any(), &status).await {
                     tracing::warn!(file = %esf.name_any(), error = %e, "could not mark Ready");
                 }
                 let labels = serde_json::json!({"metadata": {"labels": {

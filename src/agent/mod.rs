@@ -5,6 +5,7 @@
 
 mod execute;
 mod sync;
+mod verify;
 
 use crate::api::{ETCDSnapshotFile, ETCDSnapshotFileStatus, Phase, SnapshotError};
 use crate::consts;
@@ -95,6 +96,10 @@ impl AgentError {
     }
 }
 
+/// How long a final status (Ready, Failed, Verified) is retried while the API server is
+/// unreachable (e.g. restarting): a record must not stay Running because one patch was lost.
+const STATUS_RETRY_FOR: Duration = Duration::from_secs(120);
+
 impl Agent {
     fn api(&self) -> Api<ETCDSnapshotFile> {
         Api::all(self.client.clone())
@@ -108,6 +113,36 @@ impl Agent {
     pub(crate) fn owns(&self, esf: &ETCDSnapshotFile) -> bool {
         esf.spec.node_name == self.config.node
             && esf.labels().get(consts::LABEL_NODE) == Some(&label_value(&self.config.node))
+    }
+
+    /// Write the status of record `name`, retrying with backoff for [`STATUS_RETRY_FOR`] while
+    /// the API server does not answer or answers with a server error. A refusal (the record is
+    /// gone, the patch is invalid) is not retried.
+    pub(crate) async fn record_status(
+        &self,
+        name: &str,
+        status: &ETCDSnapshotFileStatus,
+    ) -> Result<(), OperatorError> {
+        let deadline = tokio::time::Instant::now() + STATUS_RETRY_FOR;
+        let mut delay = Duration::from_millis(500);
+        loop {
+            let err =
+                match patch_file_status(&self.api(), name, status, consts::MANAGER_AGENT).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) => e,
+                };
+            let refused = matches!(
+                &err,
+                OperatorError::Kube { source: kube::Error::Api(e), .. }
+                    if (400..500).contains(&e.code) && e.code != 409 && e.code != 429
+            );
+            if refused || tokio::time::Instant::now() + delay >= deadline {
+                return Err(err);
+            }
+            tracing::debug!(file = %name, error = %err, "status not written yet; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
     }
 
     /// The label selector of this node's records.
@@ -126,9 +161,7 @@ impl Agent {
             }),
             ..esf.status.clone().unwrap_or_default()
         };
-        if let Err(e) =
-            patch_file_status(&self.api(), &esf.name_any(), &status, consts::MANAGER_AGENT).await
-        {
+        if let Err(e) = self.record_status(&esf.name_any(), &status).await {
             tracing::warn!(file = %esf.name_any(), error = %e, "could not record the failure");
         }
         self.metrics.record_failure(storage(esf), reason);
@@ -160,6 +193,10 @@ async fn reconcile(esf: Arc<ETCDSnapshotFile>, agent: Arc<Agent>) -> Result<Acti
         {
             delete_local(&esf, &agent).await?;
         }
+        return Ok(Action::await_change());
+    }
+    if phase(&esf) == Phase::Ready {
+        verify::start_if_requested(&agent, &esf);
         return Ok(Action::await_change());
     }
     if phase(&esf) == Phase::Pending {
@@ -343,12 +380,71 @@ async fn fail_interrupted(agent: &Agent) -> Result<(), AgentError> {
     Ok(())
 }
 
+/// Abort the S3 multipart uploads a previous run of this agent left behind (it was killed
+/// mid-upload): only uploads of this node's own snapshots (the names of its S3 records) that were
+/// started before this agent started, so no upload in flight (of this or another node) is touched.
+async fn abort_interrupted_uploads(
+    agent: &Agent,
+    started: std::time::Instant,
+) -> Result<usize, AgentError> {
+    let lp = ListParams::default().labels(&agent.selector());
+    let list = agent
+        .api()
+        .list(&lp)
+        .await
+        .map_err(AgentError::kube("listing this node's snapshot files"))?;
+    // One pass per distinct S3 place; names are compared per place.
+    let mut places: BTreeMap<String, (ETCDSnapshotFile, HashSet<String>)> = BTreeMap::new();
+    for esf in list.items {
+        if storage(&esf) != Storage::S3 || esf.spec.node_name != agent.config.node {
+            continue;
+        }
+        let place = esf
+            .spec
+            .location
+            .strip_suffix(&esf.spec.snapshot_name)
+            .unwrap_or(&esf.spec.location)
+            .to_string();
+        let entry = places
+            .entry(place)
+            .or_insert_with(|| (esf.clone(), HashSet::new()));
+        entry.1.insert(esf.spec.snapshot_name.clone());
+    }
+    let mut aborted = 0;
+    for (place, (esf, names)) in places {
+        let store =
+            match crate::operator::s3_config_for_file(&agent.client, &agent.config.namespace, &esf)
+                .await
+            {
+                Ok(cfg) => crate::storage::s3::S3Store::connect(&cfg).await,
+                Err(e) => {
+                    tracing::warn!(%place, error = %e, "cannot check for interrupted S3 uploads");
+                    continue;
+                }
+            };
+        let result = match store {
+            Ok(store) => {
+                store
+                    .abort_stale_uploads_where(started.elapsed(), |name| names.contains(name))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(n) => aborted += n,
+            Err(e) => tracing::warn!(%place, error = %e, "cannot abort interrupted S3 uploads"),
+        }
+    }
+    Ok(aborted)
+}
+
 /// Entry point of `etcd-snapshot agent`.
 pub async fn run(
     client: Client,
     config: AgentConfig,
     metrics_addr: &str,
 ) -> Result<(), crate::http::HttpError> {
+    let started = std::time::Instant::now();
     let metrics = Metrics::new();
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
     let (listener, addr) = crate::http::bind(metrics_addr).await?;
@@ -387,6 +483,17 @@ pub async fn run(
     if let Err(e) = fail_interrupted(&agent).await {
         tracing::warn!(error = %e, "cannot check for interrupted snapshots");
     }
+    {
+        // In the background: an unreachable S3 must not hold up the agent's start.
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            match abort_interrupted_uploads(&agent, started).await {
+                Ok(n) if n > 0 => tracing::info!(aborted = n, "aborted interrupted S3 uploads"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot check for interrupted S3 uploads"),
+            }
+        });
+    }
     let beat = {
         let agent = agent.clone();
         tokio::spawn(async move {
@@ -401,6 +508,7 @@ pub async fn run(
             }
         })
     };
+    let verifier = tokio::spawn(verify::watch_others_s3_copies(agent.clone()));
     let syncer = {
         let agent = agent.clone();
         let mut files_ready = files_ready;
@@ -427,6 +535,7 @@ pub async fn run(
     }
     beat.abort();
     syncer.abort();
+    verifier.abort();
     http.abort();
     Ok(())
 }

@@ -131,4 +131,7 @@ pub struct ETCDSnapshotFileStatus {
     /// How the stored bytes are encrypted, when they are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<EncryptionStatus>,
+    /// The last `etcdsnapshot.io/verify-requested-at` value the agent handled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verify_request: Option<String>,
 }

@@ -14,6 +14,7 @@ pub use file::{
 pub use schedule::{
     CompressionKind, CompressionSpec, ETCDSnapshotSchedule, ETCDSnapshotScheduleSpec,
     ETCDSnapshotScheduleStatus, LocalStorage, Members, RetentionScope, S3Storage, SecretRef,
+    VerifySpec,
 };
 
 use kube::CustomResourceExt;

@@ -64,6 +64,20 @@ pub struct ETCDSnapshotScheduleSpec {
     /// Encrypt the snapshots at rest (local and S3 copies) with a key from a Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<EncryptionSpec>,
+    /// Scheduled verification: every N runs, the newest Ready copies of this schedule are
+    /// downloaded, checked and test-restored by an agent, which sets their `Verified` condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifySpec>,
+}
+
+/// Scheduled verification of a schedule's snapshots.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifySpec {
+    /// Verify the newest Ready copies (local and S3) after every this many runs (scheduled ticks
+    /// and on-demand requests both count), once the run has finished. 1 verifies every run.
+    #[schemars(range(min = 1))]
+    pub every_runs: u32,
 }
 
 fn default_schedule() -> String {
@@ -243,6 +257,9 @@ pub struct ETCDSnapshotScheduleStatus {
     /// Number of Failed snapshot copies of this schedule.
     #[serde(default)]
     pub failed_snapshots: u32,
+    /// Runs created since the last verification request (with `spec.verify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs_since_verify: Option<u32>,
     /// `Ready` and `Invalid` conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

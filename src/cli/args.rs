@@ -388,6 +388,10 @@ pub struct ControllerArgs {
     /// How often the S3 folders in use are compared with the records (e.g. 10m).
     #[arg(long = "s3-sync-interval", default_value = "10m")]
     pub s3_sync_interval: String,
+    /// A deleted S3 record whose S3 settings cannot be read (its Secret is gone or invalid) for
+    /// this long is released WITHOUT deleting the object, with a Warning event naming it (e.g. 1h).
+    #[arg(long = "s3-release-after", default_value = "1h")]
+    pub s3_release_after: String,
 }
 
 /// `agent`.

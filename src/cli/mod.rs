@@ -8,7 +8,7 @@ mod delete;
 pub mod ls;
 mod operator;
 mod prune;
-mod restore;
+pub mod restore;
 mod save;
 mod trigger;
 mod verify;

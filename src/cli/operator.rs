@@ -42,6 +42,7 @@ pub async fn controller(args: ControllerArgs) -> Result<(), CliError> {
         resync: duration("resync", &args.resync)?,
         failed_ttl: duration("failed-ttl", &args.failed_ttl)?,
         s3_sync_interval: duration("s3-sync-interval", &args.s3_sync_interval)?,
+        s3_release_after: duration("s3-release-after", &args.s3_release_after)?,
         lease,
     };
     let identity = match args.identity {

@@ -81,7 +81,8 @@ async fn delete_s3_copy(
     let name = &esf.spec.snapshot_name;
     let cfg = match s3_config_for_file(&ctx.client, &ctx.namespace, esf).await {
         Ok(cfg) => cfg,
-        // The Secret may come back: keep the record (and say why) until it does.
+        // The Secret may come back: keep the record (and say why) until it does, or until
+        // --s3-release-after has passed (then release it, saying the object was left).
         Err(
             e @ (OperatorError::SecretMissing { .. } | OperatorError::CaConfigMapMissing { .. }),
         ) => {
@@ -94,7 +95,7 @@ async fn delete_s3_copy(
                     format!("Snapshot {name} cannot be deleted from S3 yet: {e}"),
                 )
                 .await;
-            return Err(e.into());
+            return release_unreachable(esf, api, ctx, &e).await;
         }
         // Settings that can never work (a hand-made record, a Secret of another type or with
         // invalid values): nothing can be deleted, and waiting would leave the record stuck.
@@ -141,6 +142,51 @@ async fn delete_s3_copy(
         .map_err(ControllerError::kube("releasing the finalizer"))?;
     ctx.events
         .publish(esf, !inside, consts::REASON_DELETED, "Delete", note)
+        .await;
+    Ok(Action::await_change())
+}
+
+/// The S3 settings of a deleted S3 copy cannot be read (its Secret was deleted or is invalid).
+/// Retry until [`super::ControllerConfig::s3_release_after`] has passed since the deletion was
+/// asked for, then release the finalizer WITHOUT deleting the object and say so in a Warning
+/// event naming the object: a finalizer never sticks for good, and data is never lost silently.
+async fn release_unreachable(
+    esf: &ETCDSnapshotFile,
+    api: &Api<ETCDSnapshotFile>,
+    ctx: &Context,
+    error: &crate::operator::OperatorError,
+) -> Result<Action, ControllerError> {
+    let since = esf
+        .meta()
+        .deletion_timestamp
+        .as_ref()
+        .map(from_time)
+        .unwrap_or_else(chrono::Utc::now);
+    let waited = (chrono::Utc::now() - since).to_std().unwrap_or_default();
+    let grace = ctx.config.s3_release_after;
+    if waited < grace {
+        tracing::warn!(file = %esf.name_any(), error = %error, "cannot delete the S3 object yet");
+        return Ok(Action::requeue(
+            (grace - waited).min(Duration::from_secs(60)) + Duration::from_millis(200),
+        ));
+    }
+    remove_finalizer(api, esf)
+        .await
+        .map_err(ControllerError::kube("releasing the finalizer"))?;
+    ctx.metrics.record_failure(Storage::S3, error.reason());
+    ctx.events
+        .publish(
+            esf,
+            true,
+            consts::REASON_DELETED,
+            "Delete",
+            format!(
+                "Snapshot {} was NOT deleted from S3: {error} (waited {}s); released the record and left the object at {}",
+                esf.spec.snapshot_name,
+                waited.as_secs(),
+                esf.spec.location
+            ),
+        )
         .await;
     Ok(Action::await_change())
 }

@@ -37,6 +37,9 @@ pub struct ControllerConfig {
     pub failed_ttl: Duration,
     /// How often the S3 folders in use are compared with the records.
     pub s3_sync_interval: Duration,
+    /// A deleted S3 record whose S3 settings stay unreadable this long is released without
+    /// deleting its object (a Warning event says where the object is).
+    pub s3_release_after: Duration,
     /// Leader election timing.
     pub lease: LeaseConfig,
 }
@@ -47,6 +50,7 @@ impl Default for ControllerConfig {
             resync: Duration::from_secs(300),
             failed_ttl: Duration::from_secs(24 * 3600),
             s3_sync_interval: Duration::from_secs(600),
+            s3_release_after: Duration::from_secs(3600),
             lease: LeaseConfig::default(),
         }
     }

@@ -20,7 +20,7 @@ use crate::schedule::Due;
 use crate::storage::config::S3Config;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use std::collections::BTreeMap;
@@ -65,6 +65,11 @@ pub async fn reconcile(
     let mut status = s.status.clone().unwrap_or_default();
     // Whether this reconcile started a run (the cache may not show its records yet).
     let mut started = false;
+    if s.spec.verify.is_some() {
+        // The verification counter must not come from a cache that has not seen the last
+        // status write yet (it would request a verification twice).
+        status.runs_since_verify = fresh_runs_since_verify(&ctx, &s.name_any()).await?;
+    }
 
     // On-demand request through the annotation.
     if let Some(requested) = s.annotations().get(consts::ANNOTATION_REQUESTED_AT)
@@ -87,6 +92,7 @@ pub async fn reconcile(
             .any(|f| f.labels().get(run.label.0) == Some(&run.label.1));
         if !already {
             started |= create_run(&s, &ctx, &valid, s3.as_ref(), &run).await?;
+            count_run(&s, &mut status);
         }
         status.last_requested_at = Some(requested.clone());
     }
@@ -109,6 +115,7 @@ pub async fn reconcile(
                 label: (consts::LABEL_TICK, tick.timestamp().to_string()),
             };
             started |= create_run(&s, &ctx, &valid, s3.as_ref(), &run).await?;
+            count_run(&s, &mut status);
             status.last_schedule_time = Some(to_time(tick));
             valid.schedule.next_after(now)
         }
@@ -145,6 +152,7 @@ pub async fn reconcile(
                 && f.meta().deletion_timestamp.is_none()
         });
     if !in_flight {
+        request_verification(&s, &ctx, &mut status, &files, now).await?;
         prune(&s, &ctx, &valid, &files, now).await?;
     }
 
@@ -317,6 +325,95 @@ async fn create_run(
         }
     }
     Ok(true)
+}
+
+/// `status.runs_since_verify` as the API server has it now (a list, which reads through to
+/// etcd, rather than the watch cache; the controller has no `get` on schedules).
+async fn fresh_runs_since_verify(
+    ctx: &Context,
+    name: &str,
+) -> Result<Option<u32>, ControllerError> {
+    let api: Api<ETCDSnapshotSchedule> = Api::all(ctx.client.clone());
+    let lp = ListParams::default().fields(&format!("metadata.name={name}"));
+    Ok(api
+        .list(&lp)
+        .await
+        .map_err(ControllerError::kube("reading the schedule's status"))?
+        .items
+        .into_iter()
+        .next()
+        .and_then(|s| s.status)
+        .and_then(|st| st.runs_since_verify))
+}
+
+/// Count a created run towards the next scheduled verification.
+fn count_run(s: &ETCDSnapshotSchedule, status: &mut ETCDSnapshotScheduleStatus) {
+    if s.spec.verify.is_some() {
+        status.runs_since_verify = Some(status.runs_since_verify.unwrap_or(0).saturating_add(1));
+    }
+}
+
+/// With `spec.verify`, once `everyRuns` runs were created and none is in flight: ask the agents
+/// to verify every Ready copy of the newest run that has one (a new
+/// `verify-requested-at` value on each copy), and start counting again.
+async fn request_verification(
+    s: &ETCDSnapshotSchedule,
+    ctx: &Context,
+    status: &mut ETCDSnapshotScheduleStatus,
+    files: &[ETCDSnapshotFile],
+    now: DateTime<Utc>,
+) -> Result<(), ControllerError> {
+    let Some(verify) = &s.spec.verify else {
+        return Ok(());
+    };
+    if status.runs_since_verify.unwrap_or(0) < verify.every_runs.max(1) {
+        return Ok(());
+    }
+    let ready: Vec<&ETCDSnapshotFile> = files
+        .iter()
+        .filter(|f| phase(f) == Phase::Ready && f.meta().deletion_timestamp.is_none())
+        .collect();
+    let Some(newest) = ready.iter().filter_map(|f| run_time(f)).max() else {
+        return Ok(());
+    };
+    let value = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let api: Api<ETCDSnapshotFile> = Api::all(ctx.client.clone());
+    let mut live: Vec<String> = super::live_agents(ctx)
+        .into_iter()
+        .map(|a| a.node)
+        .collect();
+    live.sort();
+    for f in ready.iter().filter(|f| run_time(f) == Some(newest)) {
+        // A local copy can only be read on its node (its agent verifies it when it is back);
+        // an S3 copy by any agent.
+        let node = &f.spec.node_name;
+        let by = match storage(f) {
+            Storage::S3 if !live.contains(node) => live.first().unwrap_or(node),
+            _ => node,
+        };
+        let patch = serde_json::json!({
+            "metadata": {"annotations": {
+                consts::ANNOTATION_VERIFY_REQUESTED_AT: value,
+                consts::ANNOTATION_VERIFY_BY: by,
+            }}
+        });
+        match api
+            .patch(
+                &f.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(schedule = %s.name_any(), file = %f.name_any(), "requested verification");
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(ControllerError::kube("requesting a verification")(e)),
+        }
+    }
+    status.runs_since_verify = Some(0);
+    Ok(())
 }
 
 /// The data of the optional extra-metadata ConfigMap.

@@ -674,6 +674,16 @@ impl S3Store {
     /// Abort multipart uploads of snapshots directly under the folder that were started more
     /// than `older_than` ago (left by a crash). Returns how many were aborted.
     pub async fn abort_stale_uploads(&self, older_than: Duration) -> Result<usize, S3Error> {
+        self.abort_stale_uploads_where(older_than, |_| true).await
+    }
+
+    /// As [`Self::abort_stale_uploads`], only for snapshot names `select` accepts (e.g. the
+    /// names of one node, so that an agent never aborts another node's upload in flight).
+    pub async fn abort_stale_uploads_where(
+        &self,
+        older_than: Duration,
+        select: impl Fn(&str) -> bool,
+    ) -> Result<usize, S3Error> {
         let prefix = self.folder_prefix();
         let cutoff = SystemTime::now()
             .checked_sub(older_than)
@@ -699,7 +709,7 @@ impl S3Store {
                     .strip_prefix(prefix.as_deref().unwrap_or(""))
                     .unwrap_or(key);
                 let started = to_system_time(upload.initiated());
-                if name.contains('/') || started.is_none_or(|t| t >= cutoff) {
+                if name.contains('/') || !select(name) || started.is_none_or(|t| t >= cutoff) {
                     continue;
                 }
                 self.client()

@@ -49,6 +49,7 @@ pub struct ApiServerOptions {
 #[derive(Debug)]
 pub struct ApiServer {
     proc: Proc,
+    args: Vec<String>,
     port: u16,
     kubeconfigs: BTreeMap<String, PathBuf>,
     dir: tempfile::TempDir,
@@ -131,7 +132,7 @@ impl ApiServer {
         ];
         args.extend(extra_args.iter().cloned());
         let log = dir.path().join("kube-apiserver.log");
-        let mut proc = Proc::spawn("kube-apiserver", &apiserver, &args, &log)?;
+        let proc = Proc::spawn("kube-apiserver", &apiserver, &args, &log)?;
 
         let mut kubeconfigs = BTreeMap::new();
         for (name, token) in &user_tokens {
@@ -139,33 +140,55 @@ impl ApiServer {
             write(&path, &kubeconfig(port, &tls.ca, name, token))?;
             kubeconfigs.insert(name.clone(), path);
         }
-        let admin = kubeconfigs
-            .get(ADMIN)
-            .cloned()
-            .ok_or_else(|| Error::Start("no admin kubeconfig".into()))?;
-        let kubectl = kubectl()?;
-        wait_until(&mut proc, "kube-apiserver", Duration::from_secs(90), || {
-            let ready = Command::new(&kubectl)
-                .arg(format!("--kubeconfig={}", admin.display()))
-                .args(["get", "--raw=/readyz"])
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false);
-            ready
-                && Command::new(&kubectl)
-                    .arg(format!("--kubeconfig={}", admin.display()))
-                    .args(["get", "namespace", "default", "-o", "name"])
-                    .output()
-                    .map(|o| o.status.success())
-                    .unwrap_or(false)
-        })?;
-        Ok(ApiServer {
+        let mut server = ApiServer {
             proc,
+            args,
             port,
             kubeconfigs,
             dir,
             _etcd: etcd,
-        })
+        };
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    /// Stop the API server (SIGKILL) and start it again on the same port, data and
+    /// credentials; waits until it is ready. `down` is how long it stays stopped.
+    pub fn restart(&mut self, down: Duration) -> Result<()> {
+        self.proc.kill();
+        std::thread::sleep(down);
+        let log = self.dir.path().join("kube-apiserver.log");
+        self.proc = Proc::spawn("kube-apiserver", &bin("kube-apiserver")?, &self.args, &log)?;
+        self.wait_ready()
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let admin = self
+            .kubeconfigs
+            .get(ADMIN)
+            .cloned()
+            .ok_or_else(|| Error::Start("no admin kubeconfig".into()))?;
+        let kubectl = kubectl()?;
+        wait_until(
+            &mut self.proc,
+            "kube-apiserver",
+            Duration::from_secs(90),
+            || {
+                let ready = Command::new(&kubectl)
+                    .arg(format!("--kubeconfig={}", admin.display()))
+                    .args(["get", "--raw=/readyz"])
+                    .output()
+                    .map(|o| o.status.success())
+                    .unwrap_or(false);
+                ready
+                    && Command::new(&kubectl)
+                        .arg(format!("--kubeconfig={}", admin.display()))
+                        .args(["get", "namespace", "default", "-o", "name"])
+                        .output()
+                        .map(|o| o.status.success())
+                        .unwrap_or(false)
+            },
+        )
     }
 
     /// `https://127.0.0.1:PORT`.

@@ -62,6 +62,8 @@ pub struct OperatorOptions {
     /// A whole rendered install (e.g. `deploy/etcd-snapshot-operator.yaml`) to apply server-side
     /// into a freshly created namespace, instead of `deploy/rbac.yaml`.
     pub manifests: Option<String>,
+    /// Extra arguments of every controller (e.g. `--s3-release-after 3s`).
+    pub controller_args: Vec<String>,
 }
 
 impl Default for OperatorOptions {
@@ -73,6 +75,7 @@ impl Default for OperatorOptions {
             controllers: 1,
             rbac: None,
             manifests: None,
+            controller_args: Vec::new(),
         }
     }
 }
@@ -143,6 +146,8 @@ pub struct OperatorEnv {
     /// The administrator's client.
     pub admin: Client,
     nodes: Vec<String>,
+    controller_args: Vec<String>,
+    metrics: Mutex<BTreeMap<String, String>>,
     dir: tempfile::TempDir,
     _slot: SemaphorePermit<'static>,
 }
@@ -220,6 +225,8 @@ impl OperatorEnv {
             s3,
             admin,
             nodes,
+            controller_args: opts.controller_args.clone(),
+            metrics: Mutex::new(BTreeMap::new()),
             dir,
             _slot: slot,
         };
@@ -254,6 +261,25 @@ impl OperatorEnv {
     }
 
     fn spawn(&self, key: &str, args: Vec<String>, sa: &str) {
+        if let Some(i) = args.iter().position(|a| a == "--metrics-addr")
+            && let Some(addr) = args.get(i + 1)
+        {
+            self.metrics
+                .lock()
+                .expect("metrics")
+                .insert(key.to_string(), addr.clone());
+        }
+        // The agents verify snapshots with the restore tool of the etcd release under test.
+        let tool = match self.etcd.options().version {
+            EtcdVersion::V3_5 => (
+                etcd_snapshot::cli::restore::ENV_ETCDUTL,
+                EtcdVersion::V3_5.etcdutl(),
+            ),
+            EtcdVersion::V3_4 => (
+                etcd_snapshot::cli::restore::ENV_ETCDCTL,
+                EtcdVersion::V3_4.etcdctl(),
+            ),
+        };
         let log = self
             .dir
             .path()
@@ -266,6 +292,10 @@ impl OperatorEnv {
             (
                 "ETCD_SNAPSHOT_LOG".to_string(),
                 "info,etcd_snapshot=debug".to_string(),
+            ),
+            (
+                tool.0.to_string(),
+                tool.1.map(|p| p.display().to_string()).unwrap_or_default(),
             ),
         ];
         let proc = Proc::spawn_with_env(
@@ -304,11 +334,21 @@ impl OperatorEnv {
             "--s3-sync-interval",
             "2s",
         ];
-        self.spawn(
-            &format!("controller {id}"),
-            args.iter().map(|s| s.to_string()).collect(),
-            CONTROLLER_SA,
-        );
+        let args = args
+            .iter()
+            .map(|s| s.to_string())
+            .chain(self.controller_args.iter().cloned())
+            .collect();
+        self.spawn(&format!("controller {id}"), args, CONTROLLER_SA);
+    }
+
+    /// Whether the process `key` (`"controller ctl-1"`, `"agent node0"`) is still running.
+    pub fn is_running(&self, key: &str) -> bool {
+        self.procs
+            .lock()
+            .expect("procs")
+            .get_mut(key)
+            .is_some_and(|p| p.check_running().is_ok())
     }
 
     /// Kill controller `id` with SIGKILL (no lease release).
@@ -357,6 +397,94 @@ impl OperatorEnv {
             .remove(key)
             .unwrap_or_else(|| panic!("no running process {key:?}"));
         proc.kill();
+    }
+
+    /// The `/metrics` text of a running process (`"agent node0"`, `"controller ctl-1"`).
+    pub async fn metrics_text(&self, key: &str) -> String {
+        let addr = self
+            .metrics
+            .lock()
+            .expect("metrics")
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| panic!("no metrics address for {key:?}"));
+        let mut stream = tokio::net::TcpStream::connect(&addr)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {key} metrics at {addr}: {e}"));
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("metrics request");
+        let mut out = String::new();
+        stream
+            .read_to_string(&mut out)
+            .await
+            .expect("metrics response");
+        out
+    }
+
+    /// Events (events.k8s.io, where the operator's Recorder writes them) about the object named
+    /// `name`, as `(reason, note)`.
+    pub async fn events_about(&self, name: &str) -> Vec<(String, String)> {
+        use k8s_openapi::api::events::v1::Event;
+        let mut out = Vec::new();
+        for ns in ["default", NS, "kube-system"] {
+            let events: Api<Event> = Api::namespaced(self.admin.clone(), ns);
+            let Ok(list) = events.list(&ListParams::default()).await else {
+                continue;
+            };
+            for e in list.items {
+                let about = e.regarding.as_ref().and_then(|r| r.name.as_deref());
+                if about == Some(name) {
+                    out.push((
+                        e.reason.clone().unwrap_or_default(),
+                        e.note.clone().unwrap_or_default(),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// Create or update the S3 config Secret [`SECRET`] pointing at `endpoint` (e.g. a proxy in
+    /// front of SeaweedFS), with extra keys (e.g. `etcd-s3-timeout`).
+    pub async fn create_s3_secret_at(&self, endpoint: &str, extra: &[(&str, &str)]) {
+        use consts::secret_keys as k;
+        let mut data: Vec<(&str, String)> = vec![
+            (k::ENDPOINT, endpoint.to_string()),
+            (k::ACCESS_KEY, self.s3.access_key.clone()),
+            (k::SECRET_KEY, self.s3.secret_key.clone()),
+            (k::BUCKET, BUCKET.to_string()),
+            (k::FOLDER, FOLDER.to_string()),
+            (k::BUCKET_LOOKUP_TYPE, "path".to_string()),
+            (k::INSECURE, "true".to_string()),
+            (k::REGION, self.s3.region.clone()),
+        ];
+        data.extend(extra.iter().map(|(key, v)| (*key, v.to_string())));
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(SECRET.into()),
+                namespace: Some(NS.into()),
+                ..ObjectMeta::default()
+            },
+            type_: Some(consts::SECRET_TYPE.into()),
+            data: Some(
+                data.into_iter()
+                    .map(|(key, v)| (key.to_string(), ByteString(v.into_bytes())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        };
+        Api::<Secret>::namespaced(self.admin.clone(), NS)
+            .patch(
+                SECRET,
+                &PatchParams::apply("eso-tests").force(),
+                &Patch::Apply(&secret),
+            )
+            .await
+            .expect("apply S3 config Secret");
     }
 
     /// The log of a process (also after it was killed).

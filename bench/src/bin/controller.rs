@@ -225,6 +225,7 @@ async fn create_files(client: &Client, o: &Opts, dir: &LocalDir, per: usize) -> 
                     cluster_id: None,
                     revision: Some(1000 + unix),
                     s3: None,
+                    encryption: None,
                 };
                 let mut esf = copy.to_esf();
                 let status = esf.status.take().ok_or("no status")?;

@@ -1,0 +1,190 @@
+//! Faults: the agent killed (SIGKILL) in the middle of a snapshot.
+//!
+//! etcd holds ~48 MiB and S3 is reached through a bandwidth-limiting proxy in front of the real
+//! SeaweedFS, so the one etcd stream (local file + multipart upload) takes many seconds. The
+//! agent is killed once the upload is under way. What must hold: no local file with a final
+//! name, no S3 object with a final key; after the agent restarts, both records are Failed
+//! ("interrupted"), the temp file is gone, the multipart upload is aborted; the next run
+//! succeeds.
+
+#[path = "support/faults.rs"]
+mod faults_support;
+#[path = "support/operator.rs"]
+mod operator_support;
+#[path = "support/proxy.rs"]
+mod proxy;
+mod support;
+
+use etcd_snapshot::api::Phase;
+use operator_support::{
+    BUCKET, FOLDER, OperatorEnv, OperatorOptions, SECRET, error_message, is_local, local_path,
+    phase, s3_key,
+};
+use proxy::ThrottleProxy;
+use std::time::Duration;
+
+/// Multipart uploads in progress under the test folder, as (key, upload id).
+pub async fn multipart_uploads(env: &OperatorEnv) -> Vec<(String, String)> {
+    let out = support::s3_client(&env.s3)
+        .list_multipart_uploads()
+        .bucket(BUCKET)
+        .prefix(format!("{FOLDER}/"))
+        .send()
+        .await
+        .expect("list multipart uploads");
+    out.uploads()
+        .iter()
+        .filter_map(|u| Some((u.key()?.to_string(), u.upload_id()?.to_string())))
+        .collect()
+}
+
+/// Every entry in a directory (hidden ones too), recursively, as relative paths.
+fn all_entries(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p.strip_prefix(dir).unwrap_or(&p).display().to_string());
+        }
+    }
+    out.sort();
+    out
+}
+
+fn schedule_yaml(name: &str) -> String {
+    format!(
+        "apiVersion: etcdsnapshot.io/v1
+kind: ETCDSnapshotSchedule
+metadata:
+  name: {name}
+spec:
+  schedule: \"0 0 1 1 *\"
+  s3:
+    enabled: true
+    configSecretRef:
+      name: {SECRET}
+"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_killed_mid_snapshot_leaves_no_final_file_or_object_and_recovers_on_restart() {
+    let env = OperatorEnv::start(OperatorOptions::default()).await;
+    faults_support::fill_etcd(&env.etcd.endpoint(0), 48).await;
+    // 2 MiB/s: the 48 MiB stream takes ~25 s.
+    let proxy = ThrottleProxy::start(&env.s3.host_port(), 2 << 20).await;
+    env.create_s3_secret_at(&proxy.host_port(), &[]).await;
+    env.apply(&schedule_yaml("killed"));
+
+    let run = env.request_run("killed").await;
+    let files = env
+        .wait_until(
+            "both copies Running and a multipart upload under way",
+            Duration::from_secs(40),
+            async || {
+                let files = env.run_files(&run).await;
+                let running = files.len() == 2 && files.iter().all(|f| phase(f) == Phase::Running);
+                (running && !multipart_uploads(&env).await.is_empty()).then_some(files)
+            },
+        )
+        .await;
+    let local = files
+        .iter()
+        .find(|f| is_local(f))
+        .expect("local copy")
+        .clone();
+    let s3 = files
+        .iter()
+        .find(|f| !is_local(f))
+        .expect("S3 copy")
+        .clone();
+    let dir = env.node_dir("node0");
+    let partial_before = all_entries(&dir);
+    assert!(
+        partial_before
+            .iter()
+            .any(|e| e.starts_with('.') && e.contains("partial")),
+        "a temp file is being written: {partial_before:?}"
+    );
+
+    env.kill_agent("node0");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Right after the kill: nothing looks finished.
+    assert!(
+        !local_path(&local).exists(),
+        "no local file with the final name"
+    );
+    assert!(
+        env.s3_object(&s3_key(&s3)).await.is_none(),
+        "no S3 object with the final key"
+    );
+    assert!(
+        multipart_uploads(&env)
+            .await
+            .iter()
+            .any(|(k, _)| *k == s3_key(&s3)),
+        "the interrupted multipart upload is left in S3 until the agent comes back"
+    );
+
+    // The agent restarts: interrupted records Failed, temp file removed, upload aborted.
+    env.start_agent(0);
+    let failed = env
+        .wait_until(
+            "both interrupted copies Failed",
+            Duration::from_secs(30),
+            async || {
+                let files = env.run_files(&run).await;
+                files
+                    .iter()
+                    .all(|f| phase(f) == Phase::Failed)
+                    .then_some(files)
+            },
+        )
+        .await;
+    for f in &failed {
+        assert!(
+            error_message(f).contains("agent restarted"),
+            "the reason is given: {}",
+            error_message(f)
+        );
+    }
+    env.wait_until(
+        "the interrupted multipart upload to be aborted",
+        Duration::from_secs(30),
+        async || multipart_uploads(&env).await.is_empty().then_some(()),
+    )
+    .await;
+    assert!(
+        env.log("agent node0")
+            .contains("aborted interrupted S3 uploads"),
+        "the restarted agent aborted the upload (not S3 on its own)"
+    );
+    let entries = all_entries(&dir);
+    assert!(
+        !entries.iter().any(|e| e.contains("partial")),
+        "the temp file was removed: {entries:?}"
+    );
+    assert!(!local_path(&local).exists());
+    assert!(env.s3_object(&s3_key(&s3)).await.is_none());
+
+    // The next run succeeds (S3 at full speed).
+    proxy.set_rate(0);
+    let next = env.request_run("killed").await;
+    let ready = env.wait_run_ready(&next, 2, Duration::from_secs(60)).await;
+    for f in &ready {
+        if is_local(f) {
+            assert!(local_path(f).exists());
+        } else {
+            assert!(env.s3_object(&s3_key(f)).await.is_some());
+        }
+    }
+    assert!(multipart_uploads(&env).await.is_empty());
+    env.assert_no_forbidden();
+}
