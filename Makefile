@@ -6,10 +6,15 @@
 #   make build      release build of the etcd-snapshot binary
 #   make demo       the operator end to end on this machine (kube-apiserver, etcd, SeaweedFS);
 #                   `make demo DEMO_FLAGS=--keep` keeps it running until Ctrl-C
+#   make bench      every benchmark (results in target/bench/, pasted into BENCHMARKS.md)
+#   make bench-snapshot  the snapshot pipeline against etcdctl and the k3s-style pipeline on a
+#                   real etcd filled to BENCH_SIZE (256MiB; 1GiB optional), BENCH_RUNS rounds (5)
 
 CARGO ?= cargo
+BENCH_SIZE ?= 256MiB
+BENCH_RUNS ?= 5
 
-.PHONY: test test-deps lint crds chart build demo
+.PHONY: test test-deps lint crds chart build demo bench bench-snapshot
 
 test: test-deps lint
 	$(CARGO) test --workspace --all-targets --locked
@@ -34,3 +39,9 @@ build:
 
 demo:
 	scripts/demo.sh $(DEMO_FLAGS)
+
+bench: bench-snapshot
+
+bench-snapshot: test-deps
+	$(CARGO) build --release --locked -p etcd-snapshot-operator --bin etcd-snapshot -p eso-bench --bin eso-bench-snapshot
+	$(CARGO) run --release --locked -p eso-bench --bin eso-bench-snapshot -- --size $(BENCH_SIZE) --runs $(BENCH_RUNS)
