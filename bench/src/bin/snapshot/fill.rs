@@ -306,14 +306,14 @@ impl Generator {
             }
             if roll < 28 {
                 // Delete an event (they expire in Kubernetes).
-                // Neither it nor the last key (which swap_remove moves into its place) may have
-                // been written in this transaction.
-                let last = self.keys.len().saturating_sub(1);
+                // An event not written in this transaction; later indices shift down by one.
                 if let Some(i) = self.keys.iter().rposition(|(_, k)| *k == Kind::Event)
                     && !touched.contains(&i)
-                    && !touched.contains(&last)
                 {
-                    let (key, _) = self.keys.swap_remove(i);
+                    let (key, _) = self.keys.remove(i);
+                    for t in touched.iter_mut().filter(|t| **t > i) {
+                        *t -= 1;
+                    }
                     batch.deletes += 1;
                     batch.ops.push(TxnOp::delete(key, None));
                 }

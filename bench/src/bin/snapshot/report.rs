@@ -217,7 +217,7 @@ impl Report {
         let reference = self.median_wall(Case::Reference);
         let restore_base = self.median_wall(Case::RestoreEtcdutl);
         let mut rows = Vec::new();
-        for (&case, _) in &self.samples {
+        for &case in self.samples.keys() {
             let walls = self.walls(case);
             let m = median(&walls);
             let vs_base = if case.baseline() == Case::Baseline {
