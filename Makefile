@@ -13,6 +13,7 @@
 CARGO ?= cargo
 BENCH_SIZE ?= 256MiB
 BENCH_RUNS ?= 5
+BENCH_TARGET_DIR = $(or $(CARGO_TARGET_DIR),target)
 
 .PHONY: test test-deps lint crds chart build demo bench bench-snapshot
 
@@ -42,6 +43,8 @@ demo:
 
 bench: bench-snapshot
 
+# One build of both binaries (the same feature set as `make build`, so nothing is compiled twice),
+# then the harness from the target dir: it finds etcd-snapshot beside itself.
 bench-snapshot: test-deps
 	$(CARGO) build --release --locked -p etcd-snapshot-operator --bin etcd-snapshot -p eso-bench --bin eso-bench-snapshot
-	$(CARGO) run --release --locked -p eso-bench --bin eso-bench-snapshot -- --size $(BENCH_SIZE) --runs $(BENCH_RUNS)
+	$(BENCH_TARGET_DIR)/release/eso-bench-snapshot --size $(BENCH_SIZE) --runs $(BENCH_RUNS)
