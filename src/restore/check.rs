@@ -428,11 +428,15 @@ impl OutFile {
         })
     }
 
-    /// fsync, then rename to the final name. Returns the path and whether the caller owns it.
+    /// fsync (a file the caller keeps; a work-dir file is read once by the restore and removed,
+    /// so it is not synced), then rename to the final name. Returns the path and whether the
+    /// caller owns it.
     fn commit(mut self) -> Result<(PathBuf, Option<PathBuf>), RestoreError> {
-        self.file
-            .sync_all()
-            .map_err(io_err("syncing", &self.temp))?;
+        if self.final_path.is_some() {
+            self.file
+                .sync_all()
+                .map_err(io_err("syncing", &self.temp))?;
+        }
         let temp = std::mem::take(&mut self.temp);
         match self.final_path.take() {
             None => Ok((temp.clone(), Some(temp))),

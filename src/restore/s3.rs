@@ -73,7 +73,8 @@ pub(super) async fn prepare(
     };
     let dl_path = sibling_name(&dir.join(name), "download");
     let mut download = Download(Some(dl_path.clone()));
-    let downloaded = store.download(name, &dl_path).await?;
+    // A scratch file: it is fsynced only if it becomes the caller's file (below).
+    let downloaded = store.download_scratch(name, &dl_path).await?;
     // Fail on a mismatch before reading the download again.
     compare(&location, &downloaded.sha256, &recorded)?;
     let metadata = store.get_extra_metadata(name).await.ok().flatten();
@@ -111,6 +112,9 @@ pub(super) async fn prepare(
                         std::io::ErrorKind::AlreadyExists,
                     )));
                 }
+                std::fs::File::open(&dl_path)
+                    .and_then(|file| file.sync_all())
+                    .map_err(super::io_err("syncing", &dl_path))?;
                 std::fs::rename(&dl_path, &f).map_err(super::io_err("renaming to", &f))?;
                 download.0 = None;
                 prepared.relocate(f);

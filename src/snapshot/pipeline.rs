@@ -29,8 +29,12 @@ use tokio::sync::mpsc;
 
 /// Size of the batches passed between the stages.
 const BATCH: usize = 1 << 20;
-/// Batches in flight per channel.
-const DEPTH: usize = 4;
+/// Batches in flight per channel (peak RSS is about (2 + copies) × DEPTH × BATCH plus the S3
+/// part buffers; see `storage::s3`).
+const DEPTH: usize = 2;
+/// The local copy is flushed to disk every this many bytes while it streams, so the disk works
+/// alongside the stream and the final fsync has little left to do.
+const LOCAL_SYNC_EVERY: u64 = 16 << 20;
 
 /// Progress callback: total raw bytes received from etcd so far.
 pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
@@ -132,6 +136,14 @@ impl Writer {
         }
     }
 
+    /// Push the local copy's written bytes to disk (nothing for S3).
+    async fn sync(&mut self) -> Result<(), SnapshotError> {
+        match self {
+            Writer::Local(w) => Ok(w.sync().await?),
+            Writer::S3(_) => Ok(()),
+        }
+    }
+
     async fn abort(self) {
         match self {
             Writer::Local(w) => drop(w),
@@ -225,8 +237,15 @@ pub async fn save(etcd: &EtcdConfig, req: SaveRequest) -> Result<SaveReport, Sna
                 sink_tasks.push((
                     i,
                     tokio::spawn(async move {
+                        let mut unsynced = 0u64;
                         while let Some(data) = rx.recv().await {
-                            if let Err(e) = writer.write(data).await {
+                            unsynced += data.len() as u64;
+                            let mut result = writer.write(data).await;
+                            if result.is_ok() && unsynced >= LOCAL_SYNC_EVERY {
+                                unsynced = 0;
+                                result = writer.sync().await;
+                            }
+                            if let Err(e) = result {
                                 writer.abort().await;
                                 return Err(e);
                             }
@@ -300,19 +319,27 @@ pub async fn save(etcd: &EtcdConfig, req: SaveRequest) -> Result<SaveReport, Sna
         duration: Duration::ZERO,
     };
 
-    let mut reports = Vec::new();
-    for (copy, result) in copies.into_iter().zip(results) {
-        let result = match result {
-            Some(Ok(writer)) => commit(writer, &req, &sha256).await,
-            Some(Err(e)) => Err(e),
-            None => Err(SnapshotError::Internal("copy without result".into())),
-        };
-        reports.push(CopyReport {
+    // The copies are committed side by side (a local fsync and S3's CompleteMultipartUpload).
+    let commits = results.into_iter().map(|result| {
+        let (req, sha256) = (&req, sha256.as_str());
+        async move {
+            match result {
+                Some(Ok(writer)) => commit(writer, req, sha256).await,
+                Some(Err(e)) => Err(e),
+                None => Err(SnapshotError::Internal("copy without result".into())),
+            }
+        }
+    });
+    let committed = futures::future::join_all(commits).await;
+    let reports = copies
+        .into_iter()
+        .zip(committed)
+        .map(|(copy, result)| CopyReport {
             storage: copy.storage,
             location: copy.location,
             result,
-        });
-    }
+        })
+        .collect();
     Ok(SaveReport {
         record: SnapshotRecord {
             duration: started.elapsed(),

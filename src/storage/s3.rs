@@ -530,6 +530,21 @@ impl S3Store {
     /// Download snapshot `name` to `dest` (created, mode 0600; it must not exist), hashing while
     /// writing. `dest` is removed on failure.
     pub async fn download(&self, name: &str, dest: &Path) -> Result<Downloaded, S3Error> {
+        self.download_to(name, dest, true).await
+    }
+
+    /// As [`S3Store::download`], without the final fsync: for a scratch file that is read once
+    /// and removed (a restore's download), where the fsync would only cost time.
+    pub async fn download_scratch(&self, name: &str, dest: &Path) -> Result<Downloaded, S3Error> {
+        self.download_to(name, dest, false).await
+    }
+
+    async fn download_to(
+        &self,
+        name: &str,
+        dest: &Path,
+        sync: bool,
+    ) -> Result<Downloaded, S3Error> {
         let key = self.key_of(name)?;
         let file = std::fs::OpenOptions::new()
             .write(true)
@@ -542,7 +557,7 @@ impl S3Store {
                 source,
             })?;
         let result = self
-            .download_into(&key, tokio::fs::File::from_std(file), dest)
+            .download_into(&key, tokio::fs::File::from_std(file), dest, sync)
             .await;
         if result.is_err() {
             let _ = std::fs::remove_file(dest);
@@ -555,6 +570,7 @@ impl S3Store {
         key: &str,
         mut file: tokio::fs::File,
         dest: &Path,
+        sync: bool,
     ) -> Result<Downloaded, S3Error> {
         let io = |op: &'static str| {
             move |source| S3Error::Io {
@@ -583,7 +599,9 @@ impl S3Store {
             file.write_all(&chunk).await.map_err(io("writing"))?;
         }
         file.flush().await.map_err(io("writing"))?;
-        file.sync_all().await.map_err(io("syncing"))?;
+        if sync {
+            file.sync_all().await.map_err(io("syncing"))?;
+        }
         if let Some(expected) = expected
             && expected != size
         {
@@ -984,6 +1002,10 @@ impl S3Upload {
                 let part = data.split_to(size);
                 self.send_part(part).await?;
                 continue;
+            }
+            if self.buffer.is_empty() {
+                // One allocation of the whole part, not a doubling series of copies.
+                self.buffer.reserve(size);
             }
             let take = (size - self.buffer.len()).min(data.len());
             self.buffer.extend_from_slice(&data.split_to(take));
