@@ -12,6 +12,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Errors reading operator settings from the cluster.
 #[derive(Debug, thiserror::Error)]
@@ -274,23 +275,72 @@ impl AgentInfo {
 }
 
 /// Publishes events about ETCDSnapshotFiles and schedules through the events API.
+///
+/// kube's `Recorder` folds an event into an earlier one of the same object, type, reason and
+/// action (a series), keeping the earlier note: a new message ("NOT deleted …" after "cannot be
+/// deleted yet …") would never be shown. So the last note per key is remembered, and a changed
+/// note is published by a fresh recorder of that key (a new Event); repeats of the same note stay
+/// a series.
 #[derive(Clone)]
 pub struct Events {
+    client: Client,
+    instance: String,
+    state: Arc<std::sync::Mutex<EventsState>>,
+}
+
+struct EventsState {
     recorder: Recorder,
+    /// Last note per key, and the key's own recorder once its note changed.
+    notes: std::collections::HashMap<String, (String, Option<Recorder>)>,
+}
+
+/// Remembered notes beyond this many keys are forgotten (a forgotten key just starts anew).
+const EVENT_NOTES_KEPT: usize = 10_000;
+
+fn recorder(client: &Client, instance: &str) -> Recorder {
+    Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: consts::REPORTER.into(),
+            instance: Some(instance.into()),
+        },
+    )
 }
 
 impl Events {
     /// A publisher reporting as `instance` (pod or node name).
     pub fn new(client: Client, instance: &str) -> Events {
         Events {
-            recorder: Recorder::new(
-                client,
-                Reporter {
-                    controller: consts::REPORTER.into(),
-                    instance: Some(instance.into()),
-                },
-            ),
+            state: Arc::new(std::sync::Mutex::new(EventsState {
+                recorder: recorder(&client, instance),
+                notes: Default::default(),
+            })),
+            client,
+            instance: instance.to_string(),
         }
+    }
+
+    /// The recorder for this event: the shared one, unless the note of its key changed.
+    fn recorder_for(&self, key: String, note: &str) -> Recorder {
+        let Ok(mut state) = self.state.lock() else {
+            return recorder(&self.client, &self.instance);
+        };
+        if state.notes.len() >= EVENT_NOTES_KEPT {
+            state.notes.clear();
+        }
+        let shared = state.recorder.clone();
+        let entry = state
+            .notes
+            .entry(key)
+            .or_insert_with(|| (note.to_string(), None));
+        if entry.0 != note {
+            // A fresh cache: this note becomes a new Event (and its repeats a series).
+            *entry = (
+                note.to_string(),
+                Some(recorder(&self.client, &self.instance)),
+            );
+        }
+        entry.1.clone().unwrap_or(shared)
     }
 
     /// Publish; failures are logged, never fatal.
@@ -313,7 +363,19 @@ impl Events {
             action: action.into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+        let reference = obj.object_ref(&());
+        let key = format!(
+            "{}/{}/{}/{warning}/{reason}/{action}",
+            reference.kind.as_deref().unwrap_or_default(),
+            reference.namespace.as_deref().unwrap_or_default(),
+            reference
+                .uid
+                .as_deref()
+                .or(reference.name.as_deref())
+                .unwrap_or_default(),
+        );
+        let recorder = self.recorder_for(key, event.note.as_deref().unwrap_or_default());
+        if let Err(e) = recorder.publish(&event, &reference).await {
             tracing::warn!(reason, error = %e, "could not publish event");
         }
     }
