@@ -212,6 +212,27 @@ pub(super) fn check_local(
         }
     };
     compare(display, &stored_sha256, recorded)?;
+    finish_checks(
+        sink,
+        display,
+        compression,
+        decrypt,
+        recorded,
+        (stored_sha256, stored_size),
+        Some(path),
+    )
+}
+
+/// etcd's trailer verdict, then the output file committed (or `in_place` used as it is).
+fn finish_checks(
+    sink: Sink,
+    display: &str,
+    compression: Compression,
+    decrypt: &Decrypt,
+    recorded: &[Recorded],
+    (stored_sha256, stored_size): (String, u64),
+    in_place: Option<&Path>,
+) -> Result<Prepared, RestoreError> {
     let snapshot_size = sink.trailer.total();
     match sink.trailer.finish() {
         TrailerCheck::Ok => {}
@@ -243,12 +264,121 @@ pub(super) fn check_local(
         metadata: None,
     };
     Ok(match sink.out {
-        None => Prepared::new(path.to_path_buf(), checks, None),
+        None => match in_place {
+            Some(path) => Prepared::new(path.to_path_buf(), checks, None),
+            None => {
+                return Err(RestoreError::Internal(
+                    "no plain snapshot was written".into(),
+                ));
+            }
+        },
         Some(out) => {
             let (path, owned) = out.commit()?;
             Prepared::new(path, checks, owned)
         }
     })
+}
+
+/// Check a stream of stored bytes (an S3 object's body as it downloads) and write its plain
+/// snapshot to `target` in the same pass (blocking): sha256 of the stored bytes, decryption,
+/// decompression and etcd's trailing sha256, with no copy of the stored bytes on disk. The
+/// stream is always read to its end, and a mismatch with a recorded hash is the verdict that
+/// counts, whatever else failed (as if the download had been checked first). A k3s `.zip` is
+/// not streamed (it needs seeking): see [`check_local`].
+pub(super) fn check_stream(
+    input: impl Read,
+    display: &str,
+    compression: Compression,
+    decrypt: &Decrypt,
+    recorded: &[Recorded],
+    target: &OwnedTarget,
+) -> Result<Prepared, RestoreError> {
+    let mut reader = HashingReader::new(input);
+    let result = stream_plain(&mut reader, display, compression, decrypt, target);
+    let drained = std::io::copy(&mut reader, &mut std::io::sink());
+    let (stored_sha256, stored_size) = reader.finish();
+    compare(display, &stored_sha256, recorded)?;
+    let sink = result?;
+    drained.map_err(|e| RestoreError::Io {
+        op: "reading",
+        path: display.to_string(),
+        source: e,
+    })?;
+    finish_checks(
+        sink,
+        display,
+        compression,
+        decrypt,
+        recorded,
+        (stored_sha256, stored_size),
+        None,
+    )
+}
+
+/// The plain bytes of a stored stream into a new output file at `target`.
+fn stream_plain<R: Read>(
+    reader: &mut HashingReader<R>,
+    display: &str,
+    compression: Compression,
+    decrypt: &Decrypt,
+    target: &OwnedTarget,
+) -> Result<Sink, RestoreError> {
+    let reading = |e| RestoreError::Io {
+        op: "reading",
+        path: display.to_string(),
+        source: e,
+    };
+    let mut head = Vec::with_capacity(HEADER_LEN);
+    (&mut *reader)
+        .take(HEADER_LEN as u64)
+        .read_to_end(&mut head)
+        .map_err(reading)?;
+    let content = Content::sniff(&head);
+    check_encrypted_as_named(display, decrypt.encrypted(), content)?;
+    if compression == Compression::Zip {
+        return Err(RestoreError::Internal(
+            "a k3s zip cannot be checked as a stream".into(),
+        ));
+    }
+    let key = match decrypt {
+        Decrypt::No => {
+            check_named(display, compression, content)?;
+            None
+        }
+        Decrypt::With(None) => {
+            return Err(RestoreError::KeyRequired {
+                name: display.to_string(),
+                key_id: Header::parse(&head)
+                    .map_or_else(|_| "unknown".into(), |h| h.key_id.to_hex()),
+            });
+        }
+        Decrypt::With(Some(key)) => Some(key),
+    };
+    let out = match target {
+        OwnedTarget::WorkDir(dir) => OutFile::create(dir.join("snapshot"), None)?,
+        OwnedTarget::File(f) => OutFile::create(f.clone(), Some(f.clone()))?,
+    };
+    let mut sink = Sink {
+        trailer: TrailerVerifier::new(),
+        out: Some(out),
+    };
+    let mut stored = std::io::Cursor::new(head).chain(&mut *reader);
+    match (compression, key) {
+        (_, Some(key)) => {
+            let decrypted =
+                DecryptReader::new(&mut stored, key).map_err(|e| decrypt_err(display, e))?;
+            plain_from_decrypted(decrypted, display, compression, &mut sink)?;
+        }
+        (Compression::Zstd, None) => {
+            let mut decoder = zstd::stream::read::Decoder::new(&mut stored)
+                .map_err(|e| decompress_err(display, "zstd", e))?;
+            copy(&mut decoder, &mut sink, |e| {
+                decompress_err(display, "zstd", e)
+            })?;
+        }
+        _ => copy(&mut stored, &mut sink, reading)?,
+    }
+    Ok(sink)
 }
 
 /// Decrypt (authenticating every segment), check the compression of the plain bytes, and
