@@ -1653,12 +1653,12 @@ mod tests {
             part_size(SMALL_PARTS + PARTS_PER_SIZE_STEP + 1),
             2 * LARGE_PART_SIZE
         );
-        assert!(PART_SIZE >= 5 * 1024 * 1024, "S3's minimum part size");
+        const { assert!(PART_SIZE >= 5 * 1024 * 1024, "S3's minimum part size") };
         assert!((1..=MAX_PARTS).all(|p| part_size(p) <= MAX_PART_SIZE));
         let total: u64 = (1..=MAX_PARTS).map(|p| part_size(p) as u64).sum();
         assert!(total > 5 * 1024 * 1024 * 1024 * 1024, "{total}");
         // A snapshot of etcd's largest quota (8 GiB), even uncompressed, keeps the small parts.
-        assert!(SMALL_PARTS as u64 * PART_SIZE as u64 >= 8 * 1024 * 1024 * 1024);
+        const { assert!(SMALL_PARTS as u64 * PART_SIZE as u64 >= 8 * 1024 * 1024 * 1024) };
     }
 
     #[test]
