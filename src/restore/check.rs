@@ -169,10 +169,7 @@ pub(super) fn check_local(
         (_, OwnedTarget::WorkDir(dir)) => Some(OutFile::create(dir.join("snapshot"), None)?),
         (_, OwnedTarget::File(f)) => Some(OutFile::create(f.clone(), Some(f.clone()))?),
     };
-    let mut sink = Sink {
-        trailer: TrailerVerifier::new(),
-        out,
-    };
+    let mut sink = Sink::new(out);
     let (stored_sha256, stored_size) = match (compression, key) {
         (_, Some(key)) => {
             let mut reader = HashingReader::new(file);
@@ -233,8 +230,9 @@ fn finish_checks(
     (stored_sha256, stored_size): (String, u64),
     in_place: Option<&Path>,
 ) -> Result<Prepared, RestoreError> {
-    let snapshot_size = sink.trailer.total();
-    match sink.trailer.finish() {
+    let (trailer, out) = sink.finish()?;
+    let snapshot_size = trailer.total();
+    match trailer.finish() {
         TrailerCheck::Ok => {}
         TrailerCheck::Mismatch { expected, actual } => {
             return Err(RestoreError::EtcdHashMismatch {
@@ -263,7 +261,7 @@ fn finish_checks(
         },
         metadata: None,
     };
-    Ok(match sink.out {
+    Ok(match out {
         None => match in_place {
             Some(path) => Prepared::new(path.to_path_buf(), checks, None),
             None => {
@@ -358,10 +356,7 @@ fn stream_plain<R: Read>(
         OwnedTarget::WorkDir(dir) => OutFile::create(dir.join("snapshot"), None)?,
         OwnedTarget::File(f) => OutFile::create(f.clone(), Some(f.clone()))?,
     };
-    let mut sink = Sink {
-        trailer: TrailerVerifier::new(),
-        out: Some(out),
-    };
+    let mut sink = Sink::new(Some(out));
     let mut stored = std::io::Cursor::new(head).chain(&mut *reader);
     match (compression, key) {
         (_, Some(key)) => {
@@ -466,33 +461,105 @@ fn copy(
     sink: &mut Sink,
     read_err: impl Fn(std::io::Error) -> RestoreError,
 ) -> Result<(), RestoreError> {
-    let mut buf = vec![0u8; CHUNK];
     loop {
+        let mut buf = sink.buffer();
         let n = match reader.read(&mut buf) {
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => return Err(read_err(e)),
         };
-        sink.write(&buf[..n])?;
+        sink.send(buf, n)?;
     }
 }
 
-/// Where the plain bytes go: etcd's trailer check, and the output file if one is written.
+/// Chunks queued between the reading (decrypting, decompressing) thread and the sink's thread.
+const SINK_DEPTH: usize = 4;
+
+/// What a sink's thread hands back: etcd's trailer check, and the output file.
+type SinkResult = Result<(TrailerVerifier, Option<OutFile>), RestoreError>;
+
+/// Where the plain bytes go: etcd's trailer check, and the output file if one is written. Both
+/// run on a thread of their own, beside the decompression. Dropped without
+/// [`Sink::finish`], it waits for that thread, so an unfinished output file is gone when the
+/// drop returns.
 struct Sink {
-    trailer: TrailerVerifier,
-    out: Option<OutFile>,
+    tx: Option<std::sync::mpsc::SyncSender<(Vec<u8>, usize)>>,
+    /// Buffers coming back for reuse.
+    back: std::sync::mpsc::Receiver<Vec<u8>>,
+    worker: Option<std::thread::JoinHandle<SinkResult>>,
 }
 
 impl Sink {
-    fn write(&mut self, data: &[u8]) -> Result<(), RestoreError> {
-        self.trailer.update(data);
-        if let Some(out) = self.out.as_mut() {
-            out.file
-                .write_all(data)
-                .map_err(io_err("writing", &out.temp))?;
+    fn new(out: Option<OutFile>) -> Sink {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(SINK_DEPTH);
+        let (back_tx, back) = std::sync::mpsc::channel();
+        let worker = std::thread::spawn(move || {
+            let mut trailer = TrailerVerifier::new();
+            let mut out = out;
+            for (buf, n) in rx {
+                let data = &buf[..n];
+                trailer.update(data);
+                if let Some(out) = out.as_mut() {
+                    out.file
+                        .write_all(data)
+                        .map_err(io_err("writing", &out.temp))?;
+                }
+                let _ = back_tx.send(buf);
+            }
+            Ok((trailer, out))
+        });
+        Sink {
+            tx: Some(tx),
+            back,
+            worker: Some(worker),
         }
-        Ok(())
+    }
+
+    /// An empty chunk buffer ([`CHUNK`] bytes), reused when one has come back.
+    fn buffer(&self) -> Vec<u8> {
+        self.back.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK])
+    }
+
+    /// Pass on the first `n` bytes of `buf`.
+    fn send(&mut self, buf: Vec<u8>, n: usize) -> Result<(), RestoreError> {
+        let sent = match &self.tx {
+            Some(tx) => tx.send((buf, n)).is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            // The thread stopped: it failed.
+            Err(self.join().err().unwrap_or_else(|| {
+                RestoreError::Internal("the snapshot writer stopped early".into())
+            }))
+        }
+    }
+
+    /// Everything passed on is checked and written: the trailer check and the output file.
+    fn finish(mut self) -> SinkResult {
+        self.join()
+    }
+
+    fn join(&mut self) -> SinkResult {
+        self.tx = None;
+        match self.worker.take() {
+            Some(worker) => worker
+                .join()
+                .map_err(|_| RestoreError::Internal("the snapshot writer panicked".into()))?,
+            None => Err(RestoreError::Internal(
+                "the snapshot writer already finished".into(),
+            )),
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        if self.worker.is_some() {
+            let _ = self.join();
+        }
     }
 }
 
