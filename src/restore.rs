@@ -21,7 +21,7 @@ mod s3;
 mod tools;
 
 pub(crate) use datadir::ScratchDir;
-pub use datadir::{Restored, cluster_reset, restore_into};
+pub use datadir::{Restored, cluster_reset, restore_into, restore_prepared_into};
 pub use fetch::{
     Checks, PrepareOptions, Prepared, Recorded, Source, Target, prepare, prepare_with,
 };

@@ -103,14 +103,14 @@ async fn restore_snapshot(
     let prepared =
         restore::prepare_with(&source, &options, Target::WorkDir(scratch.path())).await?;
     print_checks(&mut std::io::stdout().lock(), prepared.checks())?;
-    let (t, snap, d) = (
-        tools.clone(),
-        prepared.path().to_path_buf(),
-        data_dir.to_path_buf(),
-    );
+    let (t, d) = (tools.clone(), data_dir.to_path_buf());
     let (n, p) = (args.name.clone(), args.peer_url.clone());
-    let restored = blocking(move || restore::restore_into(&t, &snap, &d, &n, &p)).await?;
-    drop(prepared);
+    let restored = blocking(move || {
+        let restored = restore::restore_prepared_into(&t, &prepared, &d, &n, &p);
+        drop(prepared);
+        restored
+    })
+    .await?;
     drop(scratch);
     Ok(restored)
 }

@@ -169,10 +169,7 @@ pub(super) fn check_local(
         (_, OwnedTarget::WorkDir(dir)) => Some(OutFile::create(dir.join("snapshot"), None)?),
         (_, OwnedTarget::File(f)) => Some(OutFile::create(f.clone(), Some(f.clone()))?),
     };
-    let mut sink = Sink {
-        trailer: TrailerVerifier::new(),
-        out,
-    };
+    let mut sink = Sink::new(out);
     let (stored_sha256, stored_size) = match (compression, key) {
         (_, Some(key)) => {
             let mut reader = HashingReader::new(file);
@@ -212,8 +209,30 @@ pub(super) fn check_local(
         }
     };
     compare(display, &stored_sha256, recorded)?;
-    let snapshot_size = sink.trailer.total();
-    match sink.trailer.finish() {
+    finish_checks(
+        sink,
+        display,
+        compression,
+        decrypt,
+        recorded,
+        (stored_sha256, stored_size),
+        Some(path),
+    )
+}
+
+/// etcd's trailer verdict, then the output file committed (or `in_place` used as it is).
+fn finish_checks(
+    sink: Sink,
+    display: &str,
+    compression: Compression,
+    decrypt: &Decrypt,
+    recorded: &[Recorded],
+    (stored_sha256, stored_size): (String, u64),
+    in_place: Option<&Path>,
+) -> Result<Prepared, RestoreError> {
+    let (trailer, out) = sink.finish()?;
+    let snapshot_size = trailer.total();
+    match trailer.finish() {
         TrailerCheck::Ok => {}
         TrailerCheck::Mismatch { expected, actual } => {
             return Err(RestoreError::EtcdHashMismatch {
@@ -242,13 +261,119 @@ pub(super) fn check_local(
         },
         metadata: None,
     };
-    Ok(match sink.out {
-        None => Prepared::new(path.to_path_buf(), checks, None),
+    Ok(match out {
+        None => match in_place {
+            Some(path) => Prepared::new(path.to_path_buf(), checks, None),
+            None => {
+                return Err(RestoreError::Internal(
+                    "no plain snapshot was written".into(),
+                ));
+            }
+        },
         Some(out) => {
             let (path, owned) = out.commit()?;
             Prepared::new(path, checks, owned)
         }
     })
+}
+
+/// Check a stream of stored bytes (an S3 object's body as it downloads) and write its plain
+/// snapshot to `target` in the same pass (blocking): sha256 of the stored bytes, decryption,
+/// decompression and etcd's trailing sha256, with no copy of the stored bytes on disk. The
+/// stream is always read to its end, and a mismatch with a recorded hash is the verdict that
+/// counts, whatever else failed (as if the download had been checked first). A k3s `.zip` is
+/// not streamed (it needs seeking): see [`check_local`].
+pub(super) fn check_stream(
+    input: impl Read,
+    display: &str,
+    compression: Compression,
+    decrypt: &Decrypt,
+    recorded: &[Recorded],
+    target: &OwnedTarget,
+) -> Result<Prepared, RestoreError> {
+    let mut reader = HashingReader::new(input);
+    let result = stream_plain(&mut reader, display, compression, decrypt, target);
+    let drained = std::io::copy(&mut reader, &mut std::io::sink());
+    let (stored_sha256, stored_size) = reader.finish();
+    compare(display, &stored_sha256, recorded)?;
+    let sink = result?;
+    drained.map_err(|e| RestoreError::Io {
+        op: "reading",
+        path: display.to_string(),
+        source: e,
+    })?;
+    finish_checks(
+        sink,
+        display,
+        compression,
+        decrypt,
+        recorded,
+        (stored_sha256, stored_size),
+        None,
+    )
+}
+
+/// The plain bytes of a stored stream into a new output file at `target`.
+fn stream_plain<R: Read>(
+    reader: &mut HashingReader<R>,
+    display: &str,
+    compression: Compression,
+    decrypt: &Decrypt,
+    target: &OwnedTarget,
+) -> Result<Sink, RestoreError> {
+    let reading = |e| RestoreError::Io {
+        op: "reading",
+        path: display.to_string(),
+        source: e,
+    };
+    let mut head = Vec::with_capacity(HEADER_LEN);
+    (&mut *reader)
+        .take(HEADER_LEN as u64)
+        .read_to_end(&mut head)
+        .map_err(reading)?;
+    let content = Content::sniff(&head);
+    check_encrypted_as_named(display, decrypt.encrypted(), content)?;
+    if compression == Compression::Zip {
+        return Err(RestoreError::Internal(
+            "a k3s zip cannot be checked as a stream".into(),
+        ));
+    }
+    let key = match decrypt {
+        Decrypt::No => {
+            check_named(display, compression, content)?;
+            None
+        }
+        Decrypt::With(None) => {
+            return Err(RestoreError::KeyRequired {
+                name: display.to_string(),
+                key_id: Header::parse(&head)
+                    .map_or_else(|_| "unknown".into(), |h| h.key_id.to_hex()),
+            });
+        }
+        Decrypt::With(Some(key)) => Some(key),
+    };
+    let out = match target {
+        OwnedTarget::WorkDir(dir) => OutFile::create(dir.join("snapshot"), None)?,
+        OwnedTarget::File(f) => OutFile::create(f.clone(), Some(f.clone()))?,
+    };
+    let mut sink = Sink::new(Some(out));
+    let mut stored = std::io::Cursor::new(head).chain(&mut *reader);
+    match (compression, key) {
+        (_, Some(key)) => {
+            let decrypted =
+                DecryptReader::new(&mut stored, key).map_err(|e| decrypt_err(display, e))?;
+            plain_from_decrypted(decrypted, display, compression, &mut sink)?;
+        }
+        (Compression::Zstd, None) => {
+            let mut decoder = zstd::stream::read::Decoder::new(&mut stored)
+                .map_err(|e| decompress_err(display, "zstd", e))?;
+            copy(&mut decoder, &mut sink, |e| {
+                decompress_err(display, "zstd", e)
+            })?;
+        }
+        _ => copy(&mut stored, &mut sink, reading)?,
+    }
+    Ok(sink)
 }
 
 /// Decrypt (authenticating every segment), check the compression of the plain bytes, and
@@ -336,33 +461,105 @@ fn copy(
     sink: &mut Sink,
     read_err: impl Fn(std::io::Error) -> RestoreError,
 ) -> Result<(), RestoreError> {
-    let mut buf = vec![0u8; CHUNK];
     loop {
+        let mut buf = sink.buffer();
         let n = match reader.read(&mut buf) {
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => return Err(read_err(e)),
         };
-        sink.write(&buf[..n])?;
+        sink.send(buf, n)?;
     }
 }
 
-/// Where the plain bytes go: etcd's trailer check, and the output file if one is written.
+/// Chunks queued between the reading (decrypting, decompressing) thread and the sink's thread.
+const SINK_DEPTH: usize = 4;
+
+/// What a sink's thread hands back: etcd's trailer check, and the output file.
+type SinkResult = Result<(TrailerVerifier, Option<OutFile>), RestoreError>;
+
+/// Where the plain bytes go: etcd's trailer check, and the output file if one is written. Both
+/// run on a thread of their own, beside the decompression. Dropped without
+/// [`Sink::finish`], it waits for that thread, so an unfinished output file is gone when the
+/// drop returns.
 struct Sink {
-    trailer: TrailerVerifier,
-    out: Option<OutFile>,
+    tx: Option<std::sync::mpsc::SyncSender<(Vec<u8>, usize)>>,
+    /// Buffers coming back for reuse.
+    back: std::sync::mpsc::Receiver<Vec<u8>>,
+    worker: Option<std::thread::JoinHandle<SinkResult>>,
 }
 
 impl Sink {
-    fn write(&mut self, data: &[u8]) -> Result<(), RestoreError> {
-        self.trailer.update(data);
-        if let Some(out) = self.out.as_mut() {
-            out.file
-                .write_all(data)
-                .map_err(io_err("writing", &out.temp))?;
+    fn new(out: Option<OutFile>) -> Sink {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(SINK_DEPTH);
+        let (back_tx, back) = std::sync::mpsc::channel();
+        let worker = std::thread::spawn(move || {
+            let mut trailer = TrailerVerifier::new();
+            let mut out = out;
+            for (buf, n) in rx {
+                let data = &buf[..n];
+                trailer.update(data);
+                if let Some(out) = out.as_mut() {
+                    out.file
+                        .write_all(data)
+                        .map_err(io_err("writing", &out.temp))?;
+                }
+                let _ = back_tx.send(buf);
+            }
+            Ok((trailer, out))
+        });
+        Sink {
+            tx: Some(tx),
+            back,
+            worker: Some(worker),
         }
-        Ok(())
+    }
+
+    /// An empty chunk buffer ([`CHUNK`] bytes), reused when one has come back.
+    fn buffer(&self) -> Vec<u8> {
+        self.back.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK])
+    }
+
+    /// Pass on the first `n` bytes of `buf`.
+    fn send(&mut self, buf: Vec<u8>, n: usize) -> Result<(), RestoreError> {
+        let sent = match &self.tx {
+            Some(tx) => tx.send((buf, n)).is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            // The thread stopped: it failed.
+            Err(self.join().err().unwrap_or_else(|| {
+                RestoreError::Internal("the snapshot writer stopped early".into())
+            }))
+        }
+    }
+
+    /// Everything passed on is checked and written: the trailer check and the output file.
+    fn finish(mut self) -> SinkResult {
+        self.join()
+    }
+
+    fn join(&mut self) -> SinkResult {
+        self.tx = None;
+        match self.worker.take() {
+            Some(worker) => worker
+                .join()
+                .map_err(|_| RestoreError::Internal("the snapshot writer panicked".into()))?,
+            None => Err(RestoreError::Internal(
+                "the snapshot writer already finished".into(),
+            )),
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        if self.worker.is_some() {
+            let _ = self.join();
+        }
     }
 }
 

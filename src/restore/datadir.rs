@@ -2,6 +2,7 @@
 //! aside (never delete it), rename the new one into place; and membership reset of an existing
 //! data dir.
 
+use super::fetch::Prepared;
 use super::tools::Tools;
 use super::{RestoreError, io_err, sibling_name, unix_now};
 use std::fs::TryLockError;
@@ -85,10 +86,45 @@ pub fn restore_into(
     member_name: &str,
     peer_url: &str,
 ) -> Result<Restored, RestoreError> {
+    restore_with(tools, snapshot, data_dir, member_name, peer_url, false)
+}
+
+/// [`restore_into`] of a snapshot that passed every check of [`super::prepare`]. When the plain
+/// file is our own copy, written as its bytes went through etcd's trailing-sha256 check, the
+/// tool is not asked to hash the whole snapshot a second time (`--skip-hash-check`; it still
+/// strips the trailer, which it finds by the size: a multiple of 512 plus 32). A snapshot used
+/// in place (a plain file of the snapshot dir, which could change after the check) is hashed
+/// by the tool again.
+pub fn restore_prepared_into(
+    tools: &Tools,
+    prepared: &Prepared,
+    data_dir: &Path,
+    member_name: &str,
+    peer_url: &str,
+) -> Result<Restored, RestoreError> {
+    let checked = prepared.is_own_copy() && prepared.checks().snapshot_size % 512 == 32;
+    restore_with(
+        tools,
+        prepared.path(),
+        data_dir,
+        member_name,
+        peer_url,
+        checked,
+    )
+}
+
+fn restore_with(
+    tools: &Tools,
+    snapshot: &Path,
+    data_dir: &Path,
+    member_name: &str,
+    peer_url: &str,
+    hash_checked: bool,
+) -> Result<Restored, RestoreError> {
     refuse_if_running(data_dir)?;
     let staging = staging_dir(data_dir, "restoring")?;
     let mut guard = StagedDir(Some(staging.clone()));
-    tools.restore(snapshot, &staging, member_name, peer_url, false)?;
+    tools.restore(snapshot, &staging, member_name, peer_url, hash_checked)?;
     let restored = swap_in(&staging, data_dir)?;
     guard.disarm();
     Ok(restored)

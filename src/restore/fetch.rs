@@ -138,6 +138,12 @@ impl Prepared {
         &self.path
     }
 
+    /// Whether the plain snapshot is a file of ours (written as it was checked, removed on
+    /// drop), not a snapshot used where it is.
+    pub fn is_own_copy(&self) -> bool {
+        self.owned.is_some()
+    }
+
     /// What was checked.
     pub fn checks(&self) -> &Checks {
         &self.checks

@@ -1,8 +1,11 @@
-//! S3 as a restore source: the object is downloaded into the work dir (0600, sha256 computed as
-//! it streams), the hash is compared with the one recorded in the object's metadata, and the
-//! download is then checked and decompressed like a local file.
+//! S3 as a restore source. The object's body is streamed through the checks in one pass (sha256
+//! of the stored bytes, decryption, decompression, etcd's trailing sha256) into the plain
+//! snapshot; the hash is compared with the one recorded in the object's metadata once the whole
+//! body has gone by, and nothing is returned (the data dir is not touched) unless it matched. A
+//! k3s `.zip` is downloaded into the work dir first (it needs seeking) and checked like a local
+//! file.
 
-use super::check::{check_local, compare};
+use super::check::{check_local, check_stream, compare};
 use super::fetch::{Decrypt, OwnedTarget, Prepared, Recorded};
 use super::{RestoreError, Target, blocking, sibling_name};
 use crate::api::Compression;
@@ -10,6 +13,8 @@ use crate::consts::s3_metadata;
 use crate::naming::validate_snapshot_name;
 use crate::snapshot::crypt::EncryptionKey;
 use crate::storage::s3::S3Store;
+use bytes::Bytes;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Removes a downloaded file on drop unless taken over.
@@ -71,6 +76,13 @@ pub(super) async fn prepare(
             .unwrap_or(Path::new("."))
             .to_path_buf(),
     };
+    let compression = Compression::from_name(name);
+    if compression != Compression::Zip {
+        let mut prepared = stream(store, name, &location, decrypt, recorded, target).await?;
+        prepared.checks_mut().metadata = store.get_extra_metadata(name).await.ok().flatten();
+        return Ok(prepared);
+    }
+    // A k3s zip needs seeking: downloaded first, then checked like a local file.
     let dl_path = sibling_name(&dir.join(name), "download");
     let mut download = Download(Some(dl_path.clone()));
     // A scratch file: it is fsynced only if it becomes the caller's file (below).
@@ -79,7 +91,6 @@ pub(super) async fn prepare(
     compare(&location, &downloaded.sha256, &recorded)?;
     let metadata = store.get_extra_metadata(name).await.ok().flatten();
 
-    let compression = Compression::from_name(name);
     // Neither compressed nor encrypted: checked in place, the download itself is the result.
     let in_place = compression == Compression::None && !decrypt.encrypted();
     let owned_target = OwnedTarget::from(target);
@@ -122,4 +133,60 @@ pub(super) async fn prepare(
         }
     }
     Ok(prepared)
+}
+
+/// Chunks in flight between the download and the checks (a few MiB at most).
+const STREAM_CHUNKS: usize = 64;
+
+/// Download and check in one pass: the body goes straight from S3 through the checks
+/// ([`check_stream`]) into the plain snapshot at `target`; the stored bytes never touch the disk.
+/// A download error wins over whatever the checks made of the cut-short stream.
+async fn stream(
+    store: &S3Store,
+    name: &str,
+    location: &str,
+    decrypt: Decrypt,
+    recorded: Vec<Recorded>,
+    target: Target<'_>,
+) -> Result<Prepared, RestoreError> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(STREAM_CHUNKS);
+    let compression = Compression::from_name(name);
+    let target = OwnedTarget::from(target);
+    let display = location.to_string();
+    let checks = blocking(move || {
+        check_stream(
+            ChannelReader {
+                rx,
+                current: Bytes::new(),
+            },
+            &display,
+            compression,
+            &decrypt,
+            &recorded,
+            &target,
+        )
+    });
+    let (downloaded, checked) = tokio::join!(store.download_stream(name, tx), checks);
+    downloaded?;
+    checked
+}
+
+/// The downloaded chunks as a blocking [`Read`]; the end of the channel is the end of the data.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
 }

@@ -1,7 +1,7 @@
 //! `save`: the one-pass pipeline.
 //!
 //! ```text
-//! etcd stream --(reader task: trailer check, 1 MiB batches)--> [chan 4]
+//! etcd stream --(reader task: trailer check, 512 KiB batches)--> [chan 4]
 //!   --> transform thread (zstd, encryption, sha256 of stored bytes) --> [chan 4 per copy]
 //!        --> local writer task (temp file)      } committed only when the stream is complete,
 //!        --> S3 multipart upload task           } etcd's hash matches, and that copy succeeded
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Size of the batches passed between the stages.
-const BATCH: usize = 1 << 20;
+const BATCH: usize = 512 << 10;
 /// Batches in flight per channel (peak RSS is about (2 + copies) × DEPTH × BATCH plus the S3
 /// part buffers; see `storage::s3`).
 const DEPTH: usize = 2;
@@ -375,7 +375,7 @@ async fn commit(writer: Writer, req: &SaveRequest, sha256: &str) -> Result<(), S
     }
 }
 
-/// Read the etcd stream to the end, checking the trailer, and pass 1 MiB batches on. Returns the
+/// Read the etcd stream to the end, checking the trailer, and pass 512 KiB batches on. Returns the
 /// raw size.
 async fn read_stream(
     stream: &mut etcd_client::SnapshotStreaming,
@@ -458,7 +458,7 @@ impl Output {
             .retain(|tx| tx.blocking_send(data.clone()).is_ok());
     }
 
-    /// Pass on (compressed) bytes; with encryption they leave in batches of about 1 MiB.
+    /// Pass on (compressed) bytes; with encryption they leave in batches of about 512 KiB.
     fn push(&mut self, data: Bytes) -> Result<(), SnapshotError> {
         let ready = match self.seal.as_mut() {
             None => Some(data),

@@ -43,13 +43,20 @@ use std::time::{Duration, SystemTime};
 use tokio::io::AsyncWriteExt;
 use tokio::task::JoinSet;
 
-/// Size of an upload part (S3's minimum is 5 MiB, except for the last part).
-pub const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Size of an upload part (S3's minimum, except for the last part: the least memory per part).
+pub const PART_SIZE: usize = 5 * 1024 * 1024;
 /// S3's limit on the number of parts of one upload.
 pub const MAX_PARTS: i32 = 10_000;
-/// The part size doubles after every this many parts, so 10,000 parts hold far more than S3's
-/// 5 TiB object limit while snapshots up to ~8 GB keep 8 MiB parts.
+/// The first this many parts are [`PART_SIZE`]: 1,700 × 5 MiB = 8.9 GB holds a snapshot of
+/// etcd's largest quota (8 GiB) uncompressed, so every real snapshot has small flat parts.
+pub const SMALL_PARTS: i32 = 1_700;
+/// Parts after the first [`SMALL_PARTS`] start at this size...
+pub const LARGE_PART_SIZE: usize = 64 * 1024 * 1024;
+/// ...and double after every this many parts, so 10,000 parts hold more than S3's 5 TiB object
+/// limit.
 pub const PARTS_PER_SIZE_STEP: i32 = 1_000;
+/// S3's largest part.
+pub const MAX_PART_SIZE: usize = 5 * 1024 * 1024 * 1024;
 /// Parts uploading at once; with the part being filled, at most three parts are in memory.
 pub const MAX_PARTS_IN_FLIGHT: usize = 2;
 /// HeadObject requests in flight while listing.
@@ -227,10 +234,14 @@ pub fn content_type(name: &str) -> &'static str {
     }
 }
 
-/// Size of part number `part` (1-based): [`PART_SIZE`], doubled every [`PARTS_PER_SIZE_STEP`].
+/// Size of part number `part` (1-based): [`PART_SIZE`] for the first [`SMALL_PARTS`], then
+/// [`LARGE_PART_SIZE`] doubled every [`PARTS_PER_SIZE_STEP`], at most [`MAX_PART_SIZE`].
 pub fn part_size(part: i32) -> usize {
-    let step = ((part.max(1) - 1) / PARTS_PER_SIZE_STEP).min(16) as u32;
-    PART_SIZE << step
+    if part <= SMALL_PARTS {
+        return PART_SIZE;
+    }
+    let step = ((part - SMALL_PARTS - 1) / PARTS_PER_SIZE_STEP).min(16) as u32;
+    (LARGE_PART_SIZE << step).min(MAX_PART_SIZE)
 }
 
 /// `key` percent-encoded for `x-amz-copy-source` (`/` kept).
@@ -537,6 +548,46 @@ impl S3Store {
     /// and removed (a restore's download), where the fsync would only cost time.
     pub async fn download_scratch(&self, name: &str, dest: &Path) -> Result<Downloaded, S3Error> {
         self.download_to(name, dest, false).await
+    }
+
+    /// Stream snapshot `name` into `tx` chunk by chunk as it arrives (no file, no hashing: the
+    /// receiver does both). Returns the size. Stops early when the receiver is gone; a body
+    /// shorter than S3 announced is an error.
+    pub async fn download_stream(
+        &self,
+        name: &str,
+        tx: tokio::sync::mpsc::Sender<Bytes>,
+    ) -> Result<u64, S3Error> {
+        let key = self.key_of(name)?;
+        let out = self
+            .client()
+            .get_object()
+            .bucket(self.bucket())
+            .key(&key)
+            .customize()
+            .config_override(self.per_attempt())
+            .send()
+            .await
+            .map_err(|e| self.classify("GetObject", &key, e))?;
+        let expected = out.content_length().filter(|n| *n >= 0).map(|n| n as u64);
+        let mut body = out.body;
+        let mut size = 0u64;
+        while let Some(chunk) = self.next_chunk(&mut body, &key).await? {
+            size += chunk.len() as u64;
+            if tx.send(chunk).await.is_err() {
+                return Ok(size);
+            }
+        }
+        if let Some(expected) = expected
+            && expected != size
+        {
+            return Err(S3Error::Request {
+                op: "GetObject",
+                key,
+                reason: format!("received {size} bytes, S3 announced {expected}"),
+            });
+        }
+        Ok(size)
     }
 
     async fn download_to(
@@ -1596,12 +1647,18 @@ mod tests {
     #[test]
     fn part_size_grows_so_ten_thousand_parts_hold_five_tib() {
         assert_eq!(part_size(1), PART_SIZE);
-        assert_eq!(part_size(PARTS_PER_SIZE_STEP), PART_SIZE);
-        assert_eq!(part_size(PARTS_PER_SIZE_STEP + 1), 2 * PART_SIZE);
+        assert_eq!(part_size(SMALL_PARTS), PART_SIZE);
+        assert_eq!(part_size(SMALL_PARTS + 1), LARGE_PART_SIZE);
+        assert_eq!(
+            part_size(SMALL_PARTS + PARTS_PER_SIZE_STEP + 1),
+            2 * LARGE_PART_SIZE
+        );
+        const { assert!(PART_SIZE >= 5 * 1024 * 1024, "S3's minimum part size") };
+        assert!((1..=MAX_PARTS).all(|p| part_size(p) <= MAX_PART_SIZE));
         let total: u64 = (1..=MAX_PARTS).map(|p| part_size(p) as u64).sum();
         assert!(total > 5 * 1024 * 1024 * 1024 * 1024, "{total}");
-        // A snapshot of 8 GB (etcd's suggested maximum) keeps 8 MiB parts.
-        assert!(PARTS_PER_SIZE_STEP as u64 * PART_SIZE as u64 >= 8_000_000_000);
+        // A snapshot of etcd's largest quota (8 GiB), even uncompressed, keeps the small parts.
+        const { assert!(SMALL_PARTS as u64 * PART_SIZE as u64 >= 8 * 1024 * 1024 * 1024) };
     }
 
     #[test]
