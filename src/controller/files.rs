@@ -170,24 +170,14 @@ async fn release_unreachable(
             (grace - waited).min(Duration::from_secs(60)) + Duration::from_millis(200),
         ));
     }
-    remove_finalizer(api, esf)
-        .await
-        .map_err(ControllerError::kube("releasing the finalizer"))?;
     ctx.metrics.record_failure(Storage::S3, error.reason());
-    ctx.events
-        .publish(
-            esf,
-            true,
-            consts::REASON_DELETED,
-            "Delete",
-            format!(
-                "Snapshot {} was NOT deleted from S3: {error} (waited {}s); released the record and left the object at {}",
-                esf.spec.snapshot_name,
-                waited.as_secs(),
-                esf.spec.location
-            ),
-        )
-        .await;
+    let note = format!(
+        "Snapshot {} was NOT deleted from S3: {error} (waited {}s); released the record and left the object at {}",
+        esf.spec.snapshot_name,
+        waited.as_secs(),
+        esf.spec.location
+    );
+    release(esf, api, ctx, note).await?;
     Ok(Action::await_change())
 }
 
@@ -222,21 +212,11 @@ async fn release_if_node_gone(
         // The agent will handle it; look again later in case the node goes away.
         return Ok(Action::requeue(Duration::from_secs(60)));
     }
-    remove_finalizer(api, esf)
-        .await
-        .map_err(ControllerError::kube("releasing the finalizer"))?;
-    ctx.events
-        .publish(
-            esf,
-            true,
-            consts::REASON_DELETED,
-            "Delete",
-            format!(
-                "Node {node} no longer exists and has no agent: released the record of {}; the file, if any, was left on the node",
-                esf.spec.snapshot_name
-            ),
-        )
-        .await;
+    let note = format!(
+        "Node {node} no longer exists and has no agent: released the record of {}; the file, if any, was left on the node",
+        esf.spec.snapshot_name
+    );
+    release(esf, api, ctx, note).await?;
     Ok(Action::await_change())
 }
 
