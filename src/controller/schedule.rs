@@ -39,7 +39,6 @@ pub async fn reconcile(
     ctx: Arc<Context>,
 ) -> Result<Action, ControllerError> {
     let _timer = ctx.metrics.reconcile_started("schedule");
-    tracing::debug!(schedule = %s.name_any(), "reconcile start");
     let now = Utc::now();
     let valid = match validate(&s.spec, &ctx.namespace) {
         Ok(v) => v,
