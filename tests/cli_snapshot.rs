@@ -7,7 +7,7 @@ use eso_testenv::{EtcdCluster, EtcdOptions, EtcdVersion, S3Options, S3Server};
 use sha2::{Digest, Sha256};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use support::{cli, etcd_flags, run, s3_flags};
+use support::{cli, etcd_flags, run, s3_flags, s3_object};
 
 fn start_etcd(version: EtcdVersion, tls: bool) -> EtcdCluster {
     EtcdCluster::start(EtcdOptions {
@@ -31,29 +31,6 @@ fn saved_name(stdout: &str) -> String {
 
 fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
-}
-
-async fn s3_object(
-    s3: &S3Server,
-    bucket: &str,
-    key: &str,
-) -> (Vec<u8>, std::collections::HashMap<String, String>) {
-    let got = support::s3_client(s3)
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .expect("get object");
-    let meta = got.metadata().cloned().unwrap_or_default();
-    let body = got
-        .body
-        .collect()
-        .await
-        .expect("body")
-        .into_bytes()
-        .to_vec();
-    (body, meta)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

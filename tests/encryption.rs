@@ -19,7 +19,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{cli, etcd_flags, run, s3_flags};
+use support::{cli, etcd_flags, run, s3_flags, s3_object};
 
 const VERSION: EtcdVersion = EtcdVersion::V3_5;
 
@@ -80,29 +80,6 @@ fn one_error_line(ok: bool, stderr: &str) -> String {
     assert_eq!(lines.len(), 1, "one line expected: {stderr}");
     assert!(lines[0].starts_with("error: "), "{stderr}");
     lines[0].to_string()
-}
-
-async fn s3_object(
-    s3: &S3Server,
-    bucket: &str,
-    key: &str,
-) -> (Vec<u8>, std::collections::HashMap<String, String>) {
-    let got = support::s3_client(s3)
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .expect("get object");
-    let meta = got.metadata().cloned().unwrap_or_default();
-    let body = got
-        .body
-        .collect()
-        .await
-        .expect("body")
-        .into_bytes()
-        .to_vec();
-    (body, meta)
 }
 
 /// An etcd started on a restored data dir, stopped on drop.

@@ -95,6 +95,30 @@ pub fn s3_flags(s3: &eso_testenv::S3Server, bucket: &str, folder: &str) -> Vec<S
     ]
 }
 
+/// The bytes and user metadata of an S3 object (panics when it is missing).
+pub async fn s3_object(
+    s3: &eso_testenv::S3Server,
+    bucket: &str,
+    key: &str,
+) -> (Vec<u8>, std::collections::HashMap<String, String>) {
+    let got = s3_client(s3)
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .expect("get object");
+    let meta = got.metadata().cloned().unwrap_or_default();
+    let body = got
+        .body
+        .collect()
+        .await
+        .expect("body")
+        .into_bytes()
+        .to_vec();
+    (body, meta)
+}
+
 /// An aws-sdk-s3 client for a SeaweedFS server (plain HTTP).
 pub fn s3_client(s3: &eso_testenv::S3Server) -> aws_sdk_s3::Client {
     use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
