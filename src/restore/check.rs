@@ -6,6 +6,7 @@
 use super::fetch::{Checks, Decrypt, OwnedTarget, Prepared, Recorded};
 use super::{RestoreError, io_err, sibling_name};
 use crate::api::Compression;
+use crate::snapshot::crypt::EncryptionKey;
 use crate::snapshot::crypt::{CryptError, DecryptReader, HEADER_LEN, Header};
 use crate::snapshot::trailer::{TrailerCheck, TrailerVerifier};
 use sha2::{Digest, Sha256};
@@ -86,6 +87,34 @@ fn check_encrypted_as_named(
     }
 }
 
+/// Check the first bytes (`head`) against the name, and pick the key to decrypt with: none for
+/// a plain copy; a clear error when an encrypted copy has no key, or a zip claims to be encrypted.
+fn key_for<'a>(
+    display: &str,
+    compression: Compression,
+    decrypt: &'a Decrypt,
+    head: &[u8],
+) -> Result<Option<&'a EncryptionKey>, RestoreError> {
+    let content = Content::sniff(head);
+    check_encrypted_as_named(display, decrypt.encrypted(), content)?;
+    match decrypt {
+        Decrypt::No => {
+            check_named(display, compression, content)?;
+            Ok(None)
+        }
+        Decrypt::With(None) => Err(RestoreError::KeyRequired {
+            name: display.to_string(),
+            key_id: Header::parse(head).map_or_else(|_| "unknown".into(), |h| h.key_id.to_hex()),
+        }),
+        Decrypt::With(Some(_)) if compression == Compression::Zip => Err(decompress_err(
+            display,
+            "zip",
+            "a k3s zip is never encrypted; this file is not one of ours",
+        )),
+        Decrypt::With(Some(key)) => Ok(Some(key)),
+    }
+}
+
 fn decrypt_err(name: &str, e: CryptError) -> RestoreError {
     RestoreError::Decrypt {
         name: name.to_string(),
@@ -138,31 +167,7 @@ pub(super) fn check_local(
         .map_err(io_err("reading", path))?;
     file.seek(SeekFrom::Start(0))
         .map_err(io_err("reading", path))?;
-    let content = Content::sniff(&head);
-    check_encrypted_as_named(display, decrypt.encrypted(), content)?;
-    let key = match decrypt {
-        Decrypt::No => {
-            check_named(display, compression, content)?;
-            None
-        }
-        Decrypt::With(None) => {
-            return Err(RestoreError::KeyRequired {
-                name: display.to_string(),
-                key_id: Header::parse(&head)
-                    .map_or_else(|_| "unknown".into(), |h| h.key_id.to_hex()),
-            });
-        }
-        Decrypt::With(Some(key)) => {
-            if compression == Compression::Zip {
-                return Err(decompress_err(
-                    display,
-                    "zip",
-                    "a k3s zip is never encrypted; this file is not one of ours",
-                ));
-            }
-            Some(key)
-        }
-    };
+    let key = key_for(display, compression, decrypt, &head)?;
 
     let out = match (compression, target) {
         (Compression::None, OwnedTarget::WorkDir(_)) if key.is_none() => None,
@@ -331,27 +336,12 @@ fn stream_plain<R: Read>(
         .take(HEADER_LEN as u64)
         .read_to_end(&mut head)
         .map_err(reading)?;
-    let content = Content::sniff(&head);
-    check_encrypted_as_named(display, decrypt.encrypted(), content)?;
     if compression == Compression::Zip {
         return Err(RestoreError::Internal(
             "a k3s zip cannot be checked as a stream".into(),
         ));
     }
-    let key = match decrypt {
-        Decrypt::No => {
-            check_named(display, compression, content)?;
-            None
-        }
-        Decrypt::With(None) => {
-            return Err(RestoreError::KeyRequired {
-                name: display.to_string(),
-                key_id: Header::parse(&head)
-                    .map_or_else(|_| "unknown".into(), |h| h.key_id.to_hex()),
-            });
-        }
-        Decrypt::With(Some(key)) => Some(key),
-    };
+    let key = key_for(display, compression, decrypt, &head)?;
     let out = match target {
         OwnedTarget::WorkDir(dir) => OutFile::create(dir.join("snapshot"), None)?,
         OwnedTarget::File(f) => OutFile::create(f.clone(), Some(f.clone()))?,
