@@ -131,14 +131,14 @@ install_src_file "$src_list" "/etc/apt/sources.list.d/$DEB_SRC_BASENAME.list"
 
 if [[ $sources_changed -eq 1 ]] || ! apt-cache showsrc kubernetes 2>/dev/null | grep -q '^Version:'; then
   log "apt-get update (deb-src entries enabled)"
-  apt-get update -qq
+  apt-get -o DPkg::Lock::Timeout=900 update -qq
 fi
 
 # ---------------------------------------------------------------------------------------------
 # 2. Build dependencies and the source package.
 # ---------------------------------------------------------------------------------------------
 log "installing build packages"
-apt-get install -y -qq --no-install-recommends dpkg-dev golang-go rsync make patch \
+apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends dpkg-dev golang-go rsync make patch \
   golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev >/dev/null
 
 available=$(apt-cache showsrc kubernetes | sed -n 's/^Version: //p' | sort -u)

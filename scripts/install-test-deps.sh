@@ -29,7 +29,7 @@ apt_install() {
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$apt_updated" = 0 ]; then
     log "apt-get update"
-    apt-get update -qq
+    apt-get -o DPkg::Lock::Timeout=900 update -qq
     apt_updated=1
   fi
   log "apt-get install ${missing[*]}"
@@ -40,7 +40,7 @@ apt_install() {
     chmod +x "$policy"
     created_policy=1
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   [ "$created_policy" = 1 ] && rm -f "$policy"
   return 0
 }
