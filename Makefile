@@ -1,6 +1,9 @@
 # etcd-snapshot-operator — developer entry points.
 #   make test       install the test environment if missing, then fmt, clippy and every test
-#   make test-deps  only install the test environment (etcd 3.4/3.5, SeaweedFS, kube-apiserver)
+#   make test-deps  only install the test environment (etcd 3.4/3.5, SeaweedFS, kube-apiserver,
+#                   the e2e cluster's kubelet/containerd/... )
+#   make e2e        only the end-to-end tier (tests/e2e*.rs): a real single-node Kubernetes in a
+#                   network namespace (scripts/e2e-cluster.sh); root; `make test` runs it too
 #   make crds       regenerate crds/ from the Rust types (and the chart's copy, and deploy/)
 #   make chart      render the chart with default values into deploy/etcd-snapshot-operator.yaml
 #   make build      release build of the etcd-snapshot binary
@@ -18,13 +21,16 @@ BENCH_SIZE ?= 256MiB
 BENCH_RUNS ?= 5
 BENCH_TARGET_DIR = $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: test test-deps lint crds chart build demo bench bench-snapshot bench-controller
+.PHONY: test test-deps e2e lint crds chart build demo bench bench-snapshot bench-controller
 
 test: test-deps lint
 	$(CARGO) test --workspace --all-targets --locked
 
 test-deps:
 	scripts/install-test-deps.sh
+
+e2e: test-deps
+	$(CARGO) test --locked --test 'e2e*' -- --nocapture
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # A real single-node Kubernetes v1.20 cluster for the end-to-end tier, in a network namespace of its
 # own, laid out as kubeadm lays out a control-plane node (certificates under
-# DIR/etc/kubernetes/pki). See /work/shared/E2E-CLUSTER.md-style notes in README (Development).
+# DIR/etc/kubernetes/pki). README.md (Development) says how the tests use it.
 #
+#   scripts/e2e-cluster.sh claim DIR   wait until no other e2e cluster is up, then claim the machine
+#                                      for DIR (`up` claims too; a test claims first to record the
+#                                      machine's state before anything is made)
 #   scripts/e2e-cluster.sh up DIR      start it; prints KEY=VALUE lines (kubeconfig, node, ...)
-#   scripts/e2e-cluster.sh down DIR    stop it and leave the machine as it was (safe to run twice)
-#   scripts/e2e-cluster.sh guard DIR   block; on SIGTERM/SIGINT/SIGHUP run `down DIR` (a watchdog
-#                                      a test starts with a parent-death signal)
+#   scripts/e2e-cluster.sh down DIR    stop it, leave the machine as it was (safe to run twice), check
+#                                      nothing of it is left, release the claim (kept with
+#                                      ESO_E2E_KEEP_CLAIM=1, so a test can check the machine first)
+#   scripts/e2e-cluster.sh release DIR release the claim
+#   scripts/e2e-cluster.sh guard DIR   block until stdin closes (or SIGTERM), then run `down DIR`:
+#                                      the watchdog a test feeds from a pipe
 #   scripts/e2e-cluster.sh exec DIR CMD...   run CMD in the node's network namespace
 #   scripts/e2e-cluster.sh import DIR FILE   import a docker-archive image tar into the node
 #
@@ -343,6 +349,22 @@ do_down() {
   return 0
 }
 
+verify_clean() { # WARNING lines for anything of this cluster still on the machine
+  local p cmd
+  [[ -e /run/netns/$NETNS ]] && log "WARNING: network namespace $NETNS still exists"
+  ip link show "$VETH_HOST" >/dev/null 2>&1 && log "WARNING: link $VETH_HOST still exists"
+  [[ -n $(our_mounts) ]] && log "WARNING: still mounted: $(our_mounts | tr '\n' ' ')"
+  [[ -n $(cgroup_dirs) ]] && log "WARNING: cgroups left: $(cgroup_dirs | tr '\n' ' ')"
+  [[ -n $(shim_pids) ]] && log "WARNING: containerd shims left: $(shim_pids | tr '\n' ' ')"
+  for p in /proc/[0-9]*; do
+    cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+    if [[ $cmd == *"$DIR"* && $cmd != *e2e-cluster.sh* ]]; then
+      log "WARNING: process left: ${p#/proc/} $cmd"
+    fi
+  done
+  return 0
+}
+
 release_active() { # drop the machine-wide record when it names DIR
   if [[ -f $ACTIVE ]] && [[ $(sed -n 's/^dir=//p' "$ACTIVE") == "$DIR" ]]; then
     rm -f "$ACTIVE"
@@ -364,7 +386,10 @@ take_machine() { # wait for / clean up another cluster, then record ours as the 
       odir=$(sed -n 's/^dir=//p' "$ACTIVE")
       opid=$(sed -n 's/^owner=//p' "$ACTIVE")
       ostart=$(sed -n 's/^owner_start=//p' "$ACTIVE")
-      if [[ $odir != "$DIR" ]] && owner_alive "$opid" "$ostart"; then
+      if [[ $odir == "$DIR" ]]; then
+        return 0 # claimed already
+      fi
+      if [[ $opid != "$owner" ]] && owner_alive "$opid" "$ostart"; then
         exec 9>&-
         ((waited == 0)) && log "another e2e cluster ($odir, owner PID $opid) is up: waiting up to ${limit}s"
         ((waited >= limit)) && die "another e2e cluster ($odir, owner PID $opid) is still up after ${limit}s"
@@ -372,7 +397,7 @@ take_machine() { # wait for / clean up another cluster, then record ours as the 
         waited=$((waited + 5))
         continue
       fi
-      log "tearing down the stale e2e cluster $odir (its owner PID $opid is gone)"
+      log "tearing down the stale e2e cluster $odir (its owner PID $opid is gone or is us)"
       (DIR=$odir PKI=$odir/etc/kubernetes/pki SOCK=$odir/run/containerd/containerd.sock STATE=$odir/state do_down)
       rm -f "$ACTIVE"
     fi
@@ -672,22 +697,33 @@ EOF
 }
 
 case $CMD in
+claim)
+  check_binaries
+  take_machine
+  ;;
 up) do_up ;;
 down)
   exec 9>"$LOCK"
   flock 9
   t0=$(date +%s)
   do_down
-  release_active
+  verify_clean
+  [[ ${ESO_E2E_KEEP_CLAIM:-} == 1 ]] || release_active
   log "down in $(($(date +%s) - t0))s"
   ;;
+release)
+  exec 9>"$LOCK"
+  flock 9
+  release_active
+  ;;
 guard)
-  # Started by a test with a parent-death signal: when the test process dies, tear down.
-  trap '"$0" down "$DIR"; exit 0' TERM INT HUP
-  while :; do
-    sleep 3600 &
-    wait $! || true
-  done
+  # Started by a test with its stdin a pipe from the test process: when the pipe closes (the
+  # handle is dropped, or the test process dies in any way), tear down. Ctrl-C reaches the whole
+  # process group: ignore it here, the closing pipe follows.
+  trap '' INT HUP
+  trap 'ESO_E2E_KEEP_CLAIM=0 exec "$0" down "$DIR"' TERM
+  while read -r _; do :; done
+  ESO_E2E_KEEP_CLAIM=0 exec "$0" down "$DIR"
   ;;
 exec) exec "${NSENTER[@]}" "$@" ;;
 import)

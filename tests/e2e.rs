@@ -1,0 +1,232 @@
+//! The end-to-end tier: a real single-node Kubernetes v1.20 cluster (kubelet, containerd, stock
+//! kube-apiserver, controller-manager, scheduler, kube-proxy, etcd with kubeadm's certificates) in
+//! a network namespace of its own (`scripts/e2e-cluster.sh`). The cluster is heavy, so this binary
+//! starts one and runs its scenarios in sequence; then it proves the machine is as it was.
+//! Needs root (it says `SKIPPED: not root` otherwise).
+
+mod support;
+
+use eso_testenv::cluster::docker_archive;
+use eso_testenv::{Cluster, HostState};
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use kube::api::{Api, LogParams, PostParams};
+use kube::{Client, ResourceExt};
+use std::time::{Duration, Instant};
+
+const NS: &str = "default";
+const PAUSE_IMAGE: &str = "localhost/eso-e2e/pause:3.4";
+const ETCDCTL_IMAGE: &str = "localhost/eso-e2e/etcdctl:test";
+/// Pods must tolerate the control-plane taint kubeadm 1.20 puts on the only node.
+const TOLERATE_MASTER: &str =
+    r#"[{"key":"node-role.kubernetes.io/master","operator":"Exists","effect":"NoSchedule"}]"#;
+
+#[test]
+fn e2e_cluster_runs_pods_reaches_etcd_and_leaves_the_machine_as_it_was() {
+    let Some(mut cluster) = Cluster::claim().expect("claim the machine for the e2e cluster") else {
+        return; // not root: SKIPPED printed
+    };
+    let before = HostState::capture();
+
+    let t = Instant::now();
+    cluster.up().expect("e2e cluster up");
+    eprintln!("e2e: cluster up in {:.1?}", t.elapsed());
+
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    rt.block_on(scenarios(&cluster));
+
+    let t = Instant::now();
+    cluster.down().expect("e2e cluster down leaves nothing");
+    eprintln!("e2e: cluster down in {:.1?}", t.elapsed());
+    let diff = HostState::capture().diff(&before);
+    assert!(
+        diff.is_empty(),
+        "the machine is not as it was before the cluster:\n{}",
+        diff.join("\n")
+    );
+}
+
+async fn scenarios(cluster: &Cluster) {
+    let client = support::client_from(&cluster.kubeconfig()).await;
+    let t = Instant::now();
+    node_is_a_kubeadm_control_plane_node(cluster, &client).await;
+    pod_network_pod_runs(&client).await;
+    eprintln!("e2e: pod network pod Running in {:.1?}", t.elapsed());
+    let t = Instant::now();
+    host_network_pod_reads_etcd_with_kubeadm_client_cert(cluster, &client).await;
+    eprintln!("e2e: hostNetwork etcdctl pod in {:.1?}", t.elapsed());
+    let t = Instant::now();
+    pod_reaches_a_cluster_ip_through_kube_proxy(cluster, &client).await;
+    eprintln!("e2e: ClusterIP through kube-proxy in {:.1?}", t.elapsed());
+}
+
+/// The node carries kubeadm 1.20's control-plane labels and taint, so the chart's agent
+/// DaemonSet (nodeSelector + tolerations) lands on it.
+async fn node_is_a_kubeadm_control_plane_node(cluster: &Cluster, client: &Client) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = nodes.get(cluster.node_name()).await.expect("get node");
+    let labels = node.labels();
+    for label in [
+        "node-role.kubernetes.io/control-plane",
+        "node-role.kubernetes.io/master",
+    ] {
+        assert!(labels.contains_key(label), "node lacks label {label}");
+    }
+    let taints = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default();
+    assert!(
+        taints
+            .iter()
+            .any(|t| t.key == "node-role.kubernetes.io/master" && t.effect == "NoSchedule"),
+        "node lacks the master NoSchedule taint: {taints:?}"
+    );
+}
+
+/// A pod on the bridge network (sandbox from the self-built pause image, CNI address).
+async fn pod_network_pod_runs(client: &Client) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let pod = pod_from_json(&format!(
+        r#"{{"metadata":{{"name":"pause"}},"spec":{{"tolerations":{TOLERATE_MASTER},
+            "containers":[{{"name":"pause","image":"{PAUSE_IMAGE}","imagePullPolicy":"Never"}}]}}}}"#
+    ));
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create pause pod");
+    let pod = wait_pod(&pods, "pause", |phase| phase == "Running").await;
+    let ip = pod
+        .status
+        .and_then(|s| s.pod_ip)
+        .expect("running pod has an IP");
+    assert!(ip.starts_with("10.203.128."), "pod IP {ip} is not from the CNI range");
+}
+
+/// A hostNetwork pod reads the node's etcd at 127.0.0.1:2379 with kubeadm's healthcheck client
+/// certificate from the host path, as the operator's agent will; its log is read through
+/// kube-apiserver -> kubelet.
+async fn host_network_pod_reads_etcd_with_kubeadm_client_cert(cluster: &Cluster, client: &Client) {
+    import_etcdctl_image(cluster);
+    let pki = cluster.etcd_pki_dir();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let pod = pod_from_json(&format!(
+        r#"{{"metadata":{{"name":"etcdctl-host"}},"spec":{{"hostNetwork":true,"restartPolicy":"Never",
+            "tolerations":{TOLERATE_MASTER},
+            "volumes":[{{"name":"pki","hostPath":{{"path":"{pki}","type":"Directory"}}}}],
+            "containers":[{{"name":"etcdctl","image":"{ETCDCTL_IMAGE}","imagePullPolicy":"Never",
+              "args":["--endpoints=https://127.0.0.1:2379","--cacert=/pki/ca.crt",
+                "--cert=/pki/healthcheck-client.crt","--key=/pki/healthcheck-client.key",
+                "get","--prefix","--keys-only","/registry/namespaces/"],
+              "volumeMounts":[{{"name":"pki","mountPath":"/pki","readOnly":true}}]}}]}}}}"#,
+        pki = pki.display()
+    ));
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create hostNetwork etcdctl pod");
+    wait_pod(&pods, "etcdctl-host", |phase| phase == "Succeeded").await;
+    let log = pods
+        .logs("etcdctl-host", &LogParams::default())
+        .await
+        .expect("read the pod's log through kubelet");
+    assert!(
+        log.contains("/registry/namespaces/kube-system"),
+        "etcdctl did not list the cluster's own namespaces:\n{log}"
+    );
+}
+
+/// A pod on the bridge network reaches a ClusterIP Service (DNAT by kube-proxy's iptables rules)
+/// whose endpoint is the node's etcd, as pods reach the API server's `kubernetes` Service.
+async fn pod_reaches_a_cluster_ip_through_kube_proxy(cluster: &Cluster, client: &Client) {
+    let services: Api<Service> = Api::namespaced(client.clone(), NS);
+    let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), NS);
+    let svc: Service = serde_json::from_str(
+        r#"{"metadata":{"name":"node-etcd"},"spec":{"ports":[{"name":"client","port":2379,"protocol":"TCP"}]}}"#,
+    )
+    .expect("Service JSON");
+    let svc = services
+        .create(&PostParams::default(), &svc)
+        .await
+        .expect("create Service");
+    let ep: Endpoints = serde_json::from_str(&format!(
+        r#"{{"metadata":{{"name":"node-etcd"}},"subsets":[{{"addresses":[{{"ip":"{}"}}],
+            "ports":[{{"name":"client","port":2379,"protocol":"TCP"}}]}}]}}"#,
+        cluster.node_ip()
+    ))
+    .expect("Endpoints JSON");
+    endpoints
+        .create(&PostParams::default(), &ep)
+        .await
+        .expect("create Endpoints");
+    let cluster_ip = svc
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("Service has a ClusterIP");
+    let pki = cluster.etcd_pki_dir();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    // The server certificate does not name the ClusterIP; the client certificate still has to be
+    // accepted, so the request proves the path end to end.
+    let pod = pod_from_json(&format!(
+        r#"{{"metadata":{{"name":"etcdctl-svc"}},"spec":{{"restartPolicy":"Never",
+            "tolerations":{TOLERATE_MASTER},
+            "volumes":[{{"name":"pki","hostPath":{{"path":"{pki}","type":"Directory"}}}}],
+            "containers":[{{"name":"etcdctl","image":"{ETCDCTL_IMAGE}","imagePullPolicy":"Never",
+              "args":["--endpoints=https://{cluster_ip}:2379","--insecure-skip-tls-verify",
+                "--cacert=/pki/ca.crt","--cert=/pki/healthcheck-client.crt",
+                "--key=/pki/healthcheck-client.key","--command-timeout=20s","endpoint","health"],
+              "volumeMounts":[{{"name":"pki","mountPath":"/pki","readOnly":true}}]}}]}}}}"#,
+        pki = pki.display()
+    ));
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create etcdctl Service pod");
+    let pod = wait_pod(&pods, "etcdctl-svc", |phase| {
+        phase == "Succeeded" || phase == "Failed"
+    })
+    .await;
+    let log = pods
+        .logs("etcdctl-svc", &LogParams::default())
+        .await
+        .unwrap_or_default();
+    let phase = pod.status.and_then(|s| s.phase).unwrap_or_default();
+    assert_eq!(phase, "Succeeded", "etcdctl through {cluster_ip}:2379 failed:\n{log}");
+}
+
+/// An image holding only the static `etcdctl` 3.5 binary (entrypoint), imported into the node.
+fn import_etcdctl_image(cluster: &Cluster) {
+    let etcdctl = eso_testenv::EtcdVersion::V3_5
+        .etcdctl()
+        .expect("etcdctl 3.5 installed");
+    let work = tempfile::tempdir().expect("temp dir");
+    let rootfs = work.path().join("rootfs");
+    std::fs::create_dir_all(&rootfs).expect("rootfs dir");
+    std::fs::copy(&etcdctl, rootfs.join("etcdctl")).expect("copy etcdctl");
+    let tar = work.path().join("etcdctl.tar");
+    docker_archive(&rootfs, ETCDCTL_IMAGE, &tar, &["/etcdctl"]).expect("pack etcdctl image");
+    cluster.import_image(&tar).expect("import etcdctl image");
+}
+
+fn pod_from_json(json: &str) -> Pod {
+    serde_json::from_str(json).expect("pod JSON")
+}
+
+/// Poll the pod until `done(phase)`; generous timeout (a busy 2-core machine).
+async fn wait_pod(pods: &Api<Pod>, name: &str, done: impl Fn(&str) -> bool) -> Pod {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let pod = pods.get(name).await.expect("get pod");
+        let phase = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
+        if done(&phase) {
+            return pod;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pod {name} still {phase:?} after 180 s: {:?}",
+            pod.status
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
