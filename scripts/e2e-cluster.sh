@@ -52,8 +52,10 @@ HOST_SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_
   kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
 # Fixed host paths kubelet, containerd and iproute2 create when missing (removed again by `down`
 # when they were absent before `up` and are empty after).
+# kubelet 1.20's device-plugin directory is fixed (not under --root-dir).
 HOST_DIRS=(/var/log/pods /var/log/containers /var/lib/cni/results /var/lib/cni /run/containerd/s
-  /run/containerd /run/netns)
+  /run/containerd /run/netns /var/lib/kubelet/device-plugins /var/lib/kubelet)
+DEVICE_PLUGIN_FILES=(kubelet.sock DEPRECATION kubelet_internal_checkpoint)
 
 log() { printf '[e2e-cluster] %s\n' "$*" >&2; }
 die() { printf '[e2e-cluster] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -105,10 +107,14 @@ start() {
   echo $! >"$DIR/run/$name.pid"
 }
 
+alive() { # PID -> success while it runs (a zombie waiting for init to reap it is dead)
+  [[ -d /proc/$1 ]] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null
+}
+
 running() { # NAME -> success while its process lives
   local pid
   pid=$(cat "$DIR/run/$1.pid" 2>/dev/null) || return 1
-  [[ -d /proc/$pid ]] && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null
+  alive "$pid"
 }
 
 check_running() { # NAME -> die with its log tail if it has exited
@@ -125,16 +131,16 @@ stop() {
   local name=$1 grace=$2 pid i
   pid=$(cat "$DIR/run/$name.pid" 2>/dev/null) || return 0
   if [[ -d /proc/$pid ]]; then
-    if tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$DIR"; then
-      kill -TERM "$pid" 2>/dev/null || true
+    if tr '\0' '\n' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- "$DIR"; then
+      ((grace == 0)) || kill -TERM "$pid" 2>/dev/null || true
       for ((i = 0; i < grace * 10; i++)); do
-        [[ -d /proc/$pid ]] || break
+        alive "$pid" || break
         sleep 0.1
       done
       kill -KILL "$pid" 2>/dev/null || true
-      for ((i = 0; i < 50; i++)); do
-        [[ -d /proc/$pid ]] || break
-        sleep 0.1
+      for ((i = 0; i < 100; i++)); do
+        alive "$pid" || break
+        sleep 0.05
       done
     fi
   fi
@@ -234,7 +240,7 @@ kill_cgroup_procs() {
 shim_pids() { # containerd shims started by our containerd (they outlive it)
   local p
   for p in /proc/[0-9]*; do
-    tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q -- "containerd-shim.* -address $SOCK " && echo "${p#/proc/}"
+    tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -q -- "containerd-shim.* -address $SOCK " && echo "${p#/proc/}"
   done
   return 0
 }
@@ -264,8 +270,10 @@ do_down() {
   set +e # best effort: every step runs whatever failed before it
   [[ -d $DIR ]] || { log "$DIR does not exist: nothing to tear down there"; }
 
+  # Nothing here needs a graceful stop (all state goes, and the API server takes seconds to
+  # shut down gracefully): SIGKILL (grace 0).
   # 1. kubelet first (it would restart what we kill), then every pod process (our cgroups).
-  stop kubelet 10
+  stop kubelet 0
   kill_cgroup_procs
   # 2. Shims: note their sockets (under the fixed /run/containerd/s), kill them, remove the sockets.
   for f in "$DIR"/run/containerd/io.containerd.runtime.v2.task/*/*/address; do
@@ -273,18 +281,18 @@ do_down() {
     sock=$(sed 's#^unix://##' "$f")
     [[ $sock == /run/containerd/s/* ]] && echo "$sock" >>"$STATE/shim-sockets" 2>/dev/null
   done
-  stop containerd 10
+  stop containerd 0
   for pid in $(shim_pids); do kill -KILL "$pid" 2>/dev/null || true; done
   for ((i = 0; i < 50; i++)); do [[ -z $(shim_pids) ]] && break; sleep 0.1; done
   if [[ -f $STATE/shim-sockets ]]; then
     sort -u "$STATE/shim-sockets" | while read -r sock; do rm -f "$sock"; done
   fi
   # 3. The control plane.
-  stop kube-proxy 5
-  stop kube-scheduler 5
-  stop kube-controller-manager 5
-  stop kube-apiserver 10
-  stop etcd 10
+  stop kube-proxy 0
+  stop kube-scheduler 0
+  stop kube-controller-manager 0
+  stop kube-apiserver 0
+  stop etcd 0
   kill_cgroup_procs
 
   # 4. Files kubelet and containerd wrote outside DIR: logs of our pods, CNI result caches.
@@ -342,6 +350,9 @@ do_down() {
         [[ -z $(ls -A /run/netns) ]] || continue
         while mountpoint -q /run/netns; do umount /run/netns 2>/dev/null || umount -l /run/netns || break; done
       fi
+      if [[ $d == /var/lib/kubelet/device-plugins ]]; then
+        for f in "${DEVICE_PLUGIN_FILES[@]}"; do rm -f "$d/$f"; done
+      fi
       rmdir "$d" 2>/dev/null || true
     done <"$STATE/absent-dirs"
   fi
@@ -357,7 +368,7 @@ verify_clean() { # WARNING lines for anything of this cluster still on the machi
   [[ -n $(cgroup_dirs) ]] && log "WARNING: cgroups left: $(cgroup_dirs | tr '\n' ' ')"
   [[ -n $(shim_pids) ]] && log "WARNING: containerd shims left: $(shim_pids | tr '\n' ' ')"
   for p in /proc/[0-9]*; do
-    cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+    cmd=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline") || continue
     if [[ $cmd == *"$DIR"* && $cmd != *e2e-cluster.sh* ]]; then
       log "WARNING: process left: ${p#/proc/} $cmd"
     fi
@@ -580,6 +591,10 @@ setup_network() {
   # Both are per network namespace on this kernel: set inside only.
   "${NSENTER[@]}" sysctl -qw net.ipv4.ip_forward=1
   "${NSENTER[@]}" sysctl -qw net.bridge.bridge-nf-call-iptables=1
+  # The host reaches pods and ClusterIPs through the node (these routes go with the veth), and
+  # pods reach servers a test runs on HOST_IP (e.g. S3).
+  ip route add "$POD_CIDR" via "$NODE_IP" dev "$VETH_HOST"
+  ip route add "$SERVICE_CIDR" via "$NODE_IP" dev "$VETH_HOST"
 }
 
 setup_cgroups() { # kubelet requires its --cgroup-root to exist in every hierarchy
@@ -606,6 +621,7 @@ do_up() {
   trap 'rc=$?; if ((rc != 0)); then log "up failed: tearing down"; do_down; release_active; fi; exit $rc' EXIT
   check_subnet
 
+  [[ ! -e $DIR/var/lib/etcd ]] || die "$DIR holds a previous cluster: use a fresh directory"
   mkdir -p "$DIR" "$DIR/logs" "$DIR/run" "$STATE"
   : >"$STATE/absent-dirs"
   for d in "${HOST_DIRS[@]}"; do [[ -e $d ]] || echo "$d" >>"$STATE/absent-dirs"; done

@@ -191,6 +191,12 @@ impl Cluster {
         self.var("NODE_IP")
     }
 
+    /// The host's end of the veth pair: a server a test starts on this address (e.g. S3) is
+    /// reachable from every pod. The host reaches pod IPs and ClusterIPs directly.
+    pub fn host_ip(&self) -> &str {
+        self.var("HOST_IP")
+    }
+
     /// kubeadm's etcd PKI directory of the node: `ca.crt`, `ca.key`, `server.*`, `peer.*`,
     /// `healthcheck-client.*`. Mount it with a hostPath volume (kubelet runs in the host's mount
     /// namespace). etcd listens on `https://127.0.0.1:2379` inside the node's network namespace
