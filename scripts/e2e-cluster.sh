@@ -736,10 +736,21 @@ guard)
   # Started by a test with its stdin a pipe from the test process: when the pipe closes (the
   # handle is dropped, or the test process dies in any way), tear down. Ctrl-C reaches the whole
   # process group: ignore it here, the closing pipe follows.
+  # A clean teardown also removes DIR (unless ESO_KEEP_TESTENV is set), as the test process that
+  # would have removed it may be gone.
+  guard_down() {
+    local out rc=0
+    out=$(ESO_E2E_KEEP_CLAIM=0 "$0" down "$DIR" 2>&1) || rc=$?
+    printf '%s\n' "$out" >&2
+    if [[ $rc -eq 0 && $out != *WARNING* && -z ${ESO_KEEP_TESTENV:-} && -z $(our_mounts) ]]; then
+      rm -rf --one-file-system "$DIR"
+    fi
+    exit "$rc"
+  }
   trap '' INT HUP
-  trap 'ESO_E2E_KEEP_CLAIM=0 exec "$0" down "$DIR"' TERM
+  trap guard_down TERM
   while read -r _; do :; done
-  ESO_E2E_KEEP_CLAIM=0 exec "$0" down "$DIR"
+  guard_down
   ;;
 exec) exec "${NSENTER[@]}" "$@" ;;
 import)

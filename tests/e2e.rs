@@ -99,7 +99,10 @@ async fn pod_network_pod_runs(client: &Client) {
         .status
         .and_then(|s| s.pod_ip)
         .expect("running pod has an IP");
-    assert!(ip.starts_with("10.203.128."), "pod IP {ip} is not from the CNI range");
+    assert!(
+        ip.starts_with("10.203.128."),
+        "pod IP {ip} is not from the CNI range"
+    );
 }
 
 /// A hostNetwork pod reads the node's etcd at 127.0.0.1:2379 with kubeadm's healthcheck client
@@ -188,7 +191,10 @@ async fn pod_reaches_a_cluster_ip_through_kube_proxy(cluster: &Cluster, client: 
         .await
         .unwrap_or_default();
     let phase = pod.status.and_then(|s| s.phase).unwrap_or_default();
-    assert_eq!(phase, "Succeeded", "etcdctl through {cluster_ip}:2379 failed:\n{log}");
+    assert_eq!(
+        phase, "Succeeded",
+        "etcdctl through {cluster_ip}:2379 failed:\n{log}"
+    );
 }
 
 /// An image holding only the static `etcdctl` 3.5 binary (entrypoint), imported into the node.

@@ -30,7 +30,12 @@ pub fn cluster_script() -> PathBuf {
 
 /// `scripts/docker-archive.sh ROOTFS REF OUT [ENTRYPOINT...]`: pack a root-fs folder into a
 /// one-layer docker-archive image tar that [`Cluster::import_image`] loads.
-pub fn docker_archive(rootfs: &Path, reference: &str, out: &Path, entrypoint: &[&str]) -> Result<()> {
+pub fn docker_archive(
+    rootfs: &Path,
+    reference: &str,
+    out: &Path,
+    entrypoint: &[&str],
+) -> Result<()> {
     let script = repo_root().join("scripts").join("docker-archive.sh");
     let output = Command::new(&script)
         .arg(rootfs)
@@ -124,7 +129,14 @@ impl Cluster {
                 self.vars.insert(k.to_string(), v.to_string());
             }
         }
-        for key in ["KUBECONFIG", "NODE_NAME", "NODE_IP", "ETCD_PKI", "CONTAINERD_SOCK", "NETNS"] {
+        for key in [
+            "KUBECONFIG",
+            "NODE_NAME",
+            "NODE_IP",
+            "ETCD_PKI",
+            "CONTAINERD_SOCK",
+            "NETNS",
+        ] {
             if !self.vars.contains_key(key) {
                 return Err(Error::Start(format!("e2e-cluster.sh up printed no {key}")));
             }
@@ -248,11 +260,13 @@ impl Cluster {
         let Some((mut child, mut stdin)) = self.guard.take() else {
             return Ok(());
         };
-        // Closing the guard's stdin makes it run `e2e-cluster.sh down DIR` and exit.
+        // Closing the guard's stdin makes it run `e2e-cluster.sh down DIR`, remove DIR when all
+        // went and nothing is to be kept, and exit.
         let _ = stdin.flush();
         drop(stdin);
         let status = child.wait().map_err(io_err("waiting for the teardown"))?;
-        let log = std::fs::read_to_string(self.dir.join("logs").join("guard.log")).unwrap_or_default();
+        let log =
+            std::fs::read_to_string(self.dir.join("logs").join("guard.log")).unwrap_or_default();
         if !status.success() || log.contains("WARNING") {
             return Err(Error::Start(format!(
                 "e2e cluster teardown incomplete ({status}):\n{}",
@@ -280,8 +294,12 @@ impl Cluster {
                 self.dir.display()
             )));
         }
-        std::fs::remove_dir_all(&self.dir)
-            .map_err(io_err(format!("removing {}", self.dir.display())))
+        match std::fs::remove_dir_all(&self.dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(io_err(format!("removing {}", self.dir.display()))(e))
+            }
+            _ => Ok(()),
+        }
     }
 }
 

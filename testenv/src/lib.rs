@@ -12,16 +12,16 @@
 
 mod apiserver;
 pub mod cluster;
-mod host_state;
 mod etcd;
+mod host_state;
 mod process;
 mod s3;
 mod tls;
 
 pub use apiserver::{ApiServer, ApiServerOptions, ApiUser};
 pub use cluster::Cluster;
-pub use host_state::HostState;
 pub use etcd::{EtcdCluster, EtcdOptions, EtcdVersion};
+pub use host_state::HostState;
 pub use process::{Proc, free_port};
 pub use s3::{S3Options, S3Server};
 pub use tls::TlsFiles;
