@@ -26,7 +26,7 @@ fn cli_with_tools() -> std::process::Command {
     let mut cmd = support::cli();
     cmd.env(
         "ETCD_SNAPSHOT_ETCDUTL",
-        EtcdVersion::V3_5.etcdutl().expect("etcdutl"),
+        EtcdVersion::V3_5_30.etcdutl().expect("etcdutl"),
     );
     cmd
 }
