@@ -44,6 +44,10 @@ pub async fn run(args: RestoreArgs) -> Result<(), RestoreError> {
     check_member(&args.name, &args.peer_url)?;
     let data_dir = absolute(data_dir);
     let bump = bump_of(&args);
+    if let Some(spec) = args.snapshot.as_deref().filter(|s| !Source::is_explicit_path(s)) {
+        // A bad name is refused first.
+        crate::naming::validate_snapshot_name(spec)?;
+    }
     let toolbox = find_tools()?;
     // No tool can bump (or none is usable): said before anything is fetched or touched.
     toolbox.select(None, bump.is_some())?;
