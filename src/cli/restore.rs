@@ -44,7 +44,11 @@ pub async fn run(args: RestoreArgs) -> Result<(), RestoreError> {
     check_member(&args.name, &args.peer_url)?;
     let data_dir = absolute(data_dir);
     let bump = bump_of(&args);
-    if let Some(spec) = args.snapshot.as_deref().filter(|s| !Source::is_explicit_path(s)) {
+    if let Some(spec) = args
+        .snapshot
+        .as_deref()
+        .filter(|s| !Source::is_explicit_path(s))
+    {
         // A bad name is refused first.
         crate::naming::validate_snapshot_name(spec)?;
     }
@@ -69,7 +73,6 @@ pub async fn run(args: RestoreArgs) -> Result<(), RestoreError> {
             args.peer_url,
             tools.describe(),
         ),
-        format!("etcd version    {data}"),
         bump_line(bump),
         old_dir_line(&restored),
         RESET_DONE.to_string(),
@@ -116,6 +119,7 @@ async fn restore_snapshot(
     );
     let data = blocking(move || restore::data_version_of(&snapshot, recorded.as_ref())).await?;
     let tools = toolbox.select(Some(&data), bump.is_some())?.clone();
+    print_version(&data)?;
     let (t, d) = (tools.clone(), data_dir.to_path_buf());
     let (n, p) = (args.name.clone(), args.peer_url.clone());
     let restored = blocking(move || {
@@ -139,6 +143,7 @@ async fn reset_data_dir(
     let db = restore::existing_db(data_dir)?;
     let data = blocking(move || restore::data_version_of(&db, None)).await?;
     let tools = toolbox.select(Some(&data), bump.is_some())?.clone();
+    print_version(&data)?;
     let (t, d) = (tools.clone(), data_dir.to_path_buf());
     let (n, p) = (args.name.clone(), args.peer_url.clone());
     let restored = blocking(move || restore::cluster_reset(&t, &d, &n, &p, bump)).await?;
@@ -254,6 +259,11 @@ pub(super) fn print_checks(out: &mut impl Write, checks: &Checks) -> Result<(), 
     Ok(())
 }
 
+/// The data's etcd version, printed once the tool for it is chosen.
+fn print_version(data: &DataVersion) -> Result<(), RestoreError> {
+    writeln!(std::io::stdout().lock(), "etcd version    {data}").map_err(stdout_err)
+}
+
 fn bump_line(bump: Option<u64>) -> String {
     match bump {
         Some(n) => format!(
@@ -292,9 +302,13 @@ fn next_steps(args: &RestoreArgs, restored: &Restored) -> String {
          /var/lib/etcd /var/lib/etcd-old-$(date +%s); on k3s/rke2 ${datadir}/server/db)."
             .to_string(),
         "  3. Add the members back one at a time: on this node `etcdctl member add <name> \
-         --peer-urls=<its peer URL>`, then start that member with an empty data dir, \
+         --peer-urls=<its peer URL>` (etcd answers \"unhealthy cluster\" until the members have \
+         been connected for 5 s: retry), then start that member with an empty data dir, \
          --initial-cluster-state=existing and the --initial-cluster that member add printed \
          (k3s/rke2 servers rejoin by themselves when started)."
+            .to_string(),
+        "  4. Restart kube-apiserver, kube-controller-manager, kube-scheduler and the kubelets \
+         (and anything else that caches the API) before relying on the cluster."
             .to_string(),
     ]
     .join("\n")

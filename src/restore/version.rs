@@ -160,7 +160,7 @@ impl DataVersion {
         }
         Ok(DataVersion {
             minor: Minor::V3_4,
-            evidence: "its meta bucket has neither storageVersion nor term: etcd 3.4 data".into(),
+            evidence: "its meta bucket has neither storageVersion nor term".into(),
         })
     }
 
