@@ -55,7 +55,7 @@ pub async fn run(args: RestoreArgs) -> Result<(), RestoreError> {
     let toolbox = find_tools()?;
     // No tool can bump (or none is usable): said before anything is fetched or touched.
     toolbox.select(None, bump.is_some())?;
-    let (restored, tools, data) = match &args.snapshot {
+    let (restored, tools) = match &args.snapshot {
         Some(spec) => restore_snapshot(&args, spec, &toolbox, &data_dir, bump).await?,
         None => reset_data_dir(&args, &toolbox, &data_dir, bump).await?,
     };
@@ -97,7 +97,7 @@ async fn restore_snapshot(
     toolbox: &Toolbox,
     data_dir: &Path,
     bump: Option<u64>,
-) -> Result<(Restored, Tools, DataVersion), RestoreError> {
+) -> Result<(Restored, Tools), RestoreError> {
     let dir = LocalDir::new(&args.dir.dir);
     let store = if Source::is_explicit_path(spec) {
         None
@@ -129,7 +129,7 @@ async fn restore_snapshot(
     })
     .await?;
     drop(scratch);
-    Ok((restored, tools, data))
+    Ok((restored, tools))
 }
 
 /// `--cluster-reset` alone: reset the membership of the data dir's own data, with the tool
@@ -139,7 +139,7 @@ async fn reset_data_dir(
     toolbox: &Toolbox,
     data_dir: &Path,
     bump: Option<u64>,
-) -> Result<(Restored, Tools, DataVersion), RestoreError> {
+) -> Result<(Restored, Tools), RestoreError> {
     let db = restore::existing_db(data_dir)?;
     let data = blocking(move || restore::data_version_of(&db, None)).await?;
     let tools = toolbox.select(Some(&data), bump.is_some())?.clone();
@@ -147,7 +147,7 @@ async fn reset_data_dir(
     let (t, d) = (tools.clone(), data_dir.to_path_buf());
     let (n, p) = (args.name.clone(), args.peer_url.clone());
     let restored = blocking(move || restore::cluster_reset(&t, &d, &n, &p, bump)).await?;
-    Ok((restored, tools, data))
+    Ok((restored, tools))
 }
 
 /// `--output FILE`: fetch, check and decompress into FILE only. The checks go to stderr and the
