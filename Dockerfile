@@ -7,10 +7,11 @@
 ARG ETCD_VERSION=v3.5.21
 FROM gcr.io/etcd-development/etcd:${ETCD_VERSION} AS etcd
 
-# Build: the toolchain the repository is tested with; etcd-client needs protoc.
+# Build: the toolchain the repository is tested with; etcd-client needs protoc and the well-known
+# .proto files (libprotobuf-dev); the C parts of zstd, ring and aws-lc need gcc (in the rust image).
 FROM rust:1.95-bookworm AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends protobuf-compiler \
+ && apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

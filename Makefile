@@ -9,6 +9,9 @@
 #   make build      release build of the etcd-snapshot binary
 #   make demo       the operator end to end on this machine (kube-apiserver, etcd, SeaweedFS);
 #                   `make demo DEMO_FLAGS=--keep` keeps it running until Ctrl-C
+#   make fresh-check  `make demo` then `make test` in a clean debootstrapped Debian bookworm root
+#                   (slow: a cold build of everything; before a release and after changing
+#                   dependencies or install scripts). FRESH_FLAGS=--keep keeps the root fs
 #   make bench      every benchmark (results in target/bench/, pasted into BENCHMARKS.md)
 #   make bench-snapshot  the snapshot pipeline against etcdctl and the k3s-style pipeline on a
 #                   real etcd filled to BENCH_SIZE (256MiB; 1GiB optional), BENCH_RUNS rounds (5)
@@ -21,7 +24,7 @@ BENCH_SIZE ?= 256MiB
 BENCH_RUNS ?= 5
 BENCH_TARGET_DIR = $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: test test-deps e2e lint crds chart build demo bench bench-snapshot bench-controller
+.PHONY: test test-deps e2e lint crds chart build demo fresh-check bench bench-snapshot bench-controller
 
 test: test-deps lint
 	$(CARGO) test --workspace --all-targets --locked
@@ -49,6 +52,9 @@ build:
 
 demo:
 	scripts/demo.sh $(DEMO_FLAGS)
+
+fresh-check:
+	scripts/fresh-check.sh $(FRESH_FLAGS)
 
 bench: bench-snapshot bench-controller
 

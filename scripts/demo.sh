@@ -155,7 +155,7 @@ testenv=$target/debug/eso-testenv
 ln -s "$esnap" "$WORK/bin/etcd-snapshot"
 ln -s "$cachebin/etcd-3.5" "$WORK/bin/etcd"
 ln -s "$cachebin/etcdctl-3.5" "$WORK/bin/etcdctl"
-ln -s "$cachebin/etcdutl-3.5" "$WORK/bin/etcdutl"
+ln -s "$cachebin/etcdutl-3.5.30" "$WORK/bin/etcdutl"
 if ! command -v kubectl >/dev/null; then
   ln -s "$cachebin/kubectl-1.20" "$WORK/bin/kubectl"
 fi

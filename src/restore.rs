@@ -5,7 +5,10 @@
 //!   -> sha256 of the stored bytes, compared with the recorded one (.checksums/<name>, S3 metadata)
 //!   -> decrypt (.enc: every segment authenticated, wrong key named by its id)
 //!   -> decompress (.zst streamed, k3s .zip), etcd's trailing sha256 checked as the bytes go by
-//!   -> etcdutl (3.5+) / etcdctl (3.4) snapshot restore into a staging dir beside the data dir
+//!   -> the etcd version of the data (its `meta` bucket; S3 metadata or the record if newer)
+//!      against the tool: never data of a newer etcd minor than the tool, etcdctl only for 3.4
+//!   -> etcdutl (3.5+) / etcdctl (3.4 data) snapshot restore into a staging dir beside the data
+//!      dir, with `--bump-revision N --mark-compacted` unless the bump is turned off
 //!   -> the current data dir is moved aside to <data-dir>-old-<unix> (never deleted)
 //!   -> the staging dir is renamed into place
 //! ```
@@ -14,18 +17,29 @@
 //! once the new one has been fully restored. Whatever fails leaves the data dir as it was and no
 //! files of ours behind.
 
+mod bolt;
 mod check;
 mod datadir;
 mod fetch;
 mod s3;
 mod tools;
+mod version;
 
-pub(crate) use datadir::ScratchDir;
+pub use bolt::BoltError;
 pub use datadir::{Restored, cluster_reset, restore_into, restore_prepared_into};
+pub(crate) use datadir::{ScratchDir, existing_db};
 pub use fetch::{
     Checks, PrepareOptions, Prepared, Recorded, Source, Target, prepare, prepare_with,
 };
-pub use tools::{SnapshotStatus, ToolKind, Tools};
+pub use tools::{SnapshotStatus, ToolKind, Toolbox, Tools};
+pub use version::{BUMP_SINCE, DataVersion, Minor, RecordedRelease, Release, read_data_version};
+
+/// How far `restore` raises etcd's revision by default (`--bump-revision`), the amount etcd's
+/// own recovery guide for Kubernetes uses. It must exceed the revisions the cluster wrote after
+/// the snapshot was taken, so that no revision number a watcher or cache has seen comes back
+/// with other contents: 10^9 covers 1,000 writes a second for 11 days (a busy cluster writes
+/// tens to hundreds), and costs nothing (revisions are 64-bit: 9 × 10^9 such bumps fit).
+pub const DEFAULT_BUMP_REVISION: u64 = 1_000_000_000;
 
 use crate::naming::NameError;
 use crate::snapshot::crypt::CryptError;
@@ -125,6 +139,43 @@ pub enum RestoreError {
         /// What was looked at.
         searched: String,
     },
+    /// The snapshot holds data of a newer etcd minor version than any tool here (or etcd 3.5+
+    /// data and only etcdctl).
+    #[error(
+        "the snapshot holds {data}, and no restore tool here may restore it: {tools}; use etcdutl {minor} or newer (ETCD_SNAPSHOT_ETCDUTL); nothing was changed"
+    )]
+    SnapshotTooNew {
+        /// The data's version and how it is known.
+        data: String,
+        /// The data's minor version.
+        minor: String,
+        /// Each tool and why it may not.
+        tools: String,
+    },
+    /// The revision bump was asked for (the default) and no tool here can do it.
+    #[error(
+        "cannot bump the revision: {tools} (etcdutl {since} and newer have them); point ETCD_SNAPSHOT_ETCDUTL at a newer etcdutl, or pass --no-bump-revision to restore without the bump and then restart everything that watches the API server; nothing was changed"
+    )]
+    BumpUnsupported {
+        /// Each tool and what it lacks.
+        tools: String,
+        /// The first etcd release that can.
+        since: String,
+    },
+    /// No tool found can be used at all.
+    #[error("no usable etcd restore tool: {tools}; nothing was changed")]
+    ToolUnusable {
+        /// Each tool and why not.
+        tools: String,
+    },
+    /// The etcd version of the data cannot be read from the database file.
+    #[error("cannot tell which etcd version wrote {path}: {source}; nothing was changed")]
+    DataVersion {
+        /// The database file (snapshot or data dir).
+        path: String,
+        /// Why.
+        source: BoltError,
+    },
     /// The etcd tool failed; carries the last lines it printed.
     #[error("{tool} failed ({status}): {output_tail}")]
     ToolFailed {
@@ -206,6 +257,10 @@ impl RestoreError {
             } => "WrongEncryptionKey",
             RestoreError::Decrypt { .. } => "DecryptFailed",
             RestoreError::ToolMissing { .. } => "ToolMissing",
+            RestoreError::SnapshotTooNew { .. } => "SnapshotTooNew",
+            RestoreError::BumpUnsupported { .. } => "BumpUnsupported",
+            RestoreError::ToolUnusable { .. } => "ToolUnusable",
+            RestoreError::DataVersion { .. } => "DataVersionUnknown",
             RestoreError::ToolFailed { .. } | RestoreError::ToolOutput { .. } => "ToolFailed",
             RestoreError::DataDirMissing { .. } => "DataDirMissing",
             RestoreError::DataDirInUse { .. } => "DataDirInUse",
@@ -241,19 +296,23 @@ pub(crate) fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Erro
 /// What [`verify`] found.
 #[derive(Debug, Clone)]
 pub struct VerifyReport {
-    /// The checksum and hash checks of the stored and decompressed bytes.
+    /// The checks of the stored and decompressed bytes.
     pub checks: Checks,
     /// `snapshot status` of the snapshot: revision, key count, size, hash.
     pub status: SnapshotStatus,
     /// The tool that test-restored the snapshot.
     pub tool: ToolKind,
+    /// The tool, with its release and path.
+    pub tool_description: String,
+    /// The etcd version of the snapshot's data.
+    pub data_version: DataVersion,
 }
 
 /// Fetch `source` into a scratch directory under `work_dir`, check every checksum, test-restore
-/// it into a temporary data dir and read `snapshot status`. Everything it creates is removed
-/// again, whatever the outcome.
+/// it into a temporary data dir (with a tool that may restore its etcd version) and read
+/// `snapshot status`. Everything it creates is removed again, whatever the outcome.
 pub async fn verify(
-    tools: &Tools,
+    tools: &Toolbox,
     source: &Source<'_>,
     expected_sha256: Option<&str>,
     work_dir: &Path,
@@ -265,27 +324,35 @@ pub async fn verify(
     verify_with(tools, source, &options, work_dir).await
 }
 
-/// [`verify`] with every option of [`prepare_with`] (an expected sha256, the encryption key).
+/// [`verify`] with every option of [`prepare_with`] (an expected sha256, the encryption key, a
+/// recorded etcd version).
 pub async fn verify_with(
-    tools: &Tools,
+    tools: &Toolbox,
     source: &Source<'_>,
     options: &PrepareOptions,
     work_dir: &Path,
 ) -> Result<VerifyReport, RestoreError> {
+    // No usable tool at all: said before anything is fetched.
+    tools.select(None, false)?;
     let scratch = datadir::ScratchDir::create(work_dir, "verify")?;
     let prepared = prepare_with(source, options, Target::WorkDir(scratch.path())).await?;
-    let tools_bg = tools.clone();
+    let snapshot = prepared.path().to_path_buf();
+    let recorded = prepared.checks().recorded_etcd_version.clone();
+    let data_version = blocking(move || data_version_of(&snapshot, recorded.as_ref())).await?;
+    let tool = tools.select(Some(&data_version), false)?.clone();
+    let tool_bg = tool.clone();
     let snapshot = prepared.path().to_path_buf();
     let data_dir = scratch.path().join("data");
     let status = blocking(move || {
-        tools_bg.restore(
+        tool_bg.restore(
             &snapshot,
             &data_dir,
             "verify",
             "http://127.0.0.1:2380",
             false,
+            None,
         )?;
-        tools_bg.status(&snapshot)
+        tool_bg.status(&snapshot)
     })
     .await?;
     let checks = prepared.checks().clone();
@@ -294,8 +361,24 @@ pub async fn verify_with(
     Ok(VerifyReport {
         checks,
         status,
-        tool: tools.kind(),
+        tool: tool.kind(),
+        tool_description: tool.describe(),
+        data_version,
     })
+}
+
+/// The etcd version of the database file `db` (its `meta` bucket), or the recorded one when
+/// that is newer (blocking).
+pub fn data_version_of(
+    db: &Path,
+    recorded: Option<&RecordedRelease>,
+) -> Result<DataVersion, RestoreError> {
+    read_data_version(db)
+        .map(|v| v.with_recorded(recorded))
+        .map_err(|source| RestoreError::DataVersion {
+            path: db.display().to_string(),
+            source,
+        })
 }
 
 /// Run blocking file and process work off the async runtime.

@@ -246,6 +246,19 @@ fn every_flag_with_a_wrong_type_or_out_of_range_value_gets_one_clear_error_line(
             with_dir(&["restore", "--snapshot=a", "--data-dir=/nonexistent/data"]),
             "--cluster-reset",
         ),
+        (
+            with_dir(&["restore", "--cluster-reset", "--bump-revision=0"]),
+            "--bump-revision <N>",
+        ),
+        (
+            with_dir(&[
+                "restore",
+                "--cluster-reset",
+                "--bump-revision=5",
+                "--no-bump-revision",
+            ]),
+            "cannot be used with",
+        ),
         // trigger
         (
             vec!["trigger".into(), "--timeout=soon".into(), "s".into()],

@@ -103,6 +103,11 @@ async fn save_stores_local_and_s3_copies_on_every_etcd_variant() {
                     Some(16)
                 );
                 assert!(meta.contains_key("etcd-snapshot-revision"));
+                // The etcd release that served it: restore's version rule reads it.
+                assert_eq!(
+                    meta.get("etcd-snapshot-etcd-version").map(String::as_str),
+                    Some(version.release())
+                );
                 // Nothing temporary left behind.
                 let leftovers: Vec<_> = std::fs::read_dir(&snapdir)
                     .expect("list")

@@ -21,7 +21,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use support::{cli, etcd_flags, run, s3_flags, s3_object};
 
-const VERSION: EtcdVersion = EtcdVersion::V3_5;
+const VERSION: EtcdVersion = EtcdVersion::V3_5_30;
 
 fn random_hex(n: usize) -> String {
     let mut bytes = vec![0u8; n / 2];

@@ -1,12 +1,14 @@
-//! Restore, cluster reset and verify against the real etcd 3.4 and 3.5: snapshots saved with
-//! `etcdctl snapshot save`, stored plain, zstd-compressed and as k3s zips, restored into fresh
-//! data dirs and started with a real etcd. No mocks.
+//! Restore, cluster reset and verify against the real etcd 3.4.23, 3.5.1 and 3.5.30: snapshots
+//! saved with `etcdctl snapshot save`, stored plain, zstd-compressed and as k3s zips, restored
+//! into fresh data dirs and started with a real etcd. No mocks. (The runbook, the revision bump
+//! and the version refusals: `restore_safety.rs`.)
 
 mod support;
 
 use eso_testenv::{EtcdCluster, EtcdOptions, EtcdVersion, Proc, S3Options, S3Server, free_port};
 use etcd_snapshot::restore::{
-    self, RestoreError, Source, Target, ToolKind, Tools, cluster_reset, restore_into,
+    self, DEFAULT_BUMP_REVISION, RestoreError, Source, Target, ToolKind, Toolbox, Tools,
+    cluster_reset, restore_into,
 };
 use etcd_snapshot::storage::local::LocalDir;
 use sha2::{Digest, Sha256};
@@ -35,10 +37,19 @@ fn tools(version: EtcdVersion) -> Tools {
     .expect("etcd tools");
     let want = match version {
         EtcdVersion::V3_4 => ToolKind::Etcdctl,
-        EtcdVersion::V3_5 => ToolKind::Etcdutl,
+        EtcdVersion::V3_5 | EtcdVersion::V3_5_30 => ToolKind::Etcdutl,
     };
     assert_eq!(tools.kind(), want);
     tools
+}
+
+fn toolbox(version: EtcdVersion) -> Toolbox {
+    Toolbox::from(tools(version))
+}
+
+/// The default revision bump when the version's tool can do it (3.5.30), else none.
+fn bump(version: EtcdVersion) -> Option<u64> {
+    version.can_bump().then_some(DEFAULT_BUMP_REVISION)
 }
 
 fn ctl(version: EtcdVersion, endpoint: &str, args: &[&str]) -> (bool, String, String) {
@@ -294,6 +305,7 @@ async fn round_trip(version: EtcdVersion, format: Format) {
         &data_dir,
         "restored",
         &peer,
+        bump(version),
     )
     .expect("restore");
     assert_eq!(restored.old_data_dir, None);
@@ -348,7 +360,15 @@ async fn snapshot_of_one_member_of_three_restores_to_a_single_member() {
         let (cluster, plain) = snapshot_with_a_not_b(version, 3, 1);
         let data_dir = cluster.scratch().join("single");
         let peer = peer_url();
-        restore_into(&tools(version), &plain, &data_dir, "single", &peer).expect("restore");
+        restore_into(
+            &tools(version),
+            &plain,
+            &data_dir,
+            "single",
+            &peer,
+            bump(version),
+        )
+        .expect("restore");
         let etcd = Restarted::start(version, &data_dir, "single", &peer);
         assert_eq!(etcd.get("a2"), Some("v2".into()), "{version:?}");
         assert_eq!(etcd.get("b0"), None, "{version:?}");
@@ -384,7 +404,7 @@ fn assert_untouched(data_dir: &Path) {
 async fn a_flipped_byte_is_refused_before_the_data_dir_is_touched() {
     let version = EtcdVersion::V3_5;
     let (cluster, plain) = snapshot_with_a_not_b(version, 1, 0);
-    let tools = tools(version);
+    let tools = toolbox(version);
     for format in [Format::Plain, Format::Zstd, Format::Zip] {
         let dir = LocalDir::new(&cluster.scratch().join(format!("snaps{}", format.suffix())));
         let name = store(&dir, &plain, "s-n-1", format);
@@ -444,10 +464,11 @@ async fn a_flipped_byte_is_refused_before_the_data_dir_is_touched() {
             "{format:?}: verify leaves nothing"
         );
 
-        // The CLI refuses too, and leaves the data dir alone.
+        // The CLI refuses too, and leaves the data dir alone (etcdutl 3.5.1 cannot bump).
         let (ok, _, stderr) = run(cli_env(&mut cli(), version)
             .arg("restore")
             .arg("--cluster-reset")
+            .arg("--no-bump-revision")
             .arg(format!("--cluster-reset-restore-path={name}"))
             .arg(format!("--dir={}", dir.path().display()))
             .arg(format!("--data-dir={}", data_dir.display())));
@@ -602,13 +623,13 @@ async fn restore_moves_the_old_data_dir_aside_and_never_deletes_it() {
     let tools = tools(version);
     let data_dir = data_dir_with_marker(&cluster.scratch().join("node"));
     let peer = peer_url();
-    let first = restore_into(&tools, &plain, &data_dir, "n", &peer).expect("restore");
+    let first = restore_into(&tools, &plain, &data_dir, "n", &peer, None).expect("restore");
     let old1 = first.old_data_dir.expect("old data dir");
     assert_eq!(
         std::fs::read(old1.join("marker")).expect("marker"),
         b"keep me"
     );
-    let second = restore_into(&tools, &plain, &data_dir, "n", &peer).expect("restore again");
+    let second = restore_into(&tools, &plain, &data_dir, "n", &peer, None).expect("restore again");
     let old2 = second.old_data_dir.expect("old data dir");
     assert_ne!(
         old1, old2,
@@ -635,9 +656,9 @@ async fn a_running_etcd_data_dir_is_refused() {
     let (cluster, plain) = snapshot_with_a_not_b(version, 1, 0);
     let tools = tools(version);
     let data_dir = cluster.data_dir(0);
-    let err = restore_into(&tools, &plain, data_dir, "m0", &peer_url()).expect_err("running");
+    let err = restore_into(&tools, &plain, data_dir, "m0", &peer_url(), None).expect_err("running");
     assert!(matches!(err, RestoreError::DataDirInUse { .. }), "{err}");
-    let err = cluster_reset(&tools, data_dir, "m0", &peer_url()).expect_err("running");
+    let err = cluster_reset(&tools, data_dir, "m0", &peer_url(), None).expect_err("running");
     assert!(matches!(err, RestoreError::DataDirInUse { .. }), "{err}");
     assert_eq!(get(version, &cluster.endpoint(0), "b0"), Some("v0".into()));
 }
@@ -654,10 +675,19 @@ async fn cluster_reset_turns_a_stopped_three_member_cluster_into_one_with_the_da
         }
         let data_dir = cluster.data_dir(0).to_path_buf();
         let peer = peer_url();
-        let reset = cluster_reset(&tools(version), &data_dir, "m0", &peer).expect("reset");
+        let reset =
+            cluster_reset(&tools(version), &data_dir, "m0", &peer, bump(version)).expect("reset");
         let old = reset.old_data_dir.expect("old data dir kept");
         assert!(old.join("member").join("wal").exists(), "{version:?}");
         let etcd = Restarted::start(version, &data_dir, "m0", &peer);
+        if let Some(by) = bump(version) {
+            // 5 puts on a fresh cluster: revision 6, then the bump.
+            assert_eq!(
+                revision(version, &etcd.endpoint),
+                6 + by as i64,
+                "{version:?}"
+            );
+        }
         for i in 0..5 {
             assert_eq!(
                 etcd.get(&format!("k{i}")),
@@ -690,7 +720,7 @@ async fn verify_reports_revision_and_key_count() {
         let dir = LocalDir::new(&cluster.scratch().join("snapshots"));
         let n1 = store(&dir, &first, "s-n-1", Format::Zstd);
         let n2 = store(&dir, &second, "s-n-2", Format::Zip);
-        let tools = tools(version);
+        let tools = toolbox(version);
         let work = tempfile::tempdir().expect("work");
         let r1 = restore::verify(
             &tools,
@@ -769,9 +799,11 @@ async fn cli_restore_prints_the_checks_the_old_dir_and_the_reference_message() {
     assert!(stderr.contains("pass --cluster-reset"), "{stderr}");
     assert_untouched(&data_dir);
 
+    // etcd 3.4's etcdctl cannot bump the revision: it restores with the bump turned off.
     let (ok, stdout, stderr) = run(cli_env(&mut cli(), version)
         .arg("restore")
         .arg("--cluster-reset")
+        .arg("--no-bump-revision")
         .arg(format!("--cluster-reset-restore-path={name}"))
         .arg(format!("--dir={}", dir.path().display()))
         .arg(format!("--data-dir={}", data_dir.display()))
@@ -782,6 +814,12 @@ async fn cli_restore_prints_the_checks_the_old_dir_and_the_reference_message() {
         stdout.contains(&format!("OK: matches .checksums/{name}")),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("etcd version    etcd 3.4 data (its meta bucket has neither"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("with etcdctl 3.4.23"), "{stdout}");
+    assert!(stdout.contains("revision        NOT bumped"), "{stdout}");
     assert!(stdout.contains("etcd hash       OK"), "{stdout}");
     assert!(
         stdout.contains("The previous data dir was moved to"),
@@ -856,17 +894,24 @@ fn s3_client(s3: &S3Server) -> aws_sdk_s3::Client {
     support::s3_client(s3)
 }
 
-/// Upload `data` as `folder/name` with the sha256 `recorded` in its metadata.
-async fn put_object(client: &aws_sdk_s3::Client, name: &str, data: Vec<u8>, recorded: &str) {
-    client
+/// Upload `data` as `folder/name` with the sha256 `recorded` in its metadata (and the etcd
+/// version, when given).
+async fn put_object(
+    client: &aws_sdk_s3::Client,
+    name: &str,
+    data: Vec<u8>,
+    recorded: &str,
+    etcd_version: Option<&str>,
+) {
+    let mut put = client
         .put_object()
         .bucket("snaps")
         .key(format!("cluster-a/{name}"))
-        .metadata("etcd-snapshot-sha256", recorded)
-        .body(data.into())
-        .send()
-        .await
-        .expect("put object");
+        .metadata("etcd-snapshot-sha256", recorded);
+    if let Some(v) = etcd_version {
+        put = put.metadata("etcd-snapshot-etcd-version", v);
+    }
+    put.body(data.into()).send().await.expect("put object");
 }
 
 fn s3_flags(s3: &S3Server) -> Vec<String> {
@@ -884,7 +929,7 @@ fn s3_flags(s3: &S3Server) -> Vec<String> {
 
 #[tokio::test]
 async fn s3_snapshots_are_downloaded_checked_and_restored() {
-    let version = EtcdVersion::V3_5;
+    let version = EtcdVersion::V3_5_30;
     let (cluster, plain) = snapshot_with_a_not_b(version, 1, 0);
     let s3 = S3Server::start(S3Options::default()).expect("start S3");
     let client = s3_client(&s3);
@@ -897,9 +942,25 @@ async fn s3_snapshots_are_downloaded_checked_and_restored() {
     let data = std::fs::read(&plain).expect("read");
     let zst = zstd::encode_all(&data[..], 3).expect("zstd");
     let sha = |d: &[u8]| hex::encode(Sha256::digest(d));
-    put_object(&client, "s-n-1.zst", zst.clone(), &sha(&zst)).await;
-    put_object(&client, "s-n-2", data.clone(), &sha(&data)).await;
-    put_object(&client, "bad-n-3.zst", zst.clone(), &"0".repeat(64)).await;
+    put_object(
+        &client,
+        "s-n-1.zst",
+        zst.clone(),
+        &sha(&zst),
+        Some("3.5.30"),
+    )
+    .await;
+    put_object(&client, "s-n-2", data.clone(), &sha(&data), None).await;
+    put_object(&client, "bad-n-3.zst", zst.clone(), &"0".repeat(64), None).await;
+    // Recorded as taken by etcd 3.6: newer than etcdutl 3.5.30, whatever the data says.
+    put_object(
+        &client,
+        "new-n-5.zst",
+        zst.clone(),
+        &sha(&zst),
+        Some("3.6.1"),
+    )
+    .await;
 
     // Restore from S3 with the CLI.
     let data_dir = data_dir_with_marker(&cluster.scratch().join("node"));
@@ -924,9 +985,31 @@ async fn s3_snapshots_are_downloaded_checked_and_restored() {
         "{stdout}"
     );
     assert!(!stdout.contains(&s3.secret_key) && !stderr.contains(&s3.secret_key));
+    assert!(stdout.contains("revision        bumped by"), "{stdout}");
     let etcd = Restarted::start(version, &data_dir, "n0", &peer);
     assert_eq!(etcd.get("a0"), Some("v0".into()));
     assert_eq!(etcd.get("b0"), None);
+    drop(etcd);
+
+    // The etcd version recorded in the S3 metadata counts: refused before the data dir moves.
+    let before = listing(data_dir.parent().expect("parent"));
+    let (ok, _, stderr) = run(cli_env(&mut cli(), version)
+        .args([
+            "restore",
+            "--cluster-reset",
+            "--cluster-reset-restore-path=new-n-5.zst",
+        ])
+        .args(s3_flags(&s3))
+        .arg(format!("--data-dir={}", data_dir.display()))
+        .arg("--name=n0")
+        .arg(format!("--initial-advertise-peer-urls={peer}")));
+    assert!(!ok);
+    assert!(
+        stderr.contains("holds etcd 3.6 data (etcd 3.6.1 recorded in the S3 object metadata)")
+            && stderr.contains("etcdutl 3.5.30"),
+        "{stderr}"
+    );
+    assert_eq!(listing(data_dir.parent().expect("parent")), before);
 
     // --output of an uncompressed object: the download itself becomes the file.
     let out_dir = cluster.scratch().join("out");

@@ -11,7 +11,9 @@ use crate::consts;
 use crate::controller::util::{phase, set_condition, storage, to_time};
 use crate::naming::Storage;
 use crate::operator::s3_config_for_file;
-use crate::restore::{RestoreError, Source, Tools, VerifyReport};
+use crate::restore::{
+    PrepareOptions, RecordedRelease, RestoreError, Source, Toolbox, VerifyReport,
+};
 use crate::storage::s3::S3Store;
 use futures::StreamExt;
 use kube::Resource;
@@ -92,14 +94,14 @@ pub fn pending_request(esf: &ETCDSnapshotFile) -> Option<String> {
     (handled != Some(requested.as_str())).then(|| requested.clone())
 }
 
-/// The restore tool: `ETCD_SNAPSHOT_ETCDUTL` / `ETCD_SNAPSHOT_ETCDCTL`, else on `PATH`.
-fn tools() -> Result<Tools, RestoreError> {
+/// The restore tools: `ETCD_SNAPSHOT_ETCDUTL` / `ETCD_SNAPSHOT_ETCDCTL`, else on `PATH`.
+fn tools() -> Result<Toolbox, RestoreError> {
     let from_env = |var| {
         std::env::var_os(var)
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
     };
-    Tools::find(from_env(ENV_ETCDUTL), from_env(ENV_ETCDCTL))
+    Toolbox::find(from_env(ENV_ETCDUTL), from_env(ENV_ETCDCTL))
 }
 
 /// Why a copy could not be verified.
@@ -128,7 +130,15 @@ pub enum VerifyError {
 async fn check(agent: &Agent, esf: &ETCDSnapshotFile) -> Result<VerifyReport, VerifyError> {
     let tools = tools()?;
     let name = esf.spec.snapshot_name.clone();
-    let expected = esf.status.as_ref().and_then(|s| s.sha256.clone());
+    let options = PrepareOptions {
+        expected_sha256: esf.status.as_ref().and_then(|s| s.sha256.clone()),
+        recorded_etcd_version: esf
+            .status
+            .as_ref()
+            .and_then(|s| s.etcd_version.as_deref())
+            .and_then(|v| RecordedRelease::parse(v, "the ETCDSnapshotFile's status")),
+        ..Default::default()
+    };
     let work = std::env::temp_dir();
     match storage(esf) {
         Storage::Local => {
@@ -143,7 +153,7 @@ async fn check(agent: &Agent, esf: &ETCDSnapshotFile) -> Result<VerifyReport, Ve
                 });
             }
             let source = Source::Local { dir, name };
-            Ok(crate::restore::verify(&tools, &source, expected.as_deref(), &work).await?)
+            Ok(crate::restore::verify_with(&tools, &source, &options, &work).await?)
         }
         Storage::S3 => {
             let cfg = s3_config_for_file(&agent.client, &agent.config.namespace, esf).await?;
@@ -158,7 +168,7 @@ async fn check(agent: &Agent, esf: &ETCDSnapshotFile) -> Result<VerifyReport, Ve
                 store: &store,
                 name,
             };
-            Ok(crate::restore::verify(&tools, &source, expected.as_deref(), &work).await?)
+            Ok(crate::restore::verify_with(&tools, &source, &options, &work).await?)
         }
     }
 }

@@ -324,6 +324,21 @@ pub struct RestoreArgs {
         default_value = "http://localhost:2380"
     )]
     pub peer_url: String,
+    /// Raise etcd's revision by N after the restore and mark it compacted (etcdutl
+    /// --bump-revision N --mark-compacted), so that every watcher and cache of the API server
+    /// relists instead of missing changes. N (1 to 10^12) must exceed the writes since the
+    /// snapshot.
+    #[arg(
+        long = "bump-revision",
+        value_name = "N",
+        default_value_t = crate::restore::DEFAULT_BUMP_REVISION,
+        value_parser = clap::value_parser!(u64).range(1..=1_000_000_000_000)
+    )]
+    pub bump_revision: u64,
+    /// Restore without the revision bump: etcd's revision goes back to the snapshot's, and
+    /// everything that watches the API server must be restarted by hand.
+    #[arg(long = "no-bump-revision", conflicts_with = "bump_revision")]
+    pub no_bump_revision: bool,
     #[command(flatten)]
     pub encryption: EncryptionArgs,
     #[command(flatten)]

@@ -5,8 +5,8 @@
 
 use super::args::{EncryptionArgs, RestoreArgs, S3Args};
 use crate::restore::{
-    self, Checks, PrepareOptions, RestoreError, Restored, ScratchDir, Source, Target, Tools,
-    blocking,
+    self, Checks, DataVersion, PrepareOptions, RestoreError, Restored, ScratchDir, Source, Target,
+    Toolbox, Tools, blocking,
 };
 use crate::snapshot::crypt::EncryptionKey;
 use crate::storage::config::S3Config;
@@ -43,18 +43,21 @@ pub async fn run(args: RestoreArgs) -> Result<(), RestoreError> {
     };
     check_member(&args.name, &args.peer_url)?;
     let data_dir = absolute(data_dir);
-    let tools = find_tools()?;
-    let restored = match &args.snapshot {
-        Some(spec) => restore_snapshot(&args, spec, &tools, &data_dir).await?,
-        None => {
-            let (t, d, n, p) = (
-                tools.clone(),
-                data_dir.clone(),
-                args.name.clone(),
-                args.peer_url.clone(),
-            );
-            blocking(move || restore::cluster_reset(&t, &d, &n, &p)).await?
-        }
+    let bump = bump_of(&args);
+    if let Some(spec) = args
+        .snapshot
+        .as_deref()
+        .filter(|s| !Source::is_explicit_path(s))
+    {
+        // A bad name is refused first.
+        crate::naming::validate_snapshot_name(spec)?;
+    }
+    let toolbox = find_tools()?;
+    // No tool can bump (or none is usable): said before anything is fetched or touched.
+    toolbox.select(None, bump.is_some())?;
+    let (restored, tools) = match &args.snapshot {
+        Some(spec) => restore_snapshot(&args, spec, &toolbox, &data_dir, bump).await?,
+        None => reset_data_dir(&args, &toolbox, &data_dir, bump).await?,
     };
     let mut out = std::io::stdout().lock();
     let what = if args.snapshot.is_some() {
@@ -64,13 +67,13 @@ pub async fn run(args: RestoreArgs) -> Result<(), RestoreError> {
     };
     let lines = [
         format!(
-            "{what} {} as the single member {} ({}) with {} {}",
+            "{what} {} as the single member {} ({}) with {}",
             restored.data_dir.display(),
             args.name,
             args.peer_url,
-            tools.kind().as_str(),
-            tools.path().display()
+            tools.describe(),
         ),
+        bump_line(bump),
         old_dir_line(&restored),
         RESET_DONE.to_string(),
         next_steps(&args, &restored),
@@ -81,13 +84,20 @@ pub async fn run(args: RestoreArgs) -> Result<(), RestoreError> {
     Ok(())
 }
 
-/// Fetch and check the snapshot into a scratch dir beside the data dir, then restore it.
+/// The revision bump asked for: `--bump-revision N` (default), or none with `--no-bump-revision`.
+fn bump_of(args: &RestoreArgs) -> Option<u64> {
+    (!args.no_bump_revision).then_some(args.bump_revision)
+}
+
+/// Fetch and check the snapshot into a scratch dir beside the data dir, pick the tool that may
+/// restore its etcd version, then restore it.
 async fn restore_snapshot(
     args: &RestoreArgs,
     spec: &str,
-    tools: &Tools,
+    toolbox: &Toolbox,
     data_dir: &Path,
-) -> Result<Restored, RestoreError> {
+    bump: Option<u64>,
+) -> Result<(Restored, Tools), RestoreError> {
     let dir = LocalDir::new(&args.dir.dir);
     let store = if Source::is_explicit_path(spec) {
         None
@@ -103,16 +113,41 @@ async fn restore_snapshot(
     let prepared =
         restore::prepare_with(&source, &options, Target::WorkDir(scratch.path())).await?;
     print_checks(&mut std::io::stdout().lock(), prepared.checks())?;
+    let (snapshot, recorded) = (
+        prepared.path().to_path_buf(),
+        prepared.checks().recorded_etcd_version.clone(),
+    );
+    let data = blocking(move || restore::data_version_of(&snapshot, recorded.as_ref())).await?;
+    let tools = toolbox.select(Some(&data), bump.is_some())?.clone();
+    print_version(&data)?;
     let (t, d) = (tools.clone(), data_dir.to_path_buf());
     let (n, p) = (args.name.clone(), args.peer_url.clone());
     let restored = blocking(move || {
-        let restored = restore::restore_prepared_into(&t, &prepared, &d, &n, &p);
+        let restored = restore::restore_prepared_into(&t, &prepared, &d, &n, &p, bump);
         drop(prepared);
         restored
     })
     .await?;
     drop(scratch);
-    Ok(restored)
+    Ok((restored, tools))
+}
+
+/// `--cluster-reset` alone: reset the membership of the data dir's own data, with the tool
+/// that may restore its etcd version.
+async fn reset_data_dir(
+    args: &RestoreArgs,
+    toolbox: &Toolbox,
+    data_dir: &Path,
+    bump: Option<u64>,
+) -> Result<(Restored, Tools), RestoreError> {
+    let db = restore::existing_db(data_dir)?;
+    let data = blocking(move || restore::data_version_of(&db, None)).await?;
+    let tools = toolbox.select(Some(&data), bump.is_some())?.clone();
+    print_version(&data)?;
+    let (t, d) = (tools.clone(), data_dir.to_path_buf());
+    let (n, p) = (args.name.clone(), args.peer_url.clone());
+    let restored = blocking(move || restore::cluster_reset(&t, &d, &n, &p, bump)).await?;
+    Ok((restored, tools))
 }
 
 /// `--output FILE`: fetch, check and decompress into FILE only. The checks go to stderr and the
@@ -175,14 +210,15 @@ pub(super) async fn connect(args: &S3Args) -> Result<Option<S3Store>, RestoreErr
     Ok(Some(S3Store::connect(&cfg).await?))
 }
 
-/// etcdutl or etcdctl, from `ETCD_SNAPSHOT_ETCDUTL` / `ETCD_SNAPSHOT_ETCDCTL` or `PATH`.
-pub(super) fn find_tools() -> Result<Tools, RestoreError> {
+/// etcdutl and etcdctl, from `ETCD_SNAPSHOT_ETCDUTL` / `ETCD_SNAPSHOT_ETCDCTL` (they win) or
+/// `PATH`, each asked its version and flags.
+pub fn find_tools() -> Result<Toolbox, RestoreError> {
     let from_env = |var| {
         std::env::var_os(var)
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
     };
-    Tools::find(from_env(ENV_ETCDUTL), from_env(ENV_ETCDCTL))
+    Toolbox::find(from_env(ENV_ETCDUTL), from_env(ENV_ETCDCTL))
 }
 
 /// Print what was checked, one line per check.
@@ -223,6 +259,23 @@ pub(super) fn print_checks(out: &mut impl Write, checks: &Checks) -> Result<(), 
     Ok(())
 }
 
+/// The data's etcd version, printed once the tool for it is chosen.
+fn print_version(data: &DataVersion) -> Result<(), RestoreError> {
+    writeln!(std::io::stdout().lock(), "etcd version    {data}").map_err(stdout_err)
+}
+
+fn bump_line(bump: Option<u64>) -> String {
+    match bump {
+        Some(n) => format!(
+            "revision        bumped by {n} and marked compacted: every watcher of the API server \
+             relists (watches from before the restore get \"compacted\")"
+        ),
+        None => "revision        NOT bumped (--no-bump-revision): the revision went back to the \
+                 snapshot's; restart kube-apiserver, kubelets and every controller before use"
+            .into(),
+    }
+}
+
 fn old_dir_line(restored: &Restored) -> String {
     match &restored.old_data_dir {
         Some(old) => format!(
@@ -249,9 +302,13 @@ fn next_steps(args: &RestoreArgs, restored: &Restored) -> String {
          /var/lib/etcd /var/lib/etcd-old-$(date +%s); on k3s/rke2 ${datadir}/server/db)."
             .to_string(),
         "  3. Add the members back one at a time: on this node `etcdctl member add <name> \
-         --peer-urls=<its peer URL>`, then start that member with an empty data dir, \
+         --peer-urls=<its peer URL>` (etcd answers \"unhealthy cluster\" until the members have \
+         been connected for 5 s: retry), then start that member with an empty data dir, \
          --initial-cluster-state=existing and the --initial-cluster that member add printed \
          (k3s/rke2 servers rejoin by themselves when started)."
+            .to_string(),
+        "  4. Restart kube-apiserver, kube-controller-manager, kube-scheduler and the kubelets \
+         (and anything else that caches the API) before relying on the cluster."
             .to_string(),
     ]
     .join("\n")
@@ -321,6 +378,7 @@ mod tests {
             snapshot_size: 20,
             encryption_key_id: Some("0123456789abcdef".into()),
             metadata: None,
+            recorded_etcd_version: None,
         };
         let mut out = Vec::new();
         print_checks(&mut out, &checks).expect("print");

@@ -25,9 +25,10 @@ pub async fn run(args: VerifyArgs) -> Result<(), RestoreError> {
     print_checks(&mut out, &report.checks)?;
     let s = report.status;
     let lines = [
+        format!("etcd version    {}", report.data_version),
         format!(
             "test restore    OK: {} snapshot restore into a temporary data dir",
-            report.tool.as_str()
+            report.tool_description
         ),
         format!("revision        {}", s.revision),
         format!(

@@ -265,6 +265,7 @@ fn finish_checks(
             _ => None,
         },
         metadata: None,
+        recorded_etcd_version: None,
     };
     Ok(match out {
         None => match in_place {

@@ -4,7 +4,8 @@
 
 use super::fetch::Prepared;
 use super::tools::Tools;
-use super::{RestoreError, io_err, sibling_name, unix_now};
+use super::version::DataVersion;
+use super::{RestoreError, data_version_of, io_err, sibling_name, unix_now};
 use std::fs::TryLockError;
 use std::io::ErrorKind;
 use std::os::unix::fs::DirBuilderExt;
@@ -72,44 +73,61 @@ impl Drop for StagedDir {
 }
 
 /// Restore the plain (decompressed, checked) snapshot `snapshot` into `data_dir` as a
-/// single-member cluster `member_name=peer_url`.
+/// single-member cluster `member_name=peer_url`, raising the revision by `bump` and marking it
+/// compacted when `bump` is `Some` (see [`super::DEFAULT_BUMP_REVISION`]).
 ///
-/// The snapshot is restored into a staging dir beside `data_dir` first (etcd's trailing hash is
-/// checked again by the tool); only when that succeeded is the current `data_dir`, if any, moved
-/// to `<data_dir>-old-<unix seconds>` and the staging dir renamed into place. If that rename
-/// fails the old data dir is moved back. The old data dir is never deleted. etcd must not be
-/// running on `data_dir` (refused if it holds the database lock).
+/// Refused before anything is touched when the snapshot holds data of a newer etcd minor
+/// version than `tools`, or `tools` cannot bump. The snapshot is restored into a staging dir
+/// beside `data_dir` first (etcd's trailing hash is checked again by the tool); only when that
+/// succeeded is the current `data_dir`, if any, moved to `<data_dir>-old-<unix seconds>` and the
+/// staging dir renamed into place. If that rename fails the old data dir is moved back. The old
+/// data dir is never deleted. etcd must not be running on `data_dir` (refused if it holds the
+/// database lock).
 pub fn restore_into(
     tools: &Tools,
     snapshot: &Path,
     data_dir: &Path,
     member_name: &str,
     peer_url: &str,
+    bump: Option<u64>,
 ) -> Result<Restored, RestoreError> {
-    restore_with(tools, snapshot, data_dir, member_name, peer_url, false)
+    let data = data_version_of(snapshot, None)?;
+    restore_with(
+        tools,
+        snapshot,
+        data_dir,
+        (member_name, peer_url),
+        false,
+        (&data, bump),
+    )
 }
 
-/// [`restore_into`] of a snapshot that passed every check of [`super::prepare`]. When the plain
-/// file is our own copy, written as its bytes went through etcd's trailing-sha256 check, the
-/// tool is not asked to hash the whole snapshot a second time (`--skip-hash-check`; it still
-/// strips the trailer, which it finds by the size: a multiple of 512 plus 32). A snapshot used
-/// in place (a plain file of the snapshot dir, which could change after the check) is hashed
-/// by the tool again.
+/// [`restore_into`] of a snapshot that passed every check of [`super::prepare`] (its recorded
+/// etcd version counts too). When the plain file is our own copy, written as its bytes went
+/// through etcd's trailing-sha256 check, the tool is not asked to hash the whole snapshot a
+/// second time (`--skip-hash-check`; it still strips the trailer, which it finds by the size: a
+/// multiple of 512 plus 32). A snapshot used in place (a plain file of the snapshot dir, which
+/// could change after the check) is hashed by the tool again.
 pub fn restore_prepared_into(
     tools: &Tools,
     prepared: &Prepared,
     data_dir: &Path,
     member_name: &str,
     peer_url: &str,
+    bump: Option<u64>,
 ) -> Result<Restored, RestoreError> {
     let checked = prepared.is_own_copy() && prepared.checks().snapshot_size % 512 == 32;
+    let data = data_version_of(
+        prepared.path(),
+        prepared.checks().recorded_etcd_version.as_ref(),
+    )?;
     restore_with(
         tools,
         prepared.path(),
         data_dir,
-        member_name,
-        peer_url,
+        (member_name, peer_url),
         checked,
+        (&data, bump),
     )
 }
 
@@ -117,33 +135,59 @@ fn restore_with(
     tools: &Tools,
     snapshot: &Path,
     data_dir: &Path,
-    member_name: &str,
-    peer_url: &str,
+    (member_name, peer_url): (&str, &str),
     hash_checked: bool,
+    (data, bump): (&DataVersion, Option<u64>),
 ) -> Result<Restored, RestoreError> {
+    tools.check(data, bump.is_some())?;
     refuse_if_running(data_dir)?;
     let staging = staging_dir(data_dir, "restoring")?;
     let mut guard = StagedDir(Some(staging.clone()));
-    tools.restore(snapshot, &staging, member_name, peer_url, hash_checked)?;
+    tools.restore(
+        snapshot,
+        &staging,
+        member_name,
+        peer_url,
+        hash_checked,
+        bump,
+    )?;
     let restored = swap_in(&staging, data_dir)?;
     guard.disarm();
     Ok(restored)
 }
 
 /// Reset the membership of the existing etcd data in `data_dir` to the single member
-/// `member_name=peer_url`, keeping all keys.
+/// `member_name=peer_url`, keeping all keys, raising the revision by `bump` and marking it
+/// compacted when `bump` is `Some`.
 ///
 /// etcd must be stopped first, cleanly (SIGTERM), so that everything it applied is in its
-/// database file: this copies `member/snap/db`, restores the copy with `--skip-hash-check` into a
-/// staging dir beside `data_dir`, moves `data_dir` aside to `<data_dir>-old-<unix seconds>` and
-/// renames the staging dir into place. Refused when `data_dir/member` is missing or a running etcd
-/// holds the database lock.
+/// database file: this copies `member/snap/db`, checks its etcd version against `tools`,
+/// restores the copy with `--skip-hash-check` into a staging dir beside `data_dir`, moves
+/// `data_dir` aside to `<data_dir>-old-<unix seconds>` and renames the staging dir into place.
+/// Refused when `data_dir/member` is missing or a running etcd holds the database lock.
 pub fn cluster_reset(
     tools: &Tools,
     data_dir: &Path,
     member_name: &str,
     peer_url: &str,
+    bump: Option<u64>,
 ) -> Result<Restored, RestoreError> {
+    let db = existing_db(data_dir)?;
+    refuse_if_running(data_dir)?;
+    let parent = parent_of(data_dir);
+    let scratch = ScratchDir::create(&parent, "reset")?;
+    let copy = scratch.path().join("db");
+    std::fs::copy(&db, &copy).map_err(io_err("copying", &db))?;
+    let data = data_version_of(&copy, None)?;
+    tools.check(&data, bump.is_some())?;
+    let staging = scratch.path().join("data");
+    tools.restore(&copy, &staging, member_name, peer_url, true, bump)?;
+    swap_in(&staging, data_dir)
+}
+
+/// The database file of the etcd data in `data_dir` (`member/snap/db`); refused, naming what
+/// is missing, when there is none.
+pub(crate) fn existing_db(data_dir: &Path) -> Result<PathBuf, RestoreError> {
     let member = data_dir.join("member");
     let db = member.join("snap").join("db");
     for needed in [&member, &db] {
@@ -154,14 +198,7 @@ pub fn cluster_reset(
             });
         }
     }
-    refuse_if_running(data_dir)?;
-    let parent = parent_of(data_dir);
-    let scratch = ScratchDir::create(&parent, "reset")?;
-    let copy = scratch.path().join("db");
-    std::fs::copy(&db, &copy).map_err(io_err("copying", &db))?;
-    let staging = scratch.path().join("data");
-    tools.restore(&copy, &staging, member_name, peer_url, true)?;
-    swap_in(&staging, data_dir)
+    Ok(db)
 }
 
 /// The directory `data_dir` lives in (created if missing).
@@ -262,7 +299,7 @@ mod tests {
     fn reset_of_a_dir_without_etcd_data_is_refused() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let tools = Tools::find(None, Some(PathBuf::from("/bin/false"))).expect("false exists");
-        let err = cluster_reset(&tools, tmp.path(), "m", "http://127.0.0.1:2380")
+        let err = cluster_reset(&tools, tmp.path(), "m", "http://127.0.0.1:2380", None)
             .expect_err("no member dir");
         assert!(matches!(err, RestoreError::DataDirMissing { .. }), "{err}");
     }

@@ -4,6 +4,7 @@
 //! seekable format, so it is hashed first and then opened as an archive).
 
 use super::check::check_local;
+use super::version::RecordedRelease;
 use super::{RestoreError, s3};
 use crate::api::Compression;
 use crate::naming::is_encrypted_name;
@@ -113,6 +114,9 @@ pub struct Checks {
     pub encryption_key_id: Option<String>,
     /// Extra metadata stored beside the snapshot (what cluster state it came from), if any.
     pub metadata: Option<BTreeMap<String, String>>,
+    /// The etcd release recorded for the snapshot (S3 object metadata, or the caller's record),
+    /// if any.
+    pub recorded_etcd_version: Option<RecordedRelease>,
 }
 
 /// A plain etcd snapshot that passed every check, ready for `snapshot restore`.
@@ -181,6 +185,9 @@ pub struct PrepareOptions {
     pub expected_sha256: Option<String>,
     /// The key to decrypt an encrypted (`.enc`) snapshot with.
     pub encryption_key: Option<EncryptionKey>,
+    /// The etcd release the caller recorded for the snapshot (an ETCDSnapshotFile's
+    /// `status.etcdVersion`); the version rule takes it when it is newer than the data's own.
+    pub recorded_etcd_version: Option<RecordedRelease>,
 }
 
 /// Fetch `source`, check it and make a plain snapshot of it at `target`. `expected_sha256` is an
@@ -215,7 +222,13 @@ pub async fn prepare_with(
     }
     let (path, dir, name) = match source {
         Source::S3 { store, name } => {
-            return s3::prepare(store, name, recorded, key, target).await;
+            let mut prepared = s3::prepare(store, name, recorded, key, target).await?;
+            let checks = prepared.checks_mut();
+            checks.recorded_etcd_version = newer(
+                checks.recorded_etcd_version.take(),
+                options.recorded_etcd_version.clone(),
+            );
+            return Ok(prepared);
         }
         Source::Path(path) => {
             let name = source.name();
@@ -264,7 +277,16 @@ pub async fn prepare_with(
     })
     .await?;
     prepared.checks.metadata = metadata;
+    prepared.checks.recorded_etcd_version = options.recorded_etcd_version.clone();
     Ok(prepared)
+}
+
+/// The newer of two recorded releases.
+fn newer(a: Option<RecordedRelease>, b: Option<RecordedRelease>) -> Option<RecordedRelease> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.release > a.release { b } else { a }),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Whether the stored bytes are to be decrypted (an `.enc` name), and with which key.

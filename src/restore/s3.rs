@@ -7,6 +7,7 @@
 
 use super::check::{check_local, check_stream, compare};
 use super::fetch::{Decrypt, OwnedTarget, Prepared, Recorded};
+use super::version::RecordedRelease;
 use super::{RestoreError, Target, blocking, sibling_name};
 use crate::api::Compression;
 use crate::consts::s3_metadata;
@@ -76,10 +77,16 @@ pub(super) async fn prepare(
             .unwrap_or(Path::new("."))
             .to_path_buf(),
     };
+    let etcd_version = entry
+        .metadata
+        .get(s3_metadata::ETCD_VERSION)
+        .and_then(|v| RecordedRelease::parse(v, "the S3 object metadata"));
     let compression = Compression::from_name(name);
     if compression != Compression::Zip {
         let mut prepared = stream(store, name, &location, decrypt, recorded, target).await?;
-        prepared.checks_mut().metadata = store.get_extra_metadata(name).await.ok().flatten();
+        let checks = prepared.checks_mut();
+        checks.metadata = store.get_extra_metadata(name).await.ok().flatten();
+        checks.recorded_etcd_version = etcd_version;
         return Ok(prepared);
     }
     // A k3s zip needs seeking: downloaded first, then checked like a local file.
@@ -111,6 +118,7 @@ pub(super) async fn prepare(
     })
     .await?;
     prepared.checks_mut().metadata = metadata;
+    prepared.checks_mut().recorded_etcd_version = etcd_version;
     if in_place {
         match owned_target {
             OwnedTarget::WorkDir(_) => {

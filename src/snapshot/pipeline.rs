@@ -182,6 +182,7 @@ pub async fn save(etcd: &EtcdConfig, req: SaveRequest) -> Result<SaveReport, Sna
         (s3_metadata::CLUSTER_ID.to_string(), info.cluster_id.clone()),
         (s3_metadata::NODE_NAME.to_string(), req.node_name.clone()),
         (s3_metadata::REVISION.to_string(), info.revision.to_string()),
+        (s3_metadata::ETCD_VERSION.to_string(), info.version.clone()),
         (
             s3_metadata::COMPRESSION.to_string(),
             req.compression.as_str().to_string(),

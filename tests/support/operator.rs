@@ -270,15 +270,12 @@ impl OperatorEnv {
                 .insert(key.to_string(), addr.clone());
         }
         // The agents verify snapshots with the restore tool of the etcd release under test.
-        let tool = match self.etcd.options().version {
-            EtcdVersion::V3_5 => (
-                etcd_snapshot::cli::restore::ENV_ETCDUTL,
-                EtcdVersion::V3_5.etcdutl(),
-            ),
-            EtcdVersion::V3_4 => (
-                etcd_snapshot::cli::restore::ENV_ETCDCTL,
-                EtcdVersion::V3_4.etcdctl(),
-            ),
+        let version = self.etcd.options().version;
+        let tool = match version {
+            EtcdVersion::V3_4 => (etcd_snapshot::cli::restore::ENV_ETCDCTL, version.etcdctl()),
+            EtcdVersion::V3_5 | EtcdVersion::V3_5_30 => {
+                (etcd_snapshot::cli::restore::ENV_ETCDUTL, version.etcdutl())
+            }
         };
         let log = self
             .dir

@@ -165,7 +165,9 @@ impl Tools {
         Ok(Tools {
             etcd: EtcdVersion::V3_5.etcd()?,
             etcdctl: EtcdVersion::V3_5.etcdctl()?,
-            etcdutl: EtcdVersion::V3_5.etcdutl()?,
+            // 3.5.30: `etcd-snapshot restore` bumps the revision by default, which etcdutl
+            // 3.5.1 cannot.
+            etcdutl: EtcdVersion::V3_5_30.etcdutl()?,
             weed: eso_testenv::bin("weed")?,
             ours,
             me,
