@@ -8,14 +8,20 @@ mod support;
 
 use eso_testenv::cluster::docker_archive;
 use eso_testenv::{Cluster, HostState};
+use etcd_snapshot::api::{ETCDSnapshotFile, Phase};
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use kube::api::{Api, LogParams, PostParams};
 use kube::{Client, ResourceExt};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const NS: &str = "default";
 const PAUSE_IMAGE: &str = "localhost/eso-e2e/pause:3.4";
 const ETCDCTL_IMAGE: &str = "localhost/eso-e2e/etcdctl:test";
+const OPERATOR_REPOSITORY: &str = "localhost/eso-e2e/etcd-snapshot";
+const OPERATOR_TAG: &str = "e2e";
+const OPERATOR_NS: &str = "etcd-snapshot";
+const RELEASE: &str = "etcd-snapshot";
 /// Pods must tolerate the control-plane taint kubeadm 1.20 puts on the only node.
 const TOLERATE_MASTER: &str =
     r#"[{"key":"node-role.kubernetes.io/master","operator":"Exists","effect":"NoSchedule"}]"#;
@@ -57,6 +63,159 @@ async fn scenarios(cluster: &Cluster) {
     let t = Instant::now();
     pod_reaches_a_cluster_ip_through_kube_proxy(cluster, &client).await;
     eprintln!("e2e: ClusterIP through kube-proxy in {:.1?}", t.elapsed());
+    operator_installed_by_helm_takes_an_on_demand_snapshot(cluster, &client).await;
+}
+
+/// The operator image (built from the binary under test, imported into the node), installed by
+/// real Helm with `--wait`; its controller and agent pods get Ready, and `etcd-snapshot trigger`
+/// gets a Ready snapshot of the node's etcd into the node's snapshot directory.
+async fn operator_installed_by_helm_takes_an_on_demand_snapshot(
+    cluster: &Cluster,
+    client: &Client,
+) {
+    let t = Instant::now();
+    let work = tempfile::tempdir().expect("temp dir");
+    let build_image = repo().join("scripts/build-image.sh");
+    assert!(
+        build_image.exists(),
+        "{} missing: it comes with `make image` (the chart branch)",
+        build_image.display()
+    );
+    let (ok, out, err) = support::run(
+        std::process::Command::new(&build_image)
+            .arg("--bin")
+            .arg(env!("CARGO_BIN_EXE_etcd-snapshot"))
+            .arg("--out")
+            .arg(work.path())
+            .args(["--repository", OPERATOR_REPOSITORY, "--tag", OPERATOR_TAG]),
+    );
+    assert!(ok, "scripts/build-image.sh failed: {err}");
+    let archive = PathBuf::from(out.trim());
+    cluster
+        .import_image(&archive)
+        .expect("import the operator image");
+    eprintln!(
+        "e2e: operator image built and imported in {:.1?}",
+        t.elapsed()
+    );
+
+    let t = Instant::now();
+    let pki = cluster.etcd_pki_dir();
+    let snapshot_dir = cluster.dir().join("var/lib/etcd-snapshots");
+    let values = work.path().join("values.yaml");
+    std::fs::write(
+        &values,
+        format!(
+            r#"image: {{repository: {OPERATOR_REPOSITORY}, tag: {OPERATOR_TAG}, pullPolicy: Never}}
+etcd:
+  preset: custom
+  custom:
+    certDir: {pki}
+    caFile: {pki}/ca.crt
+    certFile: {pki}/healthcheck-client.crt
+    keyFile: {pki}/healthcheck-client.key
+    snapshotDir: {snapshots}
+    nodeSelector: {{node-role.kubernetes.io/control-plane: ""}}
+controller:
+  tolerations: {TOLERATE_MASTER}
+"#,
+            pki = pki.display(),
+            snapshots = snapshot_dir.display(),
+        ),
+    )
+    .expect("write values");
+    // Helm 4's --wait follows kstatus, and the default schedule reports Ready=False until its
+    // first run (E2E-CLUSTER.md, finding 1): install --wait without it, then add it.
+    let helm = |args: &[&str]| {
+        let (ok, out, err) = support::run(
+            std::process::Command::new(eso_testenv::bin("helm").expect("helm installed"))
+                .args(args)
+                .arg(repo().join("charts/etcd-snapshot-operator"))
+                .args(["--namespace", OPERATOR_NS, "--values"])
+                .arg(&values)
+                .arg("--kubeconfig")
+                .arg(cluster.kubeconfig()),
+        );
+        assert!(ok, "helm {args:?} failed:\n{out}\n{err}");
+    };
+    helm(&[
+        "install",
+        RELEASE,
+        "--create-namespace",
+        "--wait",
+        "--timeout=5m",
+        "--set=schedule.enabled=false",
+    ]);
+    eprintln!("e2e: helm install --wait in {:.1?}", t.elapsed());
+    helm(&["upgrade", RELEASE, "--set=schedule.enabled=true"]);
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), OPERATOR_NS);
+    let ready = pods
+        .list(&Default::default())
+        .await
+        .expect("list operator pods");
+    let names: Vec<String> = ready.items.iter().map(|p| p.name_any()).collect();
+    assert!(
+        names.iter().any(|n| n.contains("controller")) && names.iter().any(|n| n.contains("agent")),
+        "expected controller and agent pods, got {names:?}"
+    );
+    for pod in &ready.items {
+        assert!(
+            pod_ready(pod),
+            "pod {} not Ready after helm --wait",
+            pod.name_any()
+        );
+    }
+
+    let t = Instant::now();
+    let (ok, out, err) = support::run(
+        support::cli()
+            .args(["trigger", RELEASE, "--wait", "--timeout", "5m"])
+            .env("KUBECONFIG", cluster.kubeconfig()),
+    );
+    assert!(ok, "etcd-snapshot trigger failed:\n{out}\n{err}");
+    eprintln!("e2e: on-demand snapshot in {:.1?}", t.elapsed());
+    let files: Api<ETCDSnapshotFile> = Api::all(client.clone());
+    let ready: Vec<ETCDSnapshotFile> = files
+        .list(&Default::default())
+        .await
+        .expect("list ETCDSnapshotFiles")
+        .items
+        .into_iter()
+        .filter(|f| f.status.as_ref().and_then(|s| s.phase) == Some(Phase::Ready))
+        .collect();
+    let esf = ready
+        .first()
+        .unwrap_or_else(|| panic!("no Ready ETCDSnapshotFile:\n{out}"));
+    assert_eq!(esf.spec.node_name, cluster.node_name());
+    let path = esf
+        .spec
+        .location
+        .strip_prefix("file://")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("not a local snapshot: {}", esf.spec.location));
+    assert!(
+        path.starts_with(&snapshot_dir),
+        "{} is not in the node's snapshot directory",
+        path.display()
+    );
+    let (revision, keys) = support::snapshot_status(&path);
+    assert!(
+        revision > 0 && keys > 0,
+        "empty snapshot {}",
+        path.display()
+    );
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// The node carries kubeadm 1.20's control-plane labels and taint, so the chart's agent
