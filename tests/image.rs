@@ -184,7 +184,9 @@ fn archive_is_a_docker_archive_tagged_with_the_charts_image_and_sha256_named_par
     let layers = entry["Layers"].as_array().expect("Layers");
     assert_eq!(layers.len(), 1, "one layer: {manifest}");
     let layer_name = layers[0].as_str().expect("layer path");
-    let layer_hex = layer_name.strip_suffix("/layer.tar").expect("<sha256>/layer.tar");
+    let layer_hex = layer_name
+        .strip_suffix("/layer.tar")
+        .expect("<sha256>/layer.tar");
     assert_eq!(sha256_hex(&image.unpacked.join(layer_name)), layer_hex);
 
     let repositories = json(&image.unpacked.join("repositories"));
@@ -326,8 +328,10 @@ fn dockerfile_final_stage_matches_the_image_config_and_etcd_version() {
     );
     // The root file system comes from the same script.
     assert!(
-        steps.iter().any(|(i, rest)| i == "RUN"
-            && rest.starts_with("scripts/build-image.sh --rootfs /rootfs ")),
+        steps
+            .iter()
+            .any(|(i, rest)| i == "RUN"
+                && rest.starts_with("scripts/build-image.sh --rootfs /rootfs ")),
         "the build stage assembles /rootfs with scripts/build-image.sh --rootfs"
     );
 
