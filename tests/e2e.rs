@@ -78,7 +78,7 @@ async fn operator_installed_by_helm_takes_an_on_demand_snapshot(
     let build_image = repo().join("scripts/build-image.sh");
     assert!(
         build_image.exists(),
-        "{} missing: it comes with `make image` (the chart branch)",
+        "{} missing (it builds the operator image for `make image`)",
         build_image.display()
     );
     let (ok, out, err) = support::run(
