@@ -59,6 +59,58 @@ pub const REASON_VERIFY_FAILED: &str = "ETCDSnapshotVerifyFailed";
 /// Event reason: a schedule's spec or its Secret is invalid (Warning).
 pub const REASON_INVALID: &str = "InvalidSchedule";
 
+/// Event reason: a schedule's run finished with at least one failed copy (Warning), on the
+/// schedule; the message says which and why. Information only: the schedule stays Ready.
+pub const REASON_RUN_FAILED: &str = "SnapshotRunFailed";
+
+/// Condition types and reasons. The schedule follows kstatus (the status convention that Helm 4's
+/// `--wait`, Flux and Argo CD health checks read): `Ready` True while the spec is valid,
+/// `Stalled` True (and `Ready` False) while it cannot be acted on, `Reconciling` True while a new
+/// generation could not be reconciled yet; `status.observedGeneration` is written on every
+/// reconcile. How the runs went is information in `LastRunSucceeded`, which kstatus ignores.
+pub mod conditions {
+    /// Condition type on schedules and snapshot files: the object is usable.
+    pub const READY: &str = "Ready";
+    /// kstatus condition type on schedules: the spec or what it references is unusable; only a
+    /// change can help (abnormal-true: absent when all is well).
+    pub const STALLED: &str = "Stalled";
+    /// kstatus condition type on schedules: the latest generation is not reconciled yet
+    /// (abnormal-true: absent when all is well).
+    pub const RECONCILING: &str = "Reconciling";
+    /// Condition type on schedules: whether the newest finished run stored every copy (True),
+    /// had a failed copy (False), or no run has finished yet (Unknown). Not a kstatus condition:
+    /// a failed run does not make the schedule unhealthy to Helm or GitOps tools.
+    pub const LAST_RUN_SUCCEEDED: &str = "LastRunSucceeded";
+    /// Condition type on snapshot files: the verification result.
+    pub const VERIFIED: &str = "Verified";
+    /// Condition type earlier versions wrote on schedules (replaced by [`STALLED`]); removed at
+    /// the next reconcile.
+    pub const LEGACY_INVALID: &str = "Invalid";
+
+    /// `Ready` reason of a valid, active schedule.
+    pub const REASON_SCHEDULED: &str = "Scheduled";
+    /// `Ready` reason of a valid, suspended schedule.
+    pub const REASON_SUSPENDED: &str = "Suspended";
+    /// `Reconciling`/`Ready` reason: a transient error stopped the reconcile of a new generation;
+    /// it is retried.
+    pub const REASON_RETRYING: &str = "Retrying";
+    /// `Stalled`/`Ready` reason: the spec itself is invalid (other reasons name the referenced
+    /// object at fault, e.g. `SecretMissing`, `InvalidSecret`, `EncryptionKeyMissing`).
+    pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
+    /// `LastRunSucceeded` reason: the newest finished run stored every copy.
+    pub const REASON_RUN_SUCCEEDED: &str = "Succeeded";
+    /// `LastRunSucceeded` reason: the newest finished run has a failed copy.
+    pub const REASON_RUN_FAILED: &str = "Failed";
+    /// `LastRunSucceeded` reason: no run of the schedule has finished yet.
+    pub const REASON_NO_RUN_YET: &str = "NoRunYet";
+    /// `Ready` reason of a stored snapshot file.
+    pub const REASON_SAVED: &str = "Saved";
+    /// `Verified` reason: downloaded, checked and test-restored.
+    pub const REASON_TEST_RESTORED: &str = "TestRestored";
+    /// `Verified` reason: a check failed.
+    pub const REASON_VERIFY_FAILED: &str = "VerifyFailed";
+}
+
 /// Default cron expression of a schedule (00:00 and 12:00), as the reference.
 pub const DEFAULT_SCHEDULE: &str = "0 */12 * * *";
 /// Default name prefix of scheduled snapshots, as the reference.

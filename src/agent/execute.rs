@@ -171,9 +171,9 @@ pub async fn take_snapshot(agent: &Agent, group: Vec<ETCDSnapshotFile>) {
                 };
                 set_condition(
                     &mut status.conditions,
-                    "Ready",
+                    consts::conditions::READY,
                     true,
-                    "Saved",
+                    consts::conditions::REASON_SAVED,
                     "the snapshot is stored and its hashes checked",
                     esf.metadata.generation,
                     now,

@@ -4,6 +4,7 @@
 //! failed records. It never talks to etcd.
 
 mod files;
+pub mod health;
 mod schedule;
 mod sync;
 pub mod util;

@@ -29,7 +29,20 @@ pub fn set_condition(
     generation: Option<i64>,
     now: DateTime<Utc>,
 ) {
-    let status = if status { "True" } else { "False" }.to_string();
+    let status = if status { "True" } else { "False" };
+    set_condition_status(conditions, type_, status, reason, message, generation, now);
+}
+
+/// As [`set_condition`], with the status as written (`True`, `False` or `Unknown`).
+pub fn set_condition_status(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) {
     let previous = conditions.iter().find(|c| c.type_ == type_);
     let last_transition_time = match previous {
         Some(p) if p.status == status => p.last_transition_time.clone(),
@@ -40,13 +53,18 @@ pub fn set_condition(
     let message = if message.is_empty() { reason } else { message };
     conditions.push(Condition {
         type_: type_.into(),
-        status,
+        status: status.into(),
         reason: reason.into(),
         message: message.into(),
         observed_generation: generation,
         last_transition_time,
     });
     conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+}
+
+/// Remove the condition of `type_`, if there is one.
+pub fn remove_condition(conditions: &mut Vec<Condition>, type_: &str) {
+    conditions.retain(|c| c.type_ != type_);
 }
 
 /// The phase of an ESF (`Pending` when it has no status yet).

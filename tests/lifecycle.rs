@@ -1,0 +1,226 @@
+//! How the operator behaves as pods do (issue 12), with real `controller` and `agent` processes
+//! under the chart's RBAC, against a real kube-apiserver, etcd and SeaweedFS (see
+//! `support/operator.rs`):
+//! - schedules follow kstatus: a valid schedule is `Ready=True` with `status.observedGeneration`
+//!   before any run, an invalid one `Stalled=True`, a fixed one `Ready` again, and a failed run is
+//!   information (`LastRunSucceeded=False`, a Warning event) that leaves it `Ready`.
+
+#[path = "support/operator.rs"]
+mod operator_support;
+mod support;
+
+use etcd_snapshot::api::{ETCDSnapshotSchedule, Phase};
+use etcd_snapshot::consts::{self, conditions};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Api, Patch, PatchParams};
+use operator_support::{OperatorEnv, OperatorOptions, SECRET, is_local, phase};
+use std::time::Duration;
+
+/// How long the controller may take to react to a change.
+const REACT: Duration = Duration::from_secs(20);
+/// Time for one on-demand run of a small database to finish.
+const RUN: Duration = Duration::from_secs(30);
+
+/// A schedule manifest whose cron cannot fire during a test, with more `spec` lines.
+fn schedule_yaml(name: &str, cron: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: etcdsnapshot.io/v1
+kind: ETCDSnapshotSchedule
+metadata:
+  name: {name}
+spec:
+  schedule: \"{cron}\"
+{spec}"
+    )
+}
+
+async fn schedule(env: &OperatorEnv, name: &str) -> ETCDSnapshotSchedule {
+    Api::<ETCDSnapshotSchedule>::all(env.admin.clone())
+        .get(name)
+        .await
+        .expect("read schedule")
+}
+
+fn condition(s: &ETCDSnapshotSchedule, type_: &str) -> Option<Condition> {
+    s.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .cloned()
+}
+
+/// The schedule once the controller has observed its current generation.
+async fn observed(env: &OperatorEnv, name: &str) -> ETCDSnapshotSchedule {
+    env.wait_until(
+        &format!("the controller to observe schedule {name}"),
+        REACT,
+        async || {
+            let s = schedule(env, name).await;
+            let observed = s.status.as_ref().and_then(|st| st.observed_generation);
+            (observed.is_some() && observed == s.metadata.generation).then_some(s)
+        },
+    )
+    .await
+}
+
+/// Must show: a valid schedule is healthy to kstatus (Helm 4's `--wait`, Flux, Argo CD) before
+/// its first tick; an invalid one is Stalled with the reason; fixing it makes it Ready; a failed
+/// run is reported without making the schedule unhealthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_are_ready_when_valid_stalled_when_invalid_and_a_failed_run_is_information() {
+    let env = OperatorEnv::start(OperatorOptions::default()).await;
+    // The S3 copy of every run fails (wrong secret key); the local copy succeeds.
+    env.create_s3_secret(Some("not-the-secret-key")).await;
+    let s3 = format!("  s3: {{enabled: true, configSecretRef: {{name: {SECRET}}}}}");
+    env.apply(&format!(
+        "{}\n---\n{}",
+        schedule_yaml("healthy", "0 0 1 1 *", &s3),
+        schedule_yaml("broken", "not a cron", "")
+    ));
+
+    // Valid, no run yet: Ready=True at once, observedGeneration written, no kstatus abnormality.
+    let healthy = observed(&env, "healthy").await;
+    let ready = condition(&healthy, conditions::READY).expect("Ready condition");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", conditions::REASON_SCHEDULED),
+        "{ready:?}"
+    );
+    assert_eq!(ready.observed_generation, healthy.metadata.generation);
+    assert!(condition(&healthy, conditions::STALLED).is_none());
+    assert!(condition(&healthy, conditions::RECONCILING).is_none());
+    let last = condition(&healthy, conditions::LAST_RUN_SUCCEEDED).expect("LastRunSucceeded");
+    assert_eq!(
+        (last.status.as_str(), last.reason.as_str()),
+        ("Unknown", conditions::REASON_NO_RUN_YET)
+    );
+    assert!(
+        env.files("").await.is_empty(),
+        "Ready before any run was made"
+    );
+    // `kubectl wait`, as scripts and GitOps tools do.
+    let (ok, out, err) = support::run(env.kubectl().args([
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=5s",
+        "etcdsnapshotschedule/healthy",
+    ]));
+    assert!(ok, "kubectl wait --for=condition=Ready: {out}{err}");
+
+    // Invalid: Stalled=True with the reason and message, Ready=False, generation observed.
+    let broken = observed(&env, "broken").await;
+    let stalled = condition(&broken, conditions::STALLED).expect("Stalled condition");
+    assert_eq!(
+        (stalled.status.as_str(), stalled.reason.as_str()),
+        ("True", conditions::REASON_INVALID_SPEC),
+        "{stalled:?}"
+    );
+    assert!(stalled.message.contains("not a cron"), "{stalled:?}");
+    assert_eq!(
+        condition(&broken, conditions::READY).map(|c| c.status),
+        Some("False".to_string())
+    );
+
+    // Fixed: a new generation, then Ready=True and no Stalled.
+    let before = broken.metadata.generation.expect("generation");
+    Api::<ETCDSnapshotSchedule>::all(env.admin.clone())
+        .patch(
+            "broken",
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"spec": {"schedule": "0 0 1 1 *"}})),
+        )
+        .await
+        .expect("fix the cron");
+    let fixed = env
+        .wait_until(
+            "the fixed schedule to be Ready with its new generation observed",
+            REACT,
+            async || {
+                let s = schedule(&env, "broken").await;
+                let generation = s.metadata.generation?;
+                let ready = condition(&s, conditions::READY)?;
+                (generation > before
+                    && s.status.as_ref()?.observed_generation == Some(generation)
+                    && ready.status == "True")
+                    .then_some(s)
+            },
+        )
+        .await;
+    assert!(
+        condition(&fixed, conditions::STALLED).is_none(),
+        "{fixed:?}"
+    );
+
+    // A run whose S3 copy fails: LastRunSucceeded=False with the reason, one Warning event on
+    // the schedule, and the schedule stays Ready.
+    let run = env.request_run("healthy").await;
+    let files = env.wait_run_finished(&run, 2, RUN).await;
+    for f in &files {
+        let want = if is_local(f) {
+            Phase::Ready
+        } else {
+            Phase::Failed
+        };
+        assert_eq!(
+            phase(f),
+            want,
+            "{}",
+            f.metadata.name.as_deref().unwrap_or_default()
+        );
+    }
+    let after = env
+        .wait_until(
+            "LastRunSucceeded=False on the schedule",
+            REACT,
+            async || {
+                let s = schedule(&env, "healthy").await;
+                (condition(&s, conditions::LAST_RUN_SUCCEEDED)?.status == "False").then_some(s)
+            },
+        )
+        .await;
+    let last = condition(&after, conditions::LAST_RUN_SUCCEEDED).expect("LastRunSucceeded");
+    assert_eq!(last.reason, conditions::REASON_RUN_FAILED);
+    assert!(last.message.contains("1 of 2 copies failed"), "{last:?}");
+    assert_eq!(
+        condition(&after, conditions::READY).map(|c| c.status),
+        Some("True".to_string()),
+        "a failed run leaves the schedule Ready"
+    );
+    assert!(condition(&after, conditions::STALLED).is_none());
+    let events = env
+        .wait_until("the SnapshotRunFailed event", REACT, async || {
+            let e: Vec<_> = env
+                .events_about("healthy")
+                .await
+                .into_iter()
+                .filter(|(reason, _)| reason == consts::REASON_RUN_FAILED)
+                .collect();
+            (!e.is_empty()).then_some(e)
+        })
+        .await;
+    assert_eq!(events.len(), 1, "{events:?}");
+
+    // `kubectl get ess` shows the kstatus verdict and the last run.
+    let (ok, out, err) = support::run(env.kubectl().args(["get", "ess", "healthy"]));
+    assert!(ok, "kubectl get ess: {err}");
+    eprintln!("$ kubectl get ess healthy\n{out}");
+    // Cells by the header's column offsets (the cron and empty cells contain or are spaces).
+    let mut lines = out.lines();
+    let header = lines.next().unwrap_or_default();
+    let row = lines.next().unwrap_or_default();
+    let cell = |name: &str| {
+        let start = header
+            .find(&format!("{name} "))
+            .or_else(|| header.rfind(name))?;
+        let end = header[start..]
+            .char_indices()
+            .skip_while(|(_, ch)| !ch.is_whitespace())
+            .find(|(_, ch)| !ch.is_whitespace())
+            .map_or(row.len(), |(i, _)| start + i);
+        row.get(start..end.min(row.len())).map(str::trim)
+    };
+    assert_eq!(cell("READY"), Some("True"), "{out}");
+    assert_eq!(cell("LASTRUN"), Some("Failed"), "{out}");
+    env.assert_no_forbidden();
+}
