@@ -3,18 +3,28 @@
 //! `support/operator.rs`):
 //! - schedules follow kstatus: a valid schedule is `Ready=True` with `status.observedGeneration`
 //!   before any run, an invalid one `Stalled=True`, a fixed one `Ready` again, and a failed run is
-//!   information (`LastRunSucceeded=False`, a Warning event) that leaves it `Ready`.
+//!   information (`LastRunSucceeded=False`, a Warning event) that leaves it `Ready`;
+//! - SIGTERM (what the kubelet sends when a pod is deleted): the leader releases its Lease and a
+//!   standby leads at once; an agent in the middle of a large snapshot cancels it cleanly (records
+//!   Failed with the reason, no temp file, the multipart upload aborted) and exits within seconds.
 
+#[path = "support/faults.rs"]
+mod faults_support;
 #[path = "support/operator.rs"]
 mod operator_support;
+#[path = "support/proxy.rs"]
+mod proxy;
 mod support;
 
 use etcd_snapshot::api::{ETCDSnapshotSchedule, Phase};
 use etcd_snapshot::consts::{self, conditions};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, Patch, PatchParams};
-use operator_support::{OperatorEnv, OperatorOptions, SECRET, is_local, phase};
-use std::time::Duration;
+use operator_support::{
+    OperatorEnv, OperatorOptions, SECRET, error_message, is_local, local_path, phase, s3_key,
+};
+use proxy::ThrottleProxy;
+use std::time::{Duration, Instant};
 
 /// How long the controller may take to react to a change.
 const REACT: Duration = Duration::from_secs(20);
@@ -223,4 +233,162 @@ async fn schedules_are_ready_when_valid_stalled_when_invalid_and_a_failed_run_is
     assert_eq!(cell("READY"), Some("True"), "{out}");
     assert_eq!(cell("LASTRUN"), Some("Failed"), "{out}");
     env.assert_no_forbidden();
+}
+
+/// Must show: SIGTERM to the leader releases its Lease, so the standby leads at once (well within
+/// the lease duration) and handles the pending request exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_makes_the_leader_release_its_lease_and_the_standby_take_over_at_once() {
+    // A lease long enough that waiting for it to expire could never pass for a release.
+    let lease = Duration::from_secs(20);
+    let env = OperatorEnv::start(OperatorOptions {
+        controllers: 2,
+        controller_args: [
+            "--lease-duration=20s",
+            "--renew-deadline=15s",
+            "--retry-period=500ms",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..OperatorOptions::default()
+    })
+    .await;
+    env.apply(&schedule_yaml("once", "0 0 1 1 *", ""));
+    observed(&env, "once").await;
+    // The standby is up (it serves metrics while it follows).
+    env.metrics_text("controller ctl-2").await;
+
+    let value = env.request_run("once").await;
+    let start = Instant::now();
+    let exited = env.terminate("controller ctl-1", Duration::from_secs(10));
+    assert!(
+        exited < Duration::from_secs(5),
+        "the leader took {exited:?} to exit on SIGTERM"
+    );
+    assert!(
+        env.controller_log("ctl-1").contains("released the lease"),
+        "the leader released its lease:\n{}",
+        env.controller_log("ctl-1")
+    );
+    env.wait_for_leader("ctl-2", lease).await;
+    let takeover = start.elapsed();
+    assert!(
+        takeover < lease / 2,
+        "the standby led {takeover:?} after the SIGTERM (lease {lease:?})"
+    );
+    eprintln!("leader exited {exited:?} after SIGTERM; the standby led after {takeover:?}");
+
+    // The request is handled once, by whichever leader saw it.
+    let files = env.wait_run_finished(&value, 1, RUN).await;
+    assert!(files.iter().all(|f| phase(f) == Phase::Ready), "{files:?}");
+    env.wait_until(
+        "the new leader to have handled the request",
+        REACT,
+        async || {
+            let s = schedule(&env, "once").await;
+            (s.status?.last_requested_at.as_deref() == Some(value.as_str())).then_some(())
+        },
+    )
+    .await;
+    let all = env.files(&format!("{}=once", consts::LABEL_SCHEDULE)).await;
+    assert_eq!(all.len(), 1, "no duplicate run: {:?}", all);
+    env.assert_no_forbidden();
+}
+
+/// Must show: SIGTERM to an agent in the middle of a large snapshot: the process exits within
+/// seconds (the 5 s shutdown grace, then cancellation), both records end Failed with the reason
+/// (never left Running), no temp file is left, the multipart upload is aborted, all by the
+/// stopping agent itself; its successor takes the next run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_cancels_a_snapshot_in_progress_cleanly_and_the_agent_exits_within_seconds() {
+    let env = OperatorEnv::start(OperatorOptions::default()).await;
+    faults_support::fill_etcd(&env.etcd.endpoint(0), 48).await;
+    // 2 MiB/s: the 48 MiB stream would take ~25 s.
+    let proxy = ThrottleProxy::start(&env.s3.host_port(), 2 << 20).await;
+    env.create_s3_secret_at(&proxy.host_port(), &[]).await;
+    let s3 = format!("  s3: {{enabled: true, configSecretRef: {{name: {SECRET}}}}}");
+    env.apply(&schedule_yaml("big", "0 0 1 1 *", &s3));
+
+    let run = env.request_run("big").await;
+    let files = env
+        .wait_until(
+            "both copies Running and a multipart upload under way",
+            Duration::from_secs(40),
+            async || {
+                let files = env.run_files(&run).await;
+                let running = files.len() == 2 && files.iter().all(|f| phase(f) == Phase::Running);
+                (running && !env.multipart_uploads().await.is_empty()).then_some(files)
+            },
+        )
+        .await;
+    let dir = env.node_dir("node0");
+    assert!(
+        dir_entries(&dir).iter().any(|e| e.contains("partial")),
+        "a temp file is being written: {:?}",
+        dir_entries(&dir)
+    );
+
+    let exited = env.terminate("agent node0", Duration::from_secs(30));
+    eprintln!("the agent exited {exited:?} after SIGTERM");
+    assert!(
+        exited < Duration::from_secs(12),
+        "the agent took {exited:?} to exit (grace 5 s, then cancellation)\n{}",
+        env.log("agent node0")
+    );
+    // Everything below was done by the stopping agent: no successor has started.
+    for f in env.run_files(&run).await {
+        assert_eq!(phase(&f), Phase::Failed, "{f:?}");
+        let message = error_message(&f);
+        assert!(
+            message.contains("stopped (SIGTERM)") && message.contains("cancelled"),
+            "the reason is given: {message}"
+        );
+        if is_local(&f) {
+            assert!(
+                !local_path(&f).exists(),
+                "no local file with the final name"
+            );
+        } else {
+            assert!(env.s3_object(&s3_key(&f)).await.is_none(), "no S3 object");
+        }
+    }
+    let left = dir_entries(&dir);
+    assert!(
+        !left.iter().any(|e| e.contains("partial")),
+        "the temp file was removed: {left:?}"
+    );
+    assert!(
+        env.multipart_uploads().await.is_empty(),
+        "the multipart upload was aborted"
+    );
+    let _ = files;
+
+    // The next agent of the node takes the next run (S3 at full speed).
+    proxy.set_rate(0);
+    let restarted = jiff::Timestamp::now();
+    env.start_agent(0);
+    env.wait_agent_renewed("node0", restarted).await;
+    let next = env.request_run("big").await;
+    env.wait_run_ready(&next, 2, Duration::from_secs(60)).await;
+    env.assert_no_forbidden();
+}
+
+/// Every entry under a directory (hidden ones too), as relative paths.
+fn dir_entries(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p.strip_prefix(dir).unwrap_or(&p).display().to_string());
+        }
+    }
+    out.sort();
+    out
 }

@@ -412,6 +412,11 @@ pub struct AgentArgs {
     /// How often the snapshot directory is compared with the ETCDSnapshotFiles (e.g. 10m).
     #[arg(long = "sync-interval", default_value = "10m")]
     pub sync_interval: String,
+    /// On SIGTERM, how long a snapshot in progress may take to finish before it is cancelled
+    /// (its records Failed, nothing kept); 0s cancels at once. Cleanup then takes at most 15s
+    /// more: keep the pod's terminationGracePeriodSeconds above both.
+    #[arg(long = "shutdown-grace", default_value = "5s")]
+    pub shutdown_grace: String,
     #[command(flatten)]
     pub dir: DirArgs,
     #[command(flatten)]

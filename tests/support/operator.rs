@@ -313,30 +313,32 @@ impl OperatorEnv {
             .insert(key.to_string(), proc);
     }
 
-    /// Start a controller with leader identity `id` (as the controller ServiceAccount).
+    /// Start a controller with leader identity `id` (as the controller ServiceAccount). A flag
+    /// given in [`OperatorOptions::controller_args`] replaces the default one.
     pub fn start_controller(&self, id: &str) {
-        let args = [
-            "controller",
-            "--namespace",
-            NS,
-            "--identity",
-            id,
-            "--metrics-addr",
-            &format!("127.0.0.1:{}", free_port()),
-            "--lease-duration",
-            "3s",
-            "--renew-deadline",
-            "2s",
-            "--retry-period",
-            "500ms",
-            "--resync",
-            "5s",
-            "--s3-sync-interval",
-            "2s",
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let defaults = [
+            ("--namespace", NS),
+            ("--identity", id),
+            ("--metrics-addr", &metrics),
+            ("--lease-duration", "3s"),
+            ("--renew-deadline", "2s"),
+            ("--retry-period", "500ms"),
+            ("--resync", "5s"),
+            ("--s3-sync-interval", "2s"),
         ];
-        let args = args
-            .iter()
-            .map(|s| s.to_string())
+        let overridden = |flag: &str| {
+            self.controller_args
+                .iter()
+                .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+        };
+        let args = std::iter::once("controller".to_string())
+            .chain(
+                defaults
+                    .iter()
+                    .filter(|(flag, _)| !overridden(flag))
+                    .flat_map(|(flag, value)| [flag.to_string(), value.to_string()]),
+            )
             .chain(self.controller_args.iter().cloned())
             .collect();
         self.spawn(&format!("controller {id}"), args, CONTROLLER_SA);
@@ -387,6 +389,27 @@ impl OperatorEnv {
     /// Kill the agent of `node` with SIGKILL.
     pub fn kill_agent(&self, node: &str) {
         self.kill(&format!("agent {node}"));
+    }
+
+    /// Send SIGTERM to process `key` (as the kubelet does when a pod is deleted) and wait for it
+    /// to exit; returns how long it took. Panics (with the logs) if it was still running after
+    /// `limit`, when it is SIGKILLed.
+    pub fn terminate(&self, key: &str, limit: Duration) -> Duration {
+        let mut proc = self
+            .procs
+            .lock()
+            .expect("procs")
+            .remove(key)
+            .unwrap_or_else(|| panic!("no running process {key:?}"));
+        let start = Instant::now();
+        tokio::task::block_in_place(|| proc.terminate(limit));
+        let took = start.elapsed();
+        assert!(
+            took < limit,
+            "{key} was still running {limit:?} after SIGTERM and was killed\n{}",
+            self.diagnostics()
+        );
+        took
     }
 
     fn kill(&self, key: &str) {
@@ -592,6 +615,22 @@ impl OperatorEnv {
         )
         .await;
         start.elapsed()
+    }
+
+    /// Wait until the agent of `node` has renewed its registration after `since` (a restarted
+    /// agent is live again).
+    pub async fn wait_agent_renewed(&self, node: &str, since: jiff::Timestamp) {
+        let leases: Api<Lease> = Api::namespaced(self.admin.clone(), NS);
+        let name = etcd_snapshot::operator::AgentInfo::lease_name(node);
+        self.wait_until(
+            &format!("the agent of {node} to renew its registration"),
+            Duration::from_secs(20),
+            async || {
+                let renewed = leases.get_opt(&name).await.ok()??.spec?.renew_time?.0;
+                (renewed > since).then_some(())
+            },
+        )
+        .await;
     }
 
     async fn wait_agents_registered(&self, timeout: Duration) {
@@ -813,6 +852,21 @@ impl OperatorEnv {
         let meta = got.metadata().cloned().unwrap_or_default();
         let body = got.body.collect().await.expect("S3 body").into_bytes();
         Some((body.to_vec(), meta))
+    }
+
+    /// Multipart uploads in progress under the test folder, as (key, upload id).
+    pub async fn multipart_uploads(&self) -> Vec<(String, String)> {
+        let out = support::s3_client(&self.s3)
+            .list_multipart_uploads()
+            .bucket(BUCKET)
+            .prefix(format!("{FOLDER}/"))
+            .send()
+            .await
+            .expect("list multipart uploads");
+        out.uploads()
+            .iter()
+            .filter_map(|u| Some((u.key()?.to_string(), u.upload_id()?.to_string())))
+            .collect()
     }
 
     /// Snapshot file names in a node's directory (as the agent's directory listing sees them).
