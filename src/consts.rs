@@ -132,6 +132,10 @@ pub const SUFFIX_ZSTD: &str = ".zst";
 pub const SUFFIX_ZIP: &str = ".zip";
 /// File suffix of encrypted snapshots, after the compression suffix (`….zst.enc`).
 pub const SUFFIX_ENC: &str = ".enc";
+/// File in an agent's snapshot directory that the running agent holds an exclusive lock on, so
+/// that two agents of one node (the old and the new pod during a rollout) never work on the
+/// directory, its records and its uploads at once.
+pub const AGENT_LOCK_FILE: &str = ".etcd-snapshot-agent.lock";
 /// Directory (beside the snapshots, and under the S3 folder) of extra-metadata JSON files.
 pub const METADATA_DIR: &str = ".metadata";
 

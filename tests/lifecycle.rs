@@ -6,7 +6,8 @@
 //!   information (`LastRunSucceeded=False`, a Warning event) that leaves it `Ready`;
 //! - SIGTERM (what the kubelet sends when a pod is deleted): the leader releases its Lease and a
 //!   standby leads at once; an agent in the middle of a large snapshot cancels it cleanly (records
-//!   Failed with the reason, no temp file, the multipart upload aborted) and exits within seconds.
+//!   Failed with the reason, no temp file, the multipart upload aborted) and exits within seconds,
+//!   while the next agent of the node (a rollout) waits for it and then takes over.
 
 #[path = "support/faults.rs"]
 mod faults_support;
@@ -295,12 +296,13 @@ async fn sigterm_makes_the_leader_release_its_lease_and_the_standby_take_over_at
     env.assert_no_forbidden();
 }
 
-/// Must show: SIGTERM to an agent in the middle of a large snapshot: the process exits within
-/// seconds (the 5 s shutdown grace, then cancellation), both records end Failed with the reason
-/// (never left Running), no temp file is left, the multipart upload is aborted, all by the
-/// stopping agent itself; its successor takes the next run.
+/// Must show: an agent rollout in the middle of a large snapshot. The new agent of the node
+/// starts while the old one works and waits for it, touching nothing; SIGTERM to the old one: it
+/// exits within seconds (the 5 s shutdown grace, then cancellation), both records end Failed
+/// with the reason (never left Running), no temp file is left, the multipart upload is aborted,
+/// all by the stopping agent itself; then the new agent takes over and the next run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_cancels_a_snapshot_in_progress_cleanly_and_the_agent_exits_within_seconds() {
+async fn agent_rollout_mid_snapshot_cancels_cleanly_within_seconds_and_hands_the_node_over() {
     let env = OperatorEnv::start(OperatorOptions::default()).await;
     faults_support::fill_etcd(&env.etcd.endpoint(0), 48).await;
     // 2 MiB/s: the 48 MiB stream would take ~25 s.
@@ -328,14 +330,32 @@ async fn sigterm_cancels_a_snapshot_in_progress_cleanly_and_the_agent_exits_with
         dir_entries(&dir)
     );
 
+    // The rollout's new pod starts first and waits for the old one, touching nothing.
+    let new = env.start_replacement_agent(0);
+    env.wait_until("the new agent to wait for the old one", REACT, async || {
+        env.log(&new)
+            .contains("another agent of this node holds the snapshot directory")
+            .then_some(())
+    })
+    .await;
+    assert!(
+        env.run_files(&run)
+            .await
+            .iter()
+            .all(|f| phase(f) == Phase::Running),
+        "the new agent left the old one's records alone"
+    );
+    assert!(dir_entries(&dir).iter().any(|e| e.contains("partial")));
+
     let exited = env.terminate("agent node0", Duration::from_secs(30));
+    let stopped = jiff::Timestamp::now();
     eprintln!("the agent exited {exited:?} after SIGTERM");
     assert!(
         exited < Duration::from_secs(12),
         "the agent took {exited:?} to exit (grace 5 s, then cancellation)\n{}",
         env.log("agent node0")
     );
-    // Everything below was done by the stopping agent: no successor has started.
+    // Everything below was done by the stopping agent, before its successor started work.
     for f in env.run_files(&run).await {
         assert_eq!(phase(&f), Phase::Failed, "{f:?}");
         let message = error_message(&f);
@@ -363,11 +383,19 @@ async fn sigterm_cancels_a_snapshot_in_progress_cleanly_and_the_agent_exits_with
     );
     let _ = files;
 
-    // The next agent of the node takes the next run (S3 at full speed).
+    // The new agent of the node takes over and the next run (S3 at full speed).
+    env.wait_until("the new agent to take over", REACT, async || {
+        env.log(&new)
+            .contains("the previous agent of this node has stopped")
+            .then_some(())
+    })
+    .await;
+    assert!(
+        !env.log(&new).contains("removed unfinished snapshot files"),
+        "the old agent had already removed its temp file"
+    );
     proxy.set_rate(0);
-    let restarted = jiff::Timestamp::now();
-    env.start_agent(0);
-    env.wait_agent_renewed("node0", restarted).await;
+    env.wait_agent_renewed("node0", stopped).await;
     let next = env.request_run("big").await;
     env.wait_run_ready(&next, 2, Duration::from_secs(60)).await;
     env.assert_no_forbidden();

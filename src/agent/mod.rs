@@ -485,7 +485,9 @@ async fn abort_interrupted_uploads(
     Ok(aborted)
 }
 
-/// Entry point of `etcd-snapshot agent`. Runs until SIGTERM or SIGINT, then stops within
+/// Entry point of `etcd-snapshot agent`. A new agent of a node waits until the previous one (the
+/// old pod of a rollout, still stopping) has released the metrics port and the snapshot
+/// directory's lock before it touches anything. Runs until SIGTERM or SIGINT, then stops within
 /// [`AgentConfig::shutdown_grace`] plus [`SHUTDOWN_CLEANUP`]: no new work, heartbeats stop (the
 /// registration Lease is left to expire or to the next agent of this node, which renews it), a
 /// snapshot in progress may finish within the grace, and is cancelled after it (its records
@@ -496,16 +498,34 @@ pub async fn run(
     metrics_addr: &str,
     shutdown: Shutdown,
 ) -> Result<(), crate::http::HttpError> {
-    let started = std::time::Instant::now();
     let metrics = Metrics::new();
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
-    let (listener, addr) = crate::http::bind(metrics_addr).await?;
+    // On the host network the previous pod of this node holds the port until it has stopped.
+    let bound = tokio::select! {
+        bound = crate::http::bind_when_free(metrics_addr, BIND_PATIENCE) => bound?,
+        signal = shutdown.wait() => {
+            tracing::info!(signal, "stopped before starting");
+            return Ok(());
+        }
+    };
+    let (listener, addr) = bound;
     tracing::info!(%addr, node = %config.node, "agent serving /metrics, /healthz and /readyz");
     let http = tokio::spawn(crate::http::serve_on(listener, metrics.clone(), ready_rx));
 
     if let Err(e) = config.dir.ensure() {
         tracing::warn!(error = %e, "cannot create the snapshot directory");
     }
+    // Nothing below may overlap with a previous agent of this node still stopping: its temp
+    // file, its Running records and its upload are its own until it has exited.
+    let _lock = tokio::select! {
+        lock = lock_dir(&config.dir) => lock,
+        signal = shutdown.wait() => {
+            tracing::info!(signal, "stopped before starting");
+            http.abort();
+            return Ok(());
+        }
+    };
+    let started = std::time::Instant::now();
     match config.dir.remove_partials() {
         Ok(n) if n > 0 => tracing::info!(removed = n, "removed unfinished snapshot files"),
         Ok(_) => {}
@@ -596,6 +616,41 @@ pub async fn run(
     http.abort();
     tracing::info!("agent stopped");
     Ok(())
+}
+
+/// How long the agent waits for its metrics address while the previous pod still holds it.
+const BIND_PATIENCE: Duration = Duration::from_secs(60);
+/// Pause between two attempts to take the snapshot directory's lock.
+const LOCK_RETRY: Duration = Duration::from_millis(500);
+
+/// Take the snapshot directory's agent lock, waiting while another agent of this node (the
+/// previous pod, still stopping) holds it. Without a usable lock file (e.g. a read-only
+/// directory, where nothing can be written anyway) the agent goes on without it.
+async fn lock_dir(dir: &LocalDir) -> Option<std::fs::File> {
+    let mut told = false;
+    loop {
+        match dir.try_lock_agent() {
+            Ok(Some(lock)) => {
+                if told {
+                    tracing::info!("the previous agent of this node has stopped; starting");
+                }
+                return Some(lock);
+            }
+            Ok(None) => {
+                if !std::mem::replace(&mut told, true) {
+                    tracing::info!(
+                        dir = %dir.path().display(),
+                        "another agent of this node holds the snapshot directory (the previous pod, stopping); waiting for it"
+                    );
+                }
+                tokio::time::sleep(LOCK_RETRY).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot lock the snapshot directory; starting without the hand-over guard");
+                return None;
+            }
+        }
+    }
 }
 
 /// Let the snapshots in progress finish within the grace, then cancel them and give them

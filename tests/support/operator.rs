@@ -360,6 +360,19 @@ impl OperatorEnv {
 
     /// Start the agent of `node{k}` (as the agent ServiceAccount), on etcd member k.
     pub fn start_agent(&self, k: usize) {
+        self.start_agent_process(k, &format!("agent node{k}"));
+    }
+
+    /// Start a second agent of `node{k}` beside the running one (same directory and member, its
+    /// own metrics port), as a rollout starts the new pod while the old one is still stopping.
+    /// Returns its process key.
+    pub fn start_replacement_agent(&self, k: usize) -> String {
+        let key = format!("agent node{k} (replacement)");
+        self.start_agent_process(k, &key);
+        key
+    }
+
+    fn start_agent_process(&self, k: usize, key: &str) {
         let node = format!("node{k}");
         let member = k % self.etcd.endpoints().len();
         let args = [
@@ -379,11 +392,7 @@ impl OperatorEnv {
             "--metrics-addr",
             &format!("127.0.0.1:{}", free_port()),
         ];
-        self.spawn(
-            &format!("agent {node}"),
-            args.iter().map(|s| s.to_string()).collect(),
-            AGENT_SA,
-        );
+        self.spawn(key, args.iter().map(|s| s.to_string()).collect(), AGENT_SA);
     }
 
     /// Kill the agent of `node` with SIGKILL.
