@@ -6,6 +6,10 @@
 #
 #   scripts/render-chart.sh                      render the defaults into deploy/etcd-snapshot-operator.yaml
 #   scripts/render-chart.sh -o FILE [-f V.yaml]  render into FILE (`-` for stdout), with values files
+#   scripts/render-chart.sh --hooks ...          keep the hooks (left out by default, as
+#                                                `helm template --no-hooks`: deploy/ must never
+#                                                hold the uninstall hook Job, which kubectl apply
+#                                                would run at once)
 #
 # Exit status 1 and helm's "Error: execution error at (...): <message>" when values are rejected.
 set -euo pipefail
@@ -18,13 +22,29 @@ RELEASE=${RELEASE:-etcd-snapshot}
 NAMESPACE=${NAMESPACE:-etcd-snapshot}
 
 args=()
+hooks=
 while [ $# -gt 0 ]; do
   case "$1" in
     -o) out=$2; shift 2 ;;
     -f | --values) args+=(-f "$2"); shift 2 ;;
-    *) echo "render-chart: unknown argument $1 (use -o FILE and -f VALUES)" >&2; exit 2 ;;
+    --hooks) hooks=1; shift ;;
+    *) echo "render-chart: unknown argument $1 (use -o FILE, -f VALUES and --hooks)" >&2; exit 2 ;;
   esac
 done
+
+# Drop the documents that are Helm hooks (annotation helm.sh/hook), unless --hooks.
+strip_hooks() {
+  if [ -n "$hooks" ]; then
+    cat
+    return
+  fi
+  awk '
+    function flush() { if (doc !~ /\n    helm\.sh\/hook: /) printf "%s", doc; doc = "" }
+    /^---$/ { flush() }
+    { doc = doc $0 "\n" }
+    END { flush() }
+  '
+}
 
 if ! command -v go >/dev/null; then
   echo "render-chart: go is missing (apt-get install golang-go golang-github-masterminds-sprig-dev)" >&2
@@ -58,11 +78,13 @@ fi
 flock -u 9
 
 if [ "$out" = - ]; then
-  exec "$bin" --namespace "$NAMESPACE" --include-crds "${args[@]}" "$RELEASE" "$here/charts/etcd-snapshot-operator"
+  "$bin" --namespace "$NAMESPACE" --include-crds "${args[@]}" "$RELEASE" "$here/charts/etcd-snapshot-operator" | strip_hooks
+  exit "${PIPESTATUS[0]}"
 fi
 tmp=$(mktemp "$out.XXXXXX")
 trap 'rm -f "$tmp"' EXIT
-"$bin" --namespace "$NAMESPACE" --include-crds "${args[@]}" "$RELEASE" "$here/charts/etcd-snapshot-operator" >"$tmp"
+"$bin" --namespace "$NAMESPACE" --include-crds "${args[@]}" "$RELEASE" "$here/charts/etcd-snapshot-operator" | strip_hooks >"$tmp"
+[ "${PIPESTATUS[0]}" = 0 ] || exit 1
 chmod 644 "$tmp"
 mv "$tmp" "$out"
 trap - EXIT

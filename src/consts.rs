@@ -33,6 +33,12 @@ pub const ANNOTATION_VERIFY_REQUESTED_AT: &str = "etcdsnapshot.io/verify-request
 /// agent for an S3 copy whose own node has no live agent (any agent can read S3).
 pub const ANNOTATION_VERIFY_BY: &str = "etcdsnapshot.io/verify-by";
 
+/// Annotation on an ETCDSnapshotFile: set by `etcd-snapshot uninstall` (the chart's pre-delete
+/// hook) when it removed the record's finalizer, with the time. A controller started later (a
+/// reinstall) puts the finalizer back on such a record and removes this annotation; records
+/// without it are left as they are (e.g. a finalizer removed by hand to forget a record).
+pub const ANNOTATION_RELEASED: &str = "etcdsnapshot.io/released-for-uninstall";
+
 /// Finalizer on every ETCDSnapshotFile: the stored file or object is deleted before the object
 /// goes (by the agent of the node for local copies, by the controller for S3 copies).
 pub const FINALIZER: &str = "etcdsnapshot.io/snapshot-file";

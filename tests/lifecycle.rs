@@ -7,7 +7,10 @@
 //! - SIGTERM (what the kubelet sends when a pod is deleted): the leader releases its Lease and a
 //!   standby leads at once; an agent in the middle of a large snapshot cancels it cleanly (records
 //!   Failed with the reason, no temp file, the multipart upload aborted) and exits within seconds,
-//!   while the next agent of the node (a rollout) waits for it and then takes over.
+//!   while the next agent of the node (a rollout) waits for it and then takes over;
+//! - uninstall: the pre-delete hook's command, as its ServiceAccount, stops the operator and
+//!   releases every record without deleting a backup (each of its verbs proven needed), an agent
+//!   whose RBAC is gone deletes no file, and a reinstall adopts what is there.
 
 #[path = "support/faults.rs"]
 mod faults_support;
@@ -17,12 +20,15 @@ mod operator_support;
 mod proxy;
 mod support;
 
-use etcd_snapshot::api::{ETCDSnapshotSchedule, Phase};
+use etcd_snapshot::api::{ETCDSnapshotFile, ETCDSnapshotSchedule, Phase};
 use etcd_snapshot::consts::{self, conditions};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use operator_support::{
-    OperatorEnv, OperatorOptions, SECRET, error_message, is_local, local_path, phase, s3_key,
+    NS, OperatorEnv, OperatorOptions, SECRET, UNINSTALL_SA, error_message, is_local, local_path,
+    phase, rbac_minus, s3_key,
 };
 use proxy::ThrottleProxy;
 use std::time::{Duration, Instant};
@@ -419,4 +425,260 @@ fn dir_entries(dir: &std::path::Path) -> Vec<String> {
     }
     out.sort();
     out
+}
+
+/// Inert stand-ins for the chart's controller Deployment and agent DaemonSet (this API server
+/// runs no controllers, so they never get pods: the processes play the pods).
+const WORKLOADS: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: etcd-snapshot-controller, namespace: etcd-snapshot}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: c}}
+  template:
+    metadata: {labels: {app: c}}
+    spec: {containers: [{name: c, image: etcd-snapshot}]}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: etcd-snapshot-agent, namespace: etcd-snapshot}
+spec:
+  selector: {matchLabels: {app: a}}
+  template:
+    metadata: {labels: {app: a}}
+    spec: {containers: [{name: a, image: etcd-snapshot}]}
+";
+
+/// The command the chart's pre-delete hook Job runs (templates/uninstall.yaml), as its
+/// ServiceAccount bound only by deploy/rbac.yaml.
+fn run_uninstall_hook(env: &OperatorEnv) -> (bool, String, String) {
+    support::run(env.cli_as(UNINSTALL_SA).args([
+        "uninstall",
+        "--namespace",
+        NS,
+        "--controller-deployment=etcd-snapshot-controller",
+        "--agent-daemonset=etcd-snapshot-agent",
+        "--pod-selector=app.kubernetes.io/name=etcd-snapshot-operator,app.kubernetes.io/component in (controller,agent)",
+        "--timeout=20s",
+    ]))
+}
+
+fn holds_finalizer(f: &ETCDSnapshotFile) -> bool {
+    f.finalizers().iter().any(|x| x == consts::FINALIZER)
+}
+
+/// Must show: `helm uninstall` never deletes a backup and never leaves a record that cannot be
+/// deleted, and a reinstall adopts what is there.
+/// 1. Helm deletes the agent's RBAC while the agent still runs, and a record is being deleted:
+///    the agent must not delete the file it could not release the record of.
+/// 2. The pre-delete hook's command, as its ServiceAccount: without any one of its verbs it fails
+///    with "forbidden" and changes nothing; with them it stops the operator and releases every
+///    record, deleting nothing. Every record left behind is deletable, and deleting it leaves the
+///    file.
+/// 3. A reinstall: records of the files and objects are there again, with the finalizer, and
+///    deleting one deletes its file or object as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uninstall_keeps_every_backup_leaves_every_record_deletable_and_a_reinstall_adopts_them() {
+    let env = OperatorEnv::start(OperatorOptions::default()).await;
+    env.create_s3_secret(None).await;
+    let s3 = format!("  s3: {{enabled: true, configSecretRef: {{name: {SECRET}}}}}");
+    env.apply(&schedule_yaml("nightly", "0 0 1 1 *", &s3));
+    let mut copies = Vec::new();
+    for _ in 0..2 {
+        let run = env.request_run("nightly").await;
+        copies.extend(env.wait_run_ready(&run, 2, RUN).await);
+    }
+    let local: Vec<ETCDSnapshotFile> = copies.iter().filter(|f| is_local(f)).cloned().collect();
+    let remote: Vec<ETCDSnapshotFile> = copies.iter().filter(|f| !is_local(f)).cloned().collect();
+    let stored = async || {
+        for f in &local {
+            assert!(local_path(f).exists(), "{} kept", local_path(f).display());
+        }
+        for f in &remote {
+            assert!(
+                env.s3_object(&s3_key(f)).await.is_some(),
+                "{} kept",
+                s3_key(f)
+            );
+        }
+    };
+
+    // 1. The agent's RBAC goes while it runs; then a record is deleted.
+    let (ok, _, err) = support::run(env.kubectl().args([
+        "delete",
+        "clusterrolebinding",
+        operator_support::AGENT_SA,
+    ]));
+    assert!(ok, "delete the agent's ClusterRoleBinding: {err}");
+    env.wait_can_i(
+        operator_support::AGENT_SA,
+        "patch",
+        "etcdsnapshotfiles.etcdsnapshot.io",
+        None,
+        false,
+    )
+    .await;
+    let victim = local[1].name_any();
+    let (ok, _, err) = support::run(
+        env.kubectl()
+            .args(["delete", "esf", &victim, "--wait=false"]),
+    );
+    assert!(ok, "delete {victim}: {err}");
+    env.wait_until("the agent to refuse the deletion", REACT, async || {
+        env.log("agent node0")
+            .contains("checking that the finalizer can be released (nothing was deleted)")
+            .then_some(())
+    })
+    .await;
+    stored().await;
+
+    // 2. The hook: the operator's pods stop (the kubelet's SIGTERM), the command stops the
+    //    workloads and releases the records.
+    env.apply(WORKLOADS);
+    env.terminate("controller ctl-1", Duration::from_secs(10));
+    env.terminate("agent node0", Duration::from_secs(20));
+    let rbac = operator_support::rbac_yaml();
+    let needed = [
+        (
+            "Role",
+            "deployments",
+            "patch",
+            "deployments/etcd-snapshot-controller",
+            Some(NS),
+        ),
+        (
+            "Role",
+            "daemonsets",
+            "delete",
+            "daemonsets/etcd-snapshot-agent",
+            Some(NS),
+        ),
+        ("Role", "pods", "list", "pods", Some(NS)),
+        (
+            "ClusterRole",
+            "etcdsnapshotfiles",
+            "list",
+            "etcdsnapshotfiles.etcdsnapshot.io",
+            None,
+        ),
+        (
+            "ClusterRole",
+            "etcdsnapshotfiles",
+            "patch",
+            "etcdsnapshotfiles.etcdsnapshot.io",
+            None,
+        ),
+    ];
+    for (kind, resource, verb, target, ns) in needed {
+        env.apply(&rbac_minus(kind, UNINSTALL_SA, resource, verb));
+        env.wait_can_i(UNINSTALL_SA, verb, target, ns, false).await;
+        let (ok, out, err) = run_uninstall_hook(&env);
+        assert!(
+            !ok && err.contains("forbidden"),
+            "without {verb} on {resource} the hook must fail: {out}{err}"
+        );
+        assert!(
+            env.files("").await.iter().all(holds_finalizer),
+            "without {verb} on {resource} nothing was released"
+        );
+        env.apply(&rbac);
+        env.wait_can_i(UNINSTALL_SA, verb, target, ns, true).await;
+        env.apply(WORKLOADS);
+    }
+    let (ok, out, err) = run_uninstall_hook(&env);
+    assert!(ok, "the hook: {out}{err}");
+    eprintln!("$ etcd-snapshot uninstall ...\n{out}");
+    assert!(
+        out.contains("Released 4 snapshot records")
+            && out.contains("no snapshot file or object was deleted"),
+        "{out}"
+    );
+    let deployment = Api::<Deployment>::namespaced(env.admin.clone(), NS)
+        .get("etcd-snapshot-controller")
+        .await
+        .expect("controller Deployment");
+    assert_eq!(
+        deployment.spec.and_then(|s| s.replicas),
+        Some(0),
+        "scaled to 0"
+    );
+    assert!(
+        Api::<DaemonSet>::namespaced(env.admin.clone(), NS)
+            .get_opt("etcd-snapshot-agent")
+            .await
+            .expect("read DaemonSet")
+            .is_none(),
+        "the agent DaemonSet is deleted"
+    );
+    let left = env.files("").await;
+    assert!(left.iter().all(|f| !holds_finalizer(f)), "{left:?}");
+    assert!(
+        left.iter()
+            .all(|f| f.annotations().contains_key(consts::ANNOTATION_RELEASED)),
+        "released records are marked for adoption: {left:?}"
+    );
+    assert!(
+        left.iter().all(|f| f.name_any() != victim),
+        "the record being deleted is gone"
+    );
+    assert_eq!(left.len(), 3);
+    stored().await;
+
+    // Every record left behind is deletable at once, and deleting it deletes nothing.
+    let first_local = local[0].name_any();
+    let (ok, _, err) =
+        support::run(
+            env.kubectl()
+                .args(["delete", "esf", &first_local, "--timeout=20s"]),
+        );
+    assert!(ok, "delete {first_local} after the uninstall: {err}");
+    stored().await;
+
+    // 3. Reinstall: the records are adopted or made again, with the finalizer.
+    let restarted = jiff::Timestamp::now();
+    env.start_controller("ctl-2");
+    env.start_agent(0);
+    env.wait_for_leader("ctl-2", Duration::from_secs(20)).await;
+    env.wait_agent_renewed("node0", restarted).await;
+    let adopted = env
+        .wait_until(
+            "every file and object recorded again, with the finalizer",
+            Duration::from_secs(40),
+            async || {
+                let files = env.files("").await;
+                let all = copies.iter().all(|c| {
+                    files.iter().any(|f| {
+                        f.spec.location == c.spec.location
+                            && holds_finalizer(f)
+                            && !f.annotations().contains_key(consts::ANNOTATION_RELEASED)
+                            && phase(f) == Phase::Ready
+                    })
+                });
+                (all && files.len() == copies.len()).then_some(files)
+            },
+        )
+        .await;
+    // Deleting an adopted record deletes its file or object as usual.
+    for original in [&local[0], &remote[0]] {
+        let record = adopted
+            .iter()
+            .find(|f| f.spec.location == original.spec.location)
+            .expect("adopted record");
+        let (ok, _, err) = support::run(env.kubectl().args([
+            "delete",
+            "esf",
+            &record.name_any(),
+            "--timeout=30s",
+        ]));
+        assert!(ok, "delete {}: {err}", record.name_any());
+    }
+    assert!(
+        !local_path(&local[0]).exists(),
+        "the adopted local record's file was deleted"
+    );
+    assert!(
+        env.s3_object(&s3_key(&remote[0])).await.is_none(),
+        "the adopted S3 record's object was deleted"
+    );
+    assert!(local_path(&local[1]).exists() && env.s3_object(&s3_key(&remote[1])).await.is_some());
 }

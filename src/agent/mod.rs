@@ -9,7 +9,7 @@ mod verify;
 
 use crate::api::{ETCDSnapshotFile, ETCDSnapshotFileStatus, Phase, SnapshotError};
 use crate::consts;
-use crate::controller::util::{phase, remove_finalizer, storage, to_time};
+use crate::controller::util::{can_remove_finalizer, phase, remove_finalizer, storage, to_time};
 use crate::metrics::Metrics;
 use crate::naming::{Storage, label_value};
 use crate::operator::{AgentInfo, Events, OperatorError, leases, patch_file_status};
@@ -311,6 +311,13 @@ async fn delete_local(esf: &ETCDSnapshotFile, agent: &Agent) -> Result<(), Agent
     let name = &esf.spec.snapshot_name;
     let inside = agent.config.dir.path_of(name).is_ok()
         && agent.config.dir.location(name) == esf.spec.location;
+    // Never delete a file whose record could not be released afterwards (this agent's rights
+    // are being removed, e.g. by an uninstall): the file would be gone and the record stuck.
+    can_remove_finalizer(&agent.api(), esf)
+        .await
+        .map_err(AgentError::kube(
+            "checking that the finalizer can be released (nothing was deleted)",
+        ))?;
     let note = if inside {
         if agent.config.dir.delete(name)? {
             format!("Snapshot {name} deleted")

@@ -31,6 +31,8 @@ pub const NS: &str = "etcd-snapshot";
 pub const CONTROLLER_SA: &str = "etcd-snapshot-controller";
 /// The agents' ServiceAccount.
 pub const AGENT_SA: &str = "etcd-snapshot-agent";
+/// The ServiceAccount of `etcd-snapshot uninstall` (the chart's pre-delete hook).
+pub const UNINSTALL_SA: &str = "etcd-snapshot-uninstall";
 /// The S3 bucket the environment creates.
 pub const BUCKET: &str = "etcd-snapshots";
 /// The S3 folder the config Secret names.
@@ -84,6 +86,20 @@ impl Default for OperatorOptions {
 pub fn rbac_yaml() -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rbac.yaml");
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// [`rbac_without`], dropping a rule left with no verb (the API server rejects an empty verb
+/// list).
+pub fn rbac_minus(kind: &str, name: &str, resource: &str, verb: &str) -> String {
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&rbac_without(kind, name, resource, verb)) {
+        let mut v: serde_yaml::Value = serde::Deserialize::deserialize(doc).expect("rbac doc");
+        if let Some(rules) = v["rules"].as_sequence_mut() {
+            rules.retain(|r| r["verbs"].as_sequence().is_some_and(|v| !v.is_empty()));
+        }
+        out.push(serde_yaml::to_string(&v).expect("render YAML"));
+    }
+    out.join("---\n")
 }
 
 /// `deploy/rbac.yaml` with `verb` removed from the rules on `resource` of the `kind` named
@@ -161,6 +177,7 @@ impl OperatorEnv {
             users: vec![
                 ApiUser::service_account(NS, CONTROLLER_SA),
                 ApiUser::service_account(NS, AGENT_SA),
+                ApiUser::service_account(NS, UNINSTALL_SA),
             ],
         })
         .expect("start kube-apiserver");
@@ -664,6 +681,43 @@ impl OperatorEnv {
                     .count();
                 (healthy == want).then_some(())
             },
+        )
+        .await;
+    }
+
+    /// The `etcd-snapshot` binary with the kubeconfig of ServiceAccount `sa`.
+    pub fn cli_as(&self, sa: &str) -> Command {
+        let mut cmd = support::cli();
+        cmd.env("KUBECONFIG", self.kubeconfig(sa));
+        cmd
+    }
+
+    /// `kubectl auth can-i VERB RESOURCE` for ServiceAccount `sa` (in namespace `ns`, if given).
+    pub fn can_i(&self, sa: &str, verb: &str, resource: &str, ns: Option<&str>) -> bool {
+        let mut cmd = self.kubectl();
+        cmd.args(["auth", "can-i", verb, resource])
+            .arg(format!("--as=system:serviceaccount:{NS}:{sa}"));
+        if let Some(ns) = ns {
+            cmd.args(["-n", ns]);
+        }
+        let (_, out, _) = support::run(&mut cmd);
+        out.trim() == "yes"
+    }
+
+    /// Wait until RBAC answers `want` for [`Self::can_i`] (the API server has taken an RBAC
+    /// change).
+    pub async fn wait_can_i(
+        &self,
+        sa: &str,
+        verb: &str,
+        resource: &str,
+        ns: Option<&str>,
+        want: bool,
+    ) {
+        self.wait_until(
+            &format!("can-i {verb} {resource} for {sa} to be {want}"),
+            Duration::from_secs(20),
+            async || (self.can_i(sa, verb, resource, ns) == want).then_some(()),
         )
         .await;
     }
