@@ -5,6 +5,10 @@
 #
 #   scripts/render-chart.sh                      render the defaults into deploy/etcd-snapshot-operator.yaml
 #   scripts/render-chart.sh -o FILE [-f V.yaml]  render into FILE (`-` for stdout), with values files
+#   scripts/render-chart.sh --hooks ...          keep the hooks (left out by default, as
+#                                                `helm template --no-hooks`: deploy/ must never
+#                                                hold the uninstall hook Job, which kubectl apply
+#                                                would run at once)
 #
 # Exit status 1 and helm's "Error: execution error at (...): <message>" when values are rejected.
 set -euo pipefail
@@ -17,16 +21,22 @@ RELEASE=${RELEASE:-etcd-snapshot}
 NAMESPACE=${NAMESPACE:-etcd-snapshot}
 
 args=()
+hooks=
 while [ $# -gt 0 ]; do
   case "$1" in
     -o) out=$2; shift 2 ;;
     -f | --values) args+=(-f "$2"); shift 2 ;;
-    *) echo "render-chart: unknown argument $1 (use -o FILE and -f VALUES)" >&2; exit 2 ;;
+    --hooks) hooks=1; shift ;;
+    *) echo "render-chart: unknown argument $1 (use -o FILE, -f VALUES and --hooks)" >&2; exit 2 ;;
   esac
 done
 
 if [ ! -x "$helm" ]; then
   "$here/scripts/install-helm-kubectl.sh"
+fi
+
+if [ -z "$hooks" ]; then
+  args+=(--no-hooks)
 fi
 
 render() {

@@ -66,6 +66,21 @@ fn render(values: &[&str]) -> Result<String, String> {
     }
 }
 
+/// As [`render`] with default values, keeping the Helm hooks (`render` leaves them out, as
+/// `helm template --no-hooks` does for deploy/).
+fn render_with_hooks() -> String {
+    let out = Command::new(root().join("scripts/render-chart.sh"))
+        .args(["--hooks", "-o", "-"])
+        .output()
+        .expect("run scripts/render-chart.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 manifests")
+}
+
 fn documents(text: &str) -> Vec<Value> {
     serde_yaml::Deserializer::from_str(text)
         .map(|d| Value::deserialize(d).expect("valid YAML document"))
@@ -431,4 +446,51 @@ fn read_only_containers_have_an_empty_dir_for_scratch_files() {
         ["DaemonSet/agent", "Deployment/controller"],
         "both components run with a read-only root file system"
     );
+}
+
+#[test]
+fn the_uninstall_hook_runs_etcd_snapshot_uninstall_as_its_own_identity_and_stays_out_of_deploy() {
+    if !go_available() {
+        return;
+    }
+    let docs = documents(&render_with_hooks());
+    let jobs: Vec<&Value> = docs
+        .iter()
+        .filter(|d| str_at(d, &["kind"]) == Some("Job"))
+        .collect();
+    assert_eq!(jobs.len(), 1, "one hook Job");
+    let job = jobs[0];
+    assert_eq!(
+        str_at(job, &["metadata", "annotations", "helm.sh/hook"]),
+        Some("pre-delete")
+    );
+    let pod = &job["spec"]["template"]["spec"];
+    assert_eq!(
+        str_at(pod, &["serviceAccountName"]),
+        Some("etcd-snapshot-uninstall")
+    );
+    let args: Vec<&str> = pod["containers"][0]["args"]
+        .as_sequence()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(args[0], "uninstall");
+    for want in [
+        "--controller-deployment=etcd-snapshot-controller",
+        "--agent-daemonset=etcd-snapshot-agent",
+        "--pod-selector=app.kubernetes.io/name=etcd-snapshot-operator,app.kubernetes.io/instance=etcd-snapshot,app.kubernetes.io/component in (controller,agent)",
+    ] {
+        assert!(args.contains(&want), "{want} in {args:?}");
+    }
+    // Its identity is a regular object of the release (it must exist while the hook runs), and
+    // deploy/ never holds the Job (`kubectl apply` would run it at once).
+    let deploy = std::fs::read_to_string(root().join("deploy/etcd-snapshot-operator.yaml"))
+        .expect("read deploy/etcd-snapshot-operator.yaml");
+    let deployed = documents(&deploy);
+    assert!(!deployed.iter().any(|d| str_at(d, &["kind"]) == Some("Job")));
+    assert!(deployed.iter().any(|d| {
+        str_at(d, &["kind"]) == Some("ServiceAccount")
+            && str_at(d, &["metadata", "name"]) == Some("etcd-snapshot-uninstall")
+    }));
 }

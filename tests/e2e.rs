@@ -12,7 +12,7 @@ use etcd_snapshot::api::{ETCDSnapshotFile, Phase};
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use kube::api::{Api, LogParams, PostParams};
 use kube::{Client, ResourceExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const NS: &str = "default";
@@ -63,16 +63,26 @@ async fn scenarios(cluster: &Cluster) {
     let t = Instant::now();
     pod_reaches_a_cluster_ip_through_kube_proxy(cluster, &client).await;
     eprintln!("e2e: ClusterIP through kube-proxy in {:.1?}", t.elapsed());
-    operator_installed_by_helm_takes_an_on_demand_snapshot(cluster, &client).await;
+    let (esf, path) =
+        operator_installed_by_helm_takes_an_on_demand_snapshot(cluster, &client).await;
+    local_snapshot_file_and_kubectl(cluster, &client, &esf, &path).await;
+    let t = Instant::now();
+    controller_metrics_through_its_service(cluster, &client).await;
+    eprintln!(
+        "e2e: controller metrics through its Service in {:.1?}",
+        t.elapsed()
+    );
+    leader_pod_deleted_standby_takes_over(cluster, &client).await;
 }
 
 /// The operator image (built from the binary under test, imported into the node), installed by
-/// real Helm with `--wait`; its controller and agent pods get Ready, and `etcd-snapshot trigger`
+/// one `helm install --wait` with the default schedule; its 2 controller pods and agent pod get
+/// Ready, and `etcd-snapshot trigger`
 /// gets a Ready snapshot of the node's etcd into the node's snapshot directory.
 async fn operator_installed_by_helm_takes_an_on_demand_snapshot(
     cluster: &Cluster,
     client: &Client,
-) {
+) -> (ETCDSnapshotFile, PathBuf) {
     let t = Instant::now();
     let work = tempfile::tempdir().expect("temp dir");
     let build_image = repo().join("scripts/build-image.sh");
@@ -99,7 +109,6 @@ async fn operator_installed_by_helm_takes_an_on_demand_snapshot(
         t.elapsed()
     );
 
-    let t = Instant::now();
     let pki = cluster.etcd_pki_dir();
     let snapshot_dir = cluster.dir().join("var/lib/etcd-snapshots");
     let values = work.path().join("values.yaml");
@@ -124,8 +133,8 @@ controller:
         ),
     )
     .expect("write values");
-    // Helm 4's --wait follows kstatus, and the default schedule reports Ready=False until its
-    // first run (E2E-CLUSTER.md, finding 1): install --wait without it, then add it.
+    // One `helm install --wait` with the chart's default schedule: Helm 4's kstatus waiter
+    // accepts a valid schedule at once (Ready=True before its first run).
     let helm = |args: &[&str]| {
         let (ok, out, err) = support::run(
             std::process::Command::new(eso_testenv::bin("helm").expect("helm installed"))
@@ -138,16 +147,15 @@ controller:
         );
         assert!(ok, "helm {args:?} failed:\n{out}\n{err}");
     };
+    let installed = Instant::now();
     helm(&[
         "install",
         RELEASE,
         "--create-namespace",
         "--wait",
         "--timeout=5m",
-        "--set=schedule.enabled=false",
     ]);
-    eprintln!("e2e: helm install --wait in {:.1?}", t.elapsed());
-    helm(&["upgrade", RELEASE, "--set=schedule.enabled=true"]);
+    eprintln!("e2e: helm install --wait in {:.1?}", installed.elapsed());
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), OPERATOR_NS);
     let ready = pods
@@ -155,9 +163,10 @@ controller:
         .await
         .expect("list operator pods");
     let names: Vec<String> = ready.items.iter().map(|p| p.name_any()).collect();
+    let controllers = names.iter().filter(|n| n.contains("controller")).count();
     assert!(
-        names.iter().any(|n| n.contains("controller")) && names.iter().any(|n| n.contains("agent")),
-        "expected controller and agent pods, got {names:?}"
+        controllers == 2 && names.iter().any(|n| n.contains("agent")),
+        "expected 2 controller pods and an agent pod, got {names:?}"
     );
     for pod in &ready.items {
         assert!(
@@ -174,7 +183,11 @@ controller:
             .env("KUBECONFIG", cluster.kubeconfig()),
     );
     assert!(ok, "etcd-snapshot trigger failed:\n{out}\n{err}");
-    eprintln!("e2e: on-demand snapshot in {:.1?}", t.elapsed());
+    eprintln!(
+        "e2e: on-demand snapshot in {:.1?}; helm install to its Ready snapshot in {:.1?}",
+        t.elapsed(),
+        installed.elapsed()
+    );
     let files: Api<ETCDSnapshotFile> = Api::all(client.clone());
     let ready: Vec<ETCDSnapshotFile> = files
         .list(&Default::default())
@@ -204,6 +217,188 @@ controller:
         revision > 0 && keys > 0,
         "empty snapshot {}",
         path.display()
+    );
+    (esf.clone(), path)
+}
+
+/// The local snapshot file on the host: mode 0600, sha256 = `status.sha256`; kubectl 1.35 shows
+/// the columns; `kubectl delete esf` removes the file and the object. (Not yet checked: the
+/// `ETCDSnapshotCreated` event in `kubectl describe esf`; the stock 1.20 API server refuses it.)
+async fn local_snapshot_file_and_kubectl(
+    cluster: &Cluster,
+    client: &Client,
+    esf: &ETCDSnapshotFile,
+    path: &Path,
+) {
+    use sha2::Digest;
+    use std::os::unix::fs::PermissionsExt;
+    let name = esf.name_any();
+    let meta = std::fs::metadata(path).expect("snapshot file metadata");
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o600,
+        "{} mode",
+        path.display()
+    );
+    let bytes = std::fs::read(path).expect("read snapshot file");
+    let sha = hex::encode(sha2::Sha256::digest(&bytes));
+    assert_eq!(
+        esf.status.as_ref().and_then(|s| s.sha256.as_deref()),
+        Some(sha.as_str()),
+        "status.sha256 of {name}"
+    );
+
+    let kubectl = |args: &[&str]| {
+        support::run(
+            std::process::Command::new(eso_testenv::kubectl().expect("kubectl installed"))
+                .arg("--kubeconfig")
+                .arg(cluster.kubeconfig())
+                .args(args),
+        )
+    };
+    let (ok, out, err) = kubectl(&["get", "esf", &name]);
+    assert!(ok, "kubectl get esf: {err}");
+    for column in ["SNAPSHOTNAME", "NODE", "LOCATION", "SIZE", "PHASE"] {
+        assert!(out.contains(column), "no {column} column:\n{out}");
+    }
+    for value in [
+        esf.spec.snapshot_name.as_str(),
+        cluster.node_name(),
+        esf.spec.location.as_str(),
+        "Ready",
+    ] {
+        assert!(out.contains(value), "kubectl get esf lacks {value}:\n{out}");
+    }
+    let t = Instant::now();
+    let (ok, out, err) = kubectl(&["delete", "esf", &name, "--timeout=3m"]);
+    assert!(ok, "kubectl delete esf: {out}\n{err}");
+    let files: Api<ETCDSnapshotFile> = Api::all(client.clone());
+    assert!(
+        files.get_opt(&name).await.expect("get esf").is_none(),
+        "{name} still exists after kubectl delete"
+    );
+    assert!(!path.exists(), "{} still on the host", path.display());
+    eprintln!("e2e: kubectl delete esf in {:.1?}", t.elapsed());
+}
+
+/// The controller's metrics answer through its Service's ClusterIP from the node's network
+/// namespace (kube-proxy's rules), as Prometheus in the cluster would scrape them.
+async fn controller_metrics_through_its_service(cluster: &Cluster, client: &Client) {
+    let services: Api<Service> = Api::namespaced(client.clone(), OPERATOR_NS);
+    let name = format!("{RELEASE}-controller-metrics");
+    let svc = services
+        .get(&name)
+        .await
+        .expect("controller metrics Service");
+    let spec = svc.spec.expect("Service spec");
+    let ip = spec.cluster_ip.expect("Service has a ClusterIP");
+    let port = spec
+        .ports
+        .and_then(|p| p.first().map(|p| p.port))
+        .expect("Service port");
+    let url = format!("http://{ip}:{port}/metrics");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (ok, out, err) = support::run(cluster.node_command("curl").args([
+            "-sS",
+            "--fail",
+            "--max-time",
+            "10",
+            &url,
+        ]));
+        if ok && out.contains("# TYPE etcd_snapshot") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} from the node: {err}\n{out}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// `kubectl delete pod` of the leader: the standby holds the Lease within the lease duration,
+/// and an on-demand snapshot triggered then lands once (no duplicate).
+async fn leader_pod_deleted_standby_takes_over(cluster: &Cluster, client: &Client) {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), OPERATOR_NS);
+    let holder = || async {
+        leases
+            .get_opt(etcd_snapshot::consts::LEADER_LEASE)
+            .await
+            .expect("get the leader Lease")
+            .and_then(|l| l.spec.and_then(|s| s.holder_identity))
+            .filter(|h| !h.is_empty())
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let old = loop {
+        if let Some(h) = holder().await {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "no leader after 120 s");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let pods: Api<Pod> = Api::namespaced(client.clone(), OPERATOR_NS);
+    assert!(
+        pods.get_opt(&old).await.expect("get pod").is_some(),
+        "the Lease holder {old} is not a pod of the release"
+    );
+    let files: Api<ETCDSnapshotFile> = Api::all(client.clone());
+    let before = files
+        .list(&Default::default())
+        .await
+        .expect("list ESFs")
+        .items
+        .len();
+
+    let t = Instant::now();
+    let (ok, out, err) = support::run(
+        std::process::Command::new(eso_testenv::kubectl().expect("kubectl installed"))
+            .arg("--kubeconfig")
+            .arg(cluster.kubeconfig())
+            .args(["delete", "pod", "-n", OPERATOR_NS, &old, "--wait=false"]),
+    );
+    assert!(ok, "kubectl delete pod {old}: {out}\n{err}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let new = loop {
+        if let Some(h) = holder().await.filter(|h| *h != old) {
+            break h;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new leader 120 s after deleting {old}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let took = t.elapsed();
+    eprintln!("e2e: leader {old} deleted, {new} leads after {took:.1?}");
+    assert!(
+        took <= etcd_snapshot::leader::LEASE_DURATION + Duration::from_secs(5),
+        "the standby took {took:.1?} to lead (lease duration {:?})",
+        etcd_snapshot::leader::LEASE_DURATION
+    );
+
+    let t = Instant::now();
+    let (ok, out, err) = support::run(
+        support::cli()
+            .args(["trigger", RELEASE, "--wait", "--timeout", "5m"])
+            .env("KUBECONFIG", cluster.kubeconfig()),
+    );
+    assert!(ok, "etcd-snapshot trigger after failover:\n{out}\n{err}");
+    eprintln!(
+        "e2e: on-demand snapshot after failover in {:.1?}",
+        t.elapsed()
+    );
+    let after = files
+        .list(&Default::default())
+        .await
+        .expect("list ESFs")
+        .items;
+    assert_eq!(
+        after.len(),
+        before + 1,
+        "one trigger, one new record: {:?}",
+        after.iter().map(|f| f.name_any()).collect::<Vec<_>>()
     );
 }
 

@@ -4,12 +4,14 @@ use super::args::SaveArgs;
 use super::{CliError, common};
 use crate::api::Compression;
 use crate::naming::{snapshot_name, with_encryption_suffix};
+use crate::shutdown::Shutdown;
 use crate::snapshot::crypt::EncryptionKey;
 use crate::snapshot::{self, SaveRequest};
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// Take and store one snapshot; prints `Snapshot NAME saved.` per stored copy, as the reference.
 pub async fn run(args: SaveArgs) -> Result<(), CliError> {
@@ -43,6 +45,17 @@ pub async fn run(args: SaveArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Usage(format!("--name {:?}: {e}", args.name)))?;
     let s3 = common::s3_store(&args.s3).await?;
     let local = (!args.s3_only).then(|| common::local_dir(&args.dir));
+    // Ctrl-C or SIGTERM cancels cleanly: no temp file, no multipart upload left behind.
+    let cancel = CancellationToken::new();
+    let shutdown = Shutdown::listen()
+        .map_err(|e| CliError::Usage(format!("cannot install the SIGTERM/SIGINT handlers: {e}")))?;
+    let on_signal = tokio::spawn({
+        let cancel = cancel.clone();
+        async move {
+            shutdown.wait().await;
+            cancel.cancel();
+        }
+    });
     let request = SaveRequest {
         name: name.clone(),
         node_name: node,
@@ -54,8 +67,10 @@ pub async fn run(args: SaveArgs) -> Result<(), CliError> {
         extra_metadata: Default::default(),
         progress: std::io::stderr().is_terminal().then(progress_display),
         encryption: key,
+        cancel,
     };
     let report = snapshot::save(&common::etcd_config(&args.etcd), request).await;
+    on_signal.abort();
     if std::io::stderr().is_terminal() {
         eprint!("\r\x1b[K");
     }
