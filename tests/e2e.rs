@@ -253,6 +253,10 @@ async fn local_snapshot_file_and_kubectl(
             std::process::Command::new(eso_testenv::kubectl().expect("kubectl installed"))
                 .arg("--kubeconfig")
                 .arg(cluster.kubeconfig())
+                .arg(format!(
+                    "--cache-dir={}",
+                    cluster.dir().join("kubectl-cache").display()
+                ))
                 .args(args),
         )
     };
