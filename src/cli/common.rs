@@ -1,7 +1,7 @@
 //! Pieces shared by the standalone subcommands: turning flags into library settings.
 
 use super::CliError;
-use super::args::{DirArgs, EtcdArgs, S3Args};
+use super::args::{EtcdArgs, S3Args, SnapshotFlags};
 use crate::snapshot::EtcdConfig;
 use crate::storage::config::S3Config;
 use crate::storage::local::LocalDir;
@@ -16,18 +16,32 @@ pub fn etcd_config(args: &EtcdArgs) -> EtcdConfig {
     cfg
 }
 
-/// The local snapshot directory from the flags.
-pub fn local_dir(args: &DirArgs) -> LocalDir {
-    LocalDir::new(&args.dir)
+/// The local snapshot directory from the flags (`--dir`, else under `--data-dir`).
+pub fn local_dir(flags: &SnapshotFlags) -> LocalDir {
+    LocalDir::new(&flags.snapshot_dir())
+}
+
+/// The S3 settings when `--s3` is given, checked without contacting S3, else `None`.
+pub fn s3_config(args: &S3Args) -> Result<Option<S3Config>, CliError> {
+    if !args.enabled {
+        return Ok(None);
+    }
+    if args.config_secret.is_some() && args.bucket.is_none() {
+        return Err(CliError::Usage(
+            "--s3-config-secret names a Kubernetes Secret, which this command does not read: give \
+             the S3 settings as --s3-* flags or in the --config file"
+                .into(),
+        ));
+    }
+    Ok(Some(S3Config::from_args(args)?))
 }
 
 /// The S3 store when `--s3` is given (settings checked, bucket reachable), else `None`.
 pub async fn s3_store(args: &S3Args) -> Result<Option<S3Store>, CliError> {
-    if !args.enabled {
-        return Ok(None);
+    match s3_config(args)? {
+        Some(cfg) => Ok(Some(S3Store::connect(&cfg).await?)),
+        None => Ok(None),
     }
-    let cfg = S3Config::from_args(args)?;
-    Ok(Some(S3Store::connect(&cfg).await?))
 }
 
 /// This node's name: the flag (or `NODE_NAME`), else the host name, lowercased.

@@ -57,9 +57,9 @@ pub async fn run(args: LsArgs) -> Result<(), CliError> {
     let copies = if args.cluster {
         from_cluster().await?
     } else {
-        let node = common::node_name(args.node_name.as_deref())?;
-        let s3 = common::s3_store(&args.s3).await?;
-        collect(&common::local_dir(&args.dir), &node, s3.as_ref()).await?
+        let node = common::node_name(args.flags.node_name.as_deref())?;
+        let s3 = common::s3_store(&args.flags.s3).await?;
+        collect(&common::local_dir(&args.flags), &node, s3.as_ref()).await?
     };
     let out = match args.output {
         OutputFormat::Table => table(&copies),
