@@ -26,7 +26,7 @@ async fn main() -> ExitCode {
         (Some(level), _, _) => level.as_str(),
         (None, true, _) => logging::DEBUG_FILTER,
         (None, false, true) => "info",
-        (None, false, false) => "warn",
+        (None, false, false) => logging::CLI_FILTER,
     };
     let settings = logging::LogSettings {
         filter,

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 #[command(name = "etcd-snapshot", version, propagate_version = true)]
 pub struct Cli {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `etcd_snapshot=debug`. Default:
-    /// `info` for `controller` and `agent`, `warn` for the other subcommands.
+    /// `info` for `controller` and `agent`, `etcd_snapshot=warn` (this program's warnings) for the
+    /// other subcommands.
     #[arg(long, global = true, env = "ETCD_SNAPSHOT_LOG")]
     pub log_level: Option<String>,
     /// YAML file of flag values (keys are flag names without `--`, as k3s's config file);

@@ -69,3 +69,39 @@ pub fn now_unix() -> i64 {
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
+
+/// A client of the Kubernetes API of `KUBECONFIG` (or the pod's service account), or one line
+/// saying why there is none.
+pub async fn kube_client() -> Result<kube::Client, CliError> {
+    kube::Client::try_default().await.map_err(|e| {
+        tracing::debug!(error = ?e, "no Kubernetes client");
+        let why = crate::net_error::chain(&e)
+            .find_map(|c| c.downcast_ref::<kube::config::KubeconfigError>())
+            .map(|k| match k {
+                kube::config::KubeconfigError::ReadConfig(io, path) => {
+                    format!("cannot read the kubeconfig {}: {io}", path.display())
+                }
+                other => crate::net_error::one_line(&other.to_string()),
+            })
+            .unwrap_or_else(|| crate::net_error::one_line(&e.to_string()));
+        CliError::Usage(format!(
+            "no connection to the Kubernetes API: {why} (set KUBECONFIG, or run inside the cluster)"
+        ))
+    })
+}
+
+/// A failed Kubernetes API request in a person's words (the whole error goes to the debug log).
+pub fn kube_reason(e: &kube::Error) -> String {
+    tracing::debug!(error = ?e, "Kubernetes API request failed");
+    match e {
+        kube::Error::Api(status) => format!(
+            "the API server answered {} {}",
+            status.code,
+            crate::net_error::one_line(&status.message)
+        ),
+        other => match crate::net_error::Cause::of(other) {
+            crate::net_error::Cause::Other(text) => text,
+            cause => format!("{cause} (is the API server that KUBECONFIG names up?)"),
+        },
+    }
+}

@@ -24,6 +24,11 @@ use tracing_subscriber::util::SubscriberInitExt;
 /// Filter of `--debug`: this program's debug lines, only warnings from the libraries.
 pub const DEBUG_FILTER: &str = "warn,etcd_snapshot=debug";
 
+/// Default filter of the CLI subcommands: this program's warnings only. A library's own log
+/// lines (kube's "failed with error ...") would read as a second error next to the one line
+/// that says what failed.
+pub const CLI_FILTER: &str = "etcd_snapshot=warn";
+
 /// How to log.
 #[derive(Debug, Clone)]
 pub struct LogSettings<'a> {
@@ -145,11 +150,13 @@ impl PersonLine {
             Level::DEBUG => "debug",
             Level::TRACE => "trace",
         };
-        let mut out = format!("{word}: {}", self.message);
-        // Debug lines of libraries say where they come from; this program's need no module path.
-        if level >= Level::DEBUG && !target.starts_with("etcd_snapshot") {
-            out = format!("{word}: [{target}] {}", self.message);
-        }
+        // Lines of libraries (shown with --debug or --log-level) say where they come from;
+        // this program's need no module path.
+        let mut out = if target.starts_with("etcd_snapshot") {
+            format!("{word}: {}", self.message)
+        } else {
+            format!("{word}: [{target}] {}", self.message)
+        };
         if !self.fields.is_empty() {
             out.push_str(&format!(" ({})", self.fields.join(", ")));
         }
@@ -200,6 +207,10 @@ mod tests {
         assert_eq!(
             bare.render(Level::DEBUG, "etcd_snapshot::snapshot"),
             "debug: connecting"
+        );
+        assert_eq!(
+            bare.render(Level::ERROR, "kube_client::client"),
+            "error: [kube_client::client] connecting"
         );
     }
 }

@@ -35,14 +35,17 @@ pub async fn collect(
 
 /// Ready copies recorded in the cluster, as stored copies.
 async fn from_cluster() -> Result<Vec<StoredCopy>, CliError> {
-    let client = kube::Client::try_default()
-        .await
-        .map_err(|e| CliError::Usage(format!("cannot reach the Kubernetes API: {e}")))?;
+    let client = common::kube_client().await?;
     let api: kube::Api<crate::api::ETCDSnapshotFile> = kube::Api::all(client);
     let list = api
         .list(&Default::default())
         .await
-        .map_err(|e| CliError::Usage(format!("listing ETCDSnapshotFiles: {e}")))?;
+        .map_err(|e| {
+            CliError::Usage(format!(
+                "listing ETCDSnapshotFiles: {}",
+                common::kube_reason(&e)
+            ))
+        })?;
     let mut copies: Vec<StoredCopy> = list
         .items
         .iter()

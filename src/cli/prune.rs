@@ -17,7 +17,12 @@ pub async fn run(args: PruneArgs) -> Result<(), CliError> {
     }
     let policy = Policy {
         count: Some(flags.retention),
-        max_age: args.max_age.as_deref().map(parse_duration).transpose()?,
+        max_age: args
+            .max_age
+            .as_deref()
+            .map(parse_duration)
+            .transpose()
+            .map_err(|e| CliError::Usage(format!("--max-age: {e}")))?,
         keep_hourly: args.keep_hourly,
         keep_daily: args.keep_daily,
         keep_weekly: args.keep_weekly,
