@@ -93,7 +93,9 @@ impl fmt::Display for Cause {
             Cause::Untrusted(why) => write!(f, "its TLS certificate is not trusted ({why})"),
             Cause::TlsRefused(alert) => write!(f, "it refused the TLS connection ({alert})"),
             Cause::NotTls => write!(f, "it does not speak TLS"),
-            Cause::HandshakeClosed => write!(f, "it closed the connection during the TLS handshake"),
+            Cause::HandshakeClosed => {
+                write!(f, "it closed the connection during the TLS handshake")
+            }
             Cause::Other(text) => write!(f, "{text}"),
         }
     }
@@ -166,13 +168,10 @@ mod tests {
     fn the_cause_is_found_however_deep() {
         let refused = Wrap(
             "transport error",
-            Box::new(std::io::Error::new(
-                ErrorKind::Other,
-                Wrap(
-                    "tcp connect error",
-                    Box::new(std::io::Error::from(ErrorKind::ConnectionRefused)),
-                ),
-            )),
+            Box::new(std::io::Error::other(Wrap(
+                "tcp connect error",
+                Box::new(std::io::Error::from(ErrorKind::ConnectionRefused)),
+            ))),
         );
         assert_eq!(Cause::of(&refused), Cause::Refused);
         assert_eq!(Cause::of(&refused).to_string(), "connection refused");
@@ -191,7 +190,10 @@ mod tests {
             )),
         );
         assert_eq!(Cause::of(&tls), Cause::Untrusted("UnknownIssuer".into()));
-        let other = Wrap("request failed", Box::new(std::io::Error::other("quota exceeded")));
+        let other = Wrap(
+            "request failed",
+            Box::new(std::io::Error::other("quota exceeded")),
+        );
         assert_eq!(Cause::of(&other), Cause::Other("quota exceeded".into()));
     }
 

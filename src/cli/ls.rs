@@ -37,15 +37,12 @@ pub async fn collect(
 async fn from_cluster() -> Result<Vec<StoredCopy>, CliError> {
     let client = common::kube_client().await?;
     let api: kube::Api<crate::api::ETCDSnapshotFile> = kube::Api::all(client);
-    let list = api
-        .list(&Default::default())
-        .await
-        .map_err(|e| {
-            CliError::Usage(format!(
-                "listing ETCDSnapshotFiles: {}",
-                common::kube_reason(&e)
-            ))
-        })?;
+    let list = api.list(&Default::default()).await.map_err(|e| {
+        CliError::Usage(format!(
+            "listing ETCDSnapshotFiles: {}",
+            common::kube_reason(&e)
+        ))
+    })?;
     let mut copies: Vec<StoredCopy> = list
         .items
         .iter()

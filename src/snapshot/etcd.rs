@@ -237,16 +237,18 @@ pub(crate) fn failed(endpoints: &str, request: &str, e: &etcd_client::Error) -> 
 
 /// What went wrong with an etcd request, in a person's words, with what to do.
 pub(crate) fn describe(e: &etcd_client::Error) -> String {
-    let (status, source): (Option<(String, String)>, Option<&(dyn std::error::Error + 'static)>) =
-        match e {
-            etcd_client::Error::GRpcStatus(s) => (
-                Some((format!("{:?}", s.code()), s.message().to_string())),
-                s.source(),
-            ),
-            etcd_client::Error::TransportError(t) => (None, Some(t)),
-            etcd_client::Error::IoError(io) => (None, Some(io)),
-            other => return one_line(&other.to_string()),
-        };
+    let (status, source): (
+        Option<(String, String)>,
+        Option<&(dyn std::error::Error + 'static)>,
+    ) = match e {
+        etcd_client::Error::GRpcStatus(s) => (
+            Some((format!("{:?}", s.code()), s.message().to_string())),
+            s.source(),
+        ),
+        etcd_client::Error::TransportError(t) => (None, Some(t)),
+        etcd_client::Error::IoError(io) => (None, Some(io)),
+        other => return one_line(&other.to_string()),
+    };
     match (source.map(Cause::of), status) {
         (Some(cause), _) => hint(&cause),
         (None, Some((code, message))) => format!("etcd answered {code}: {}", one_line(&message)),
