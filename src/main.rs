@@ -1,12 +1,11 @@
 //! `etcd-snapshot`: prepare the command line (flags before the subcommand, `--config FILE`),
-//! parse it, set up logging and dispatch.
+//! parse it, set up logging, and run the subcommand on a tokio runtime.
 
 use clap::Parser;
 use etcd_snapshot::cli::{self, Cli, argv, logging};
 use std::process::ExitCode;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let prepared = match argv::prepare(std::env::args().collect()) {
         Ok(p) => p,
         Err(e) => {
@@ -38,7 +37,28 @@ async fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
     }
-    match cli::run(cli).await {
+    // The agent runs on one thread (blocking work, such as compression and file I/O, still goes
+    // to tokio's blocking pool): it holds every record of its node in memory, and each thread
+    // that allocates may get a malloc arena of its own, so a thread per core (the multi-thread
+    // runtime's default) cost 10 MiB of fragmentation at 10,000 records on 2 cores, and grows
+    // with the node's cores; its snapshots are bound by etcd's stream, not by the CPU (BENCHMARKS.md).
+    let runtime = if matches!(cli.command, cli::Command::Agent(_)) {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -358,10 +358,12 @@ async fn heartbeat(agent: &Agent) -> Result<(), AgentError> {
     Ok(())
 }
 
-/// Page size of the agent's lists: a node may hold 10,000 records, and one unpaged list of them
-/// is all of them in memory at once (the JSON and the objects, managed fields included), memory
-/// the allocator then keeps.
-const LIST_PAGE: u32 = 500;
+/// Page size of the agent's lists and of its watch's initial list: a node may hold 10,000
+/// records, and one unpaged list of them is all of them in memory at once (the JSON and the
+/// objects, managed fields included), memory the allocator then keeps. Smaller pages leave
+/// fewer holes between the records the watch keeps (measured: 500 -> 100 saved 3 MiB of RSS at
+/// 10,000 records, for 80 more list requests at start).
+const LIST_PAGE: u32 = 100;
 
 /// Every record of this node, one page at a time, each handed to `visit`.
 async fn each_record(
@@ -485,11 +487,13 @@ pub async fn run(
     }
 
     let api: Api<ETCDSnapshotFile> = Api::all(client.clone());
-    let wc = watcher::Config::default().labels(&format!(
-        "{}={}",
-        consts::LABEL_NODE,
-        label_value(&config.node)
-    ));
+    let wc = watcher::Config::default()
+        .labels(&format!(
+            "{}={}",
+            consts::LABEL_NODE,
+            label_value(&config.node)
+        ))
+        .page_size(LIST_PAGE);
     // Bounded concurrency: at start every record is reconciled, and unbounded, 10,000 records
     // meant 10,000 reconcile futures alive at once (~140 MiB measured, never given back).
     let (files, stream, files_ready) = crate::controller::cached(api, wc);

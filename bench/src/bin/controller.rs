@@ -159,6 +159,24 @@ fn audit_counts(log: &Path, offset: u64) -> Result<BTreeMap<(String, String), u6
     Ok(counts)
 }
 
+/// `etcd_snapshot_reconcile_total{controller="agent"}` from the agent's /metrics.
+async fn agent_reconciles(addr: &str) -> Option<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.ok()?;
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
+        .await
+        .ok()?;
+    let mut body = String::new();
+    conn.read_to_string(&mut body).await.ok()?;
+    body.lines()
+        .find(|l| {
+            l.starts_with("etcd_snapshot_reconcile_total{") && l.contains("controller=\"agent\"")
+        })
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
 fn file_len(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
@@ -379,6 +397,7 @@ async fn main() -> Result<()> {
             .to_string())
     };
     let log_env = ("ETCD_SNAPSHOT_LOG".to_string(), "info".to_string());
+    let agent_metrics = format!("127.0.0.1:{}", free_port());
     let agent = Proc::spawn_with_env(
         "agent",
         &o.bin,
@@ -393,7 +412,7 @@ async fn main() -> Result<()> {
             "--etcd-endpoint".into(),
             etcd.endpoint(0),
             "--metrics-addr".into(),
-            format!("127.0.0.1:{}", free_port()),
+            agent_metrics.clone(),
         ],
         &[
             ("KUBECONFIG".into(), kubeconfig(AGENT_SA)?),
@@ -425,8 +444,17 @@ async fn main() -> Result<()> {
         }
     })
     .await?;
-    // Let the agent finish its first look at its 10,000 records before the controller starts.
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    // Let the agent finish its first look at its records (each reconciled once) before the
+    // controller starts.
+    wait_for(
+        "agent reconciled every record",
+        Duration::from_secs(600),
+        || {
+            let addr = agent_metrics.clone();
+            async move { Ok(agent_reconciles(&addr).await.unwrap_or(0) >= total as u64) }
+        },
+    )
+    .await?;
     let agent_rss_started = rss_kib(agent_pid).map(|r| r.0).unwrap_or(0);
 
     eprintln!("starting the controller");
