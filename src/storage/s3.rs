@@ -1751,6 +1751,16 @@ mod tests {
             code: "SignatureDoesNotMatch".into(),
         };
         assert!(denied.to_string().starts_with("S3 refused the credentials"));
+        // Valid credentials without the permission are told apart from wrong credentials.
+        let forbidden = S3Error::AccessDenied {
+            op: "DeleteObject",
+            code: "AccessDenied".into(),
+        };
+        assert_eq!(
+            forbidden.to_string(),
+            "S3 refused DeleteObject (AccessDenied): the credentials are not allowed to do it; \
+             grant the permission to their user or policy"
+        );
         let timeout = S3Error::Timeout {
             op: "HeadObject",
             after: Duration::from_secs(300),
