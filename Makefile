@@ -19,9 +19,10 @@
 #   make bench      every benchmark (results in target/bench/, pasted into BENCHMARKS.md)
 #   make bench-snapshot  the snapshot pipeline against etcdctl and the k3s-style pipeline on a
 #                   real etcd filled to BENCH_SIZE (256MiB; 1GiB optional), BENCH_RUNS rounds (5)
-#   make bench-controller  the controller at scale (10,000 snapshot records, 50 schedules) in a
-#                   real kube-apiserver with audit logging (BENCH_FILES, BENCH_SCHEDULES,
-#                   BENCH_IDLE_SECONDS, BENCH_PRUNE)
+#   make bench-controller  the controller and the agent at scale (10,000 snapshot records of one
+#                   node, 50 schedules) in a real kube-apiserver with audit logging: start-up,
+#                   RSS (controller <= 150 MiB, agent <= 64 MiB), idle requests, pruning
+#                   (BENCH_FILES, BENCH_SCHEDULES, BENCH_IDLE_SECONDS, BENCH_PRUNE; ESO_BIN)
 
 CARGO ?= cargo
 BENCH_SIZE ?= 256MiB

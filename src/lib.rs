@@ -11,6 +11,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod naming;
+pub mod net_error;
 pub mod operator;
 pub mod prune;
 pub mod restore;

@@ -1,47 +1,68 @@
-//! `etcd-snapshot`: parse the command line (with `--config FILE` merged in) and dispatch.
+//! `etcd-snapshot`: prepare the command line (flags before the subcommand, `--config FILE`),
+//! parse it, set up logging, and run the subcommand on a tokio runtime.
 
 use clap::Parser;
-use etcd_snapshot::cli::{self, Cli, config_file};
+use etcd_snapshot::cli::{self, Cli, argv, logging};
 use std::process::ExitCode;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let mut argv: Vec<String> = std::env::args().collect();
-    if let Some(path) = config_file::config_path(&argv) {
-        argv = match config_file::load_and_merge(argv, &path) {
-            Ok(merged) => merged,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-    }
-    let cli = Cli::parse_from(argv);
-    let default_level = match cli.command {
-        cli::Command::Controller(_) | cli::Command::Agent(_) => "info",
-        _ => "warn",
+fn main() -> ExitCode {
+    let prepared = match argv::prepare(std::env::args().collect()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
     };
-    if let Err(e) = init_logging(cli.log_level.as_deref().unwrap_or(default_level)) {
-        eprintln!("error: --log-level: {e}");
+    for warning in &prepared.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let cli = Cli::parse_from(prepared.argv);
+    let operator = matches!(
+        cli.command,
+        cli::Command::Controller(_) | cli::Command::Agent(_)
+    );
+    let filter = match (&cli.log_level, cli.debug, operator) {
+        (Some(level), _, _) => level.as_str(),
+        (None, true, _) => logging::DEBUG_FILTER,
+        (None, false, true) => "info",
+        (None, false, false) => logging::CLI_FILTER,
+    };
+    let settings = logging::LogSettings {
+        filter,
+        operator,
+        file: cli.log_file.as_deref(),
+        also_stderr: cli.also_log_to_stderr,
+    };
+    if let Err(e) = logging::init(&settings) {
+        eprintln!("error: {e}");
         return ExitCode::FAILURE;
     }
-    match cli::run(cli).await {
+    // The agent runs on one thread (blocking work, such as compression and file I/O, still goes
+    // to tokio's blocking pool): it holds every record of its node in memory, and each thread
+    // that allocates may get a malloc arena of its own, so a thread per core (the multi-thread
+    // runtime's default) cost 10 MiB of fragmentation at 10,000 records on 2 cores, and grows
+    // with the node's cores; its snapshots are bound by etcd's stream, not by the CPU (BENCHMARKS.md).
+    let runtime = if matches!(cli.command, cli::Command::Agent(_)) {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }
-}
-
-/// Logs go to stderr so that command output on stdout stays clean. A filter that does not parse
-/// is an error, not a silent fallback.
-fn init_logging(filter: &str) -> Result<(), tracing_subscriber::filter::ParseError> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
-    Ok(())
 }

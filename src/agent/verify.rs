@@ -18,7 +18,8 @@ use crate::storage::s3::S3Store;
 use futures::StreamExt;
 use kube::Resource;
 use kube::ResourceExt;
-use kube::api::Api;
+use kube::api::{Api, ListParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -63,6 +64,11 @@ pub fn start_if_requested(agent: &Arc<Agent>, esf: &ETCDSnapshotFile) {
 
 /// Watch the S3 copies of other nodes that this agent was named to verify (their own node has
 /// no live agent). This node's own copies come through the agent's main watch.
+///
+/// The watch is of metadata only, and nothing of it is kept: the annotations say whether a copy
+/// names this agent as its verifier and carries a request, and only such a copy (rare) is read
+/// whole. A watch of the full objects of every S3 copy in the cluster cost every agent memory
+/// for records it had nothing to do with.
 pub async fn watch_others_s3_copies(agent: Arc<Agent>) {
     let api: Api<ETCDSnapshotFile> = Api::all(agent.client.clone());
     let wc = watcher::Config::default().labels(&format!(
@@ -70,14 +76,35 @@ pub async fn watch_others_s3_copies(agent: Arc<Agent>) {
         consts::LABEL_STORAGE,
         consts::STORAGE_S3
     ));
-    let mut stream = std::pin::pin!(watcher(api, wc).default_backoff().applied_objects());
+    let metadata: Api<PartialObjectMeta<ETCDSnapshotFile>> = Api::all(agent.client.clone());
+    let mut stream = std::pin::pin!(watcher(metadata, wc).default_backoff().applied_objects());
     while let Some(item) = stream.next().await {
-        match item {
-            Ok(esf) if esf.spec.node_name != agent.config.node => {
-                start_if_requested(&agent, &esf);
+        let meta = match item {
+            Ok(meta) => meta,
+            Err(e) => {
+                tracing::debug!(error = %e, "watch of S3 copies");
+                continue;
             }
-            Ok(_) => {}
-            Err(e) => tracing::debug!(error = %e, "watch of S3 copies"),
+        };
+        let annotations = meta.annotations();
+        if annotations.get(consts::ANNOTATION_VERIFY_BY) != Some(&agent.config.node)
+            || !annotations.contains_key(consts::ANNOTATION_VERIFY_REQUESTED_AT)
+        {
+            continue;
+        }
+        // The agent may list (not get) records: a list of this one name.
+        let lp = ListParams::default().fields(&format!("metadata.name={}", meta.name_any()));
+        match api.list(&lp).await {
+            Ok(list) => {
+                for esf in list.items {
+                    if esf.spec.node_name != agent.config.node {
+                        start_if_requested(&agent, &esf);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(file = %meta.name_any(), error = %e, "reading an S3 copy to verify")
+            }
         }
     }
 }

@@ -9,12 +9,24 @@ use std::path::PathBuf;
 #[command(name = "etcd-snapshot", version, propagate_version = true)]
 pub struct Cli {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `etcd_snapshot=debug`. Default:
-    /// `info` for `controller` and `agent`, `warn` for the other subcommands.
+    /// `info` for `controller` and `agent`, `etcd_snapshot=warn` (this program's warnings) for the
+    /// other subcommands.
     #[arg(long, global = true, env = "ETCD_SNAPSHOT_LOG")]
     pub log_level: Option<String>,
-    /// YAML file of flag values (keys are flag names without `--`); command-line flags win.
+    /// YAML file of flag values (keys are flag names without `--`, as k3s's config file);
+    /// command-line flags win, keys the subcommand does not take are skipped.
     #[arg(long, global = true, env = "ETCD_SNAPSHOT_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Debug logs of this program (as k3s's `--debug`; same as `--log-level
+    /// warn,etcd_snapshot=debug`).
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// Write the logs to this file (appended) instead of standard error, as k3s's `--log`.
+    #[arg(long = "log", short = 'l', global = true, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// With `--log`, also write the logs to standard error (k3s's `--alsologtostderr`).
+    #[arg(long = "alsologtostderr", global = true)]
+    pub also_log_to_stderr: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -91,17 +103,26 @@ pub struct S3Args {
     #[arg(long = "s3", visible_alias = "etcd-s3", env = "ETCD_SNAPSHOT_S3")]
     pub enabled: bool,
     /// S3 endpoint (host[:port]).
-    #[arg(long = "s3-endpoint", env = "ETCD_SNAPSHOT_S3_ENDPOINT", default_value = crate::consts::DEFAULT_S3_ENDPOINT)]
+    #[arg(long = "s3-endpoint", visible_alias = "etcd-s3-endpoint", env = "ETCD_SNAPSHOT_S3_ENDPOINT", default_value = crate::consts::DEFAULT_S3_ENDPOINT)]
     pub endpoint: String,
     /// CA bundle for the S3 endpoint: PEM file path(s), space-separated.
-    #[arg(long = "s3-endpoint-ca", env = "ETCD_SNAPSHOT_S3_ENDPOINT_CA")]
+    #[arg(
+        long = "s3-endpoint-ca",
+        visible_alias = "etcd-s3-endpoint-ca",
+        env = "ETCD_SNAPSHOT_S3_ENDPOINT_CA"
+    )]
     pub endpoint_ca: Option<String>,
     /// Skip TLS verification of the S3 endpoint.
-    #[arg(long = "s3-skip-ssl-verify", env = "ETCD_SNAPSHOT_S3_SKIP_SSL_VERIFY")]
+    #[arg(
+        long = "s3-skip-ssl-verify",
+        visible_alias = "etcd-s3-skip-ssl-verify",
+        env = "ETCD_SNAPSHOT_S3_SKIP_SSL_VERIFY"
+    )]
     pub skip_ssl_verify: bool,
     /// S3 access key (also from AWS_ACCESS_KEY_ID).
     #[arg(
         long = "s3-access-key",
+        visible_alias = "etcd-s3-access-key",
         env = "AWS_ACCESS_KEY_ID",
         hide_env_values = true
     )]
@@ -109,6 +130,7 @@ pub struct S3Args {
     /// S3 secret key (also from AWS_SECRET_ACCESS_KEY).
     #[arg(
         long = "s3-secret-key",
+        visible_alias = "etcd-s3-secret-key",
         env = "AWS_SECRET_ACCESS_KEY",
         hide_env_values = true
     )]
@@ -116,31 +138,56 @@ pub struct S3Args {
     /// S3 session token (also from AWS_SESSION_TOKEN).
     #[arg(
         long = "s3-session-token",
+        visible_alias = "etcd-s3-session-token",
         env = "AWS_SESSION_TOKEN",
         hide_env_values = true
     )]
     pub session_token: Option<String>,
     /// S3 bucket.
-    #[arg(long = "s3-bucket", env = "ETCD_SNAPSHOT_S3_BUCKET")]
+    #[arg(
+        long = "s3-bucket",
+        visible_alias = "etcd-s3-bucket",
+        env = "ETCD_SNAPSHOT_S3_BUCKET"
+    )]
     pub bucket: Option<String>,
     /// Bucket addressing.
-    #[arg(long = "s3-bucket-lookup-type", env = "ETCD_SNAPSHOT_S3_BUCKET_LOOKUP_TYPE", value_enum, default_value_t = LookupArg::Auto)]
+    #[arg(long = "s3-bucket-lookup-type", visible_alias = "etcd-s3-bucket-lookup-type", env = "ETCD_SNAPSHOT_S3_BUCKET_LOOKUP_TYPE", value_enum, default_value_t = LookupArg::Auto)]
     pub bucket_lookup_type: LookupArg,
     /// S3 region.
-    #[arg(long = "s3-region", env = "ETCD_SNAPSHOT_S3_REGION", default_value = crate::consts::DEFAULT_S3_REGION)]
+    #[arg(long = "s3-region", visible_alias = "etcd-s3-region", env = "ETCD_SNAPSHOT_S3_REGION", default_value = crate::consts::DEFAULT_S3_REGION)]
     pub region: String,
     /// S3 folder (key prefix).
-    #[arg(long = "s3-folder", env = "ETCD_SNAPSHOT_S3_FOLDER")]
+    #[arg(
+        long = "s3-folder",
+        visible_alias = "etcd-s3-folder",
+        env = "ETCD_SNAPSHOT_S3_FOLDER"
+    )]
     pub folder: Option<String>,
     /// Proxy for S3 (URL with scheme), or `none`.
-    #[arg(long = "s3-proxy", env = "ETCD_SNAPSHOT_S3_PROXY")]
+    #[arg(
+        long = "s3-proxy",
+        visible_alias = "etcd-s3-proxy",
+        env = "ETCD_SNAPSHOT_S3_PROXY"
+    )]
     pub proxy: Option<String>,
     /// Use plain HTTP for S3.
-    #[arg(long = "s3-insecure", env = "ETCD_SNAPSHOT_S3_INSECURE")]
+    #[arg(
+        long = "s3-insecure",
+        visible_alias = "etcd-s3-insecure",
+        env = "ETCD_SNAPSHOT_S3_INSECURE"
+    )]
     pub insecure: bool,
     /// Timeout per S3 operation (e.g. 5m, 90s).
-    #[arg(long = "s3-timeout", env = "ETCD_SNAPSHOT_S3_TIMEOUT", default_value = crate::consts::DEFAULT_S3_TIMEOUT)]
+    #[arg(long = "s3-timeout", visible_alias = "etcd-s3-timeout", env = "ETCD_SNAPSHOT_S3_TIMEOUT", default_value = crate::consts::DEFAULT_S3_TIMEOUT)]
     pub timeout: String,
+    /// Number of snapshots `prune` keeps in S3 (default: `--snapshot-retention`).
+    #[arg(long = "s3-retention", id = "s3_retention", visible_alias = "etcd-s3-retention", value_parser = clap::value_parser!(u32).range(1..))]
+    pub retention: Option<u32>,
+    /// k3s reads S3 settings from this Secret; this CLI does not use the Kubernetes API, so it is
+    /// accepted only beside S3 settings given as flags or in `--config` (as k3s, which ignores the
+    /// Secret when any other S3 flag is set).
+    #[arg(long = "s3-config-secret", visible_alias = "etcd-s3-config-secret")]
+    pub config_secret: Option<String>,
 }
 
 /// `--s3-bucket-lookup-type` values.
@@ -171,39 +218,87 @@ pub struct EncryptionArgs {
 /// The local snapshot directory.
 #[derive(Debug, Clone, Args)]
 pub struct DirArgs {
-    /// Directory of local snapshots.
+    /// Directory of local snapshots [default: /var/lib/etcd-snapshots].
     #[arg(
         long = "dir",
         visible_alias = "etcd-snapshot-dir",
-        env = "ETCD_SNAPSHOT_DIR",
-        default_value = "/var/lib/etcd-snapshots"
+        env = "ETCD_SNAPSHOT_DIR"
     )]
-    pub dir: PathBuf,
+    pub dir: Option<PathBuf>,
 }
 
-/// `save`.
-#[derive(Debug, Args)]
-pub struct SaveArgs {
-    /// Snapshot name prefix; the name is `<name>-<node>-<unix seconds>`.
-    #[arg(long, default_value = crate::consts::DEFAULT_ON_DEMAND_PREFIX)]
+/// The snapshot directory when neither `--dir` nor `--data-dir` says otherwise.
+pub const DEFAULT_SNAPSHOT_DIR: &str = "/var/lib/etcd-snapshots";
+
+impl DirArgs {
+    /// `--dir`, else [`DEFAULT_SNAPSHOT_DIR`].
+    pub fn path(&self) -> PathBuf {
+        self.dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SNAPSHOT_DIR))
+    }
+}
+
+/// The flags k3s accepts on every `etcd-snapshot` subcommand, plus this tool's etcd connection
+/// and encryption flags. `save`, `ls`, `delete`, `prune` and `verify` all take every one of them,
+/// so one alias or config file serves them all; each subcommand uses what it needs and ignores
+/// the rest (an `--etcd-endpoint` on `ls` is not an error).
+#[derive(Debug, Clone, Args)]
+pub struct SnapshotFlags {
+    /// Snapshot name prefix: `save` names the snapshot `<name>-<node>-<unix seconds>`, `prune`
+    /// prunes only names with this prefix (ignored by ls, delete and verify).
+    #[arg(long = "name", id = "name_prefix", default_value = crate::consts::DEFAULT_ON_DEMAND_PREFIX)]
     pub name: String,
-    /// Node name used in the snapshot name (default: this host's name).
+    /// Node name used in snapshot names and for local copies (default: this host's name).
     #[arg(long = "node-name", env = "NODE_NAME")]
     pub node_name: Option<String>,
-    /// Compress the snapshot with zstd (`.zst`).
-    #[arg(long = "snapshot-compress", visible_alias = "compress")]
+    /// Compress the snapshot with zstd, `.zst` (save; ignored elsewhere).
+    #[arg(long = "snapshot-compress", visible_aliases = ["etcd-snapshot-compress", "compress"])]
     pub compress: bool,
-    /// Store only in S3, no local copy.
-    #[arg(long = "s3-only")]
-    pub s3_only: bool,
-    #[command(flatten)]
-    pub encryption: EncryptionArgs,
+    /// Number of snapshots to keep (prune; ignored elsewhere: `save` never prunes, as k3s's).
+    #[arg(long = "snapshot-retention", visible_alias = "etcd-snapshot-retention", default_value_t = crate::consts::DEFAULT_RETENTION)]
+    pub retention: u32,
+    /// k3s/rke2 data dir: without `--dir`, snapshots are in `<data-dir>/server/db/snapshots`, as
+    /// k3s keeps them.
+    #[arg(long = "data-dir", short = 'd', value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// k3s's supervisor URL: accepted for compatibility, not used (this tool talks to etcd
+    /// itself, see --etcd-endpoint).
+    #[arg(long = "etcd-server", short = 's', value_name = "URL")]
+    pub etcd_server: Option<String>,
+    /// k3s's server token: accepted for compatibility, not used.
+    #[arg(long = "etcd-token", short = 't', value_name = "TOKEN")]
+    pub etcd_token: Option<String>,
     #[command(flatten)]
     pub dir: DirArgs,
     #[command(flatten)]
     pub etcd: EtcdArgs,
     #[command(flatten)]
     pub s3: S3Args,
+    #[command(flatten)]
+    pub encryption: EncryptionArgs,
+}
+
+impl SnapshotFlags {
+    /// The snapshot directory: `--dir`, else `<--data-dir>/server/db/snapshots`, else
+    /// [`DEFAULT_SNAPSHOT_DIR`].
+    pub fn snapshot_dir(&self) -> PathBuf {
+        match (&self.dir.dir, &self.data_dir) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(data)) => data.join("server/db/snapshots"),
+            (None, None) => PathBuf::from(DEFAULT_SNAPSHOT_DIR),
+        }
+    }
+}
+
+/// `save`.
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// Store only in S3, no local copy.
+    #[arg(long = "s3-only")]
+    pub s3_only: bool,
+    #[command(flatten)]
+    pub flags: SnapshotFlags,
 }
 
 /// Output format of `ls`.
@@ -221,9 +316,6 @@ pub enum OutputFormat {
 /// `ls`.
 #[derive(Debug, Args)]
 pub struct LsArgs {
-    /// Node name shown for local copies (default: this host's name).
-    #[arg(long = "node-name", env = "NODE_NAME")]
-    pub node_name: Option<String>,
     /// List the ETCDSnapshotFiles of the cluster (every node's copies, through the Kubernetes API
     /// and KUBECONFIG) instead of this node's directory and S3.
     #[arg(long)]
@@ -232,9 +324,7 @@ pub struct LsArgs {
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
     #[command(flatten)]
-    pub dir: DirArgs,
-    #[command(flatten)]
-    pub s3: S3Args,
+    pub flags: SnapshotFlags,
 }
 
 /// `delete`.
@@ -244,9 +334,7 @@ pub struct DeleteArgs {
     #[arg(required = true)]
     pub names: Vec<String>,
     #[command(flatten)]
-    pub dir: DirArgs,
-    #[command(flatten)]
-    pub s3: S3Args,
+    pub flags: SnapshotFlags,
 }
 
 /// Which snapshots S3 retention counts together.
@@ -259,15 +347,10 @@ pub enum ScopeArg {
     Cluster,
 }
 
-/// `prune`.
+/// `prune` (`--name` is the prefix of the names pruned, `--snapshot-retention` the number kept,
+/// `--s3-retention` the number kept in S3).
 #[derive(Debug, Args)]
 pub struct PruneArgs {
-    /// Only snapshots whose name starts with this prefix are pruned.
-    #[arg(long, default_value = crate::consts::DEFAULT_ON_DEMAND_PREFIX)]
-    pub name: String,
-    /// Number of snapshots to keep.
-    #[arg(long = "snapshot-retention", visible_alias = "etcd-snapshot-retention", default_value_t = crate::consts::DEFAULT_RETENTION, value_parser = clap::value_parser!(u32).range(1..))]
-    pub retention: u32,
     /// Also delete snapshots older than this (e.g. 36h, 7d, 2w).
     #[arg(long = "max-age")]
     pub max_age: Option<String>,
@@ -289,17 +372,10 @@ pub struct PruneArgs {
     /// Print what would be kept and deleted, with the reason, and delete nothing.
     #[arg(long = "dry-run")]
     pub dry_run: bool,
-    /// Node name of local copies (default: this host's name).
-    #[arg(long = "node-name", env = "NODE_NAME")]
-    pub node_name: Option<String>,
+    /// With S3, etcd (`--etcd-endpoint`) is asked for its cluster ID, so that S3 pruning never
+    /// touches another cluster's snapshots sharing the folder.
     #[command(flatten)]
-    pub dir: DirArgs,
-    #[command(flatten)]
-    pub s3: S3Args,
-    /// etcd is asked for its cluster ID, so that S3 pruning never touches another cluster's
-    /// snapshots sharing the folder.
-    #[command(flatten)]
-    pub etcd: EtcdArgs,
+    pub flags: SnapshotFlags,
 }
 
 /// `restore`.
@@ -354,13 +430,10 @@ pub struct RestoreArgs {
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// Snapshot to verify: a path, a name in `--dir`, or (with `--s3`) an S3 object name.
-    pub name: String,
+    #[arg(id = "snapshot", value_name = "SNAPSHOT")]
+    pub snapshot: String,
     #[command(flatten)]
-    pub encryption: EncryptionArgs,
-    #[command(flatten)]
-    pub dir: DirArgs,
-    #[command(flatten)]
-    pub s3: S3Args,
+    pub flags: SnapshotFlags,
 }
 
 /// `trigger`.
@@ -461,4 +534,15 @@ pub struct AgentArgs {
     pub dir: DirArgs,
     #[command(flatten)]
     pub etcd: EtcdArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

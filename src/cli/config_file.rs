@@ -1,6 +1,7 @@
 //! `--config FILE`: a YAML mapping whose keys are flag names (without `--`), as k3s's config
 //! file. Values on the command line win; the file fills in the rest; environment variables come
-//! after both (clap reads them for flags neither set).
+//! after both (clap reads them for flags neither set). How the keys become flags of a
+//! subcommand (and which are skipped) is in [`super::argv`].
 //!
 //! ```yaml
 //! dir: /var/lib/etcd-snapshots
@@ -53,37 +54,39 @@ pub fn config_path(argv: &[String]) -> Option<String> {
     std::env::var(CONFIG_ENV).ok().filter(|v| !v.is_empty())
 }
 
-/// Read the config file and merge it into `argv`.
-pub fn load_and_merge(argv: Vec<String>, path: &str) -> Result<Vec<String>, ConfigFileError> {
+/// A value of the config file: a YAML boolean, or anything else as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// `true` / `false`.
+    Bool(bool),
+    /// A string or number.
+    Text(String),
+}
+
+/// Read the config file: its keys (without a leading `--`) in file order, each with its values
+/// (a list gives several; `null` none).
+pub fn load(path: &str) -> Result<Vec<(String, Vec<Value>)>, ConfigFileError> {
     let text =
         std::fs::read_to_string(Path::new(path)).map_err(|source| ConfigFileError::Read {
             path: path.to_string(),
             source,
         })?;
-    merge(argv, &text).map_err(|reason| ConfigFileError::Invalid {
+    parse(&text).map_err(|reason| ConfigFileError::Invalid {
         path: path.to_string(),
         reason,
     })
 }
 
-/// Insert `--key=value` for every key of the YAML mapping that `argv` does not set itself,
-/// right after the subcommand (`argv[1]`). `true` becomes a bare `--key`, `false` is left out,
-/// a list becomes one `--key=item` per item.
-pub fn merge(argv: Vec<String>, yaml: &str) -> Result<Vec<String>, String> {
+/// Parse the YAML text of a config file (see [`load`]).
+pub fn parse(yaml: &str) -> Result<Vec<(String, Vec<Value>)>, String> {
     let value: serde_yaml::Value =
         serde_yaml::from_str(yaml).map_err(|e| format!("not valid YAML: {e}"))?;
     let map = match value {
         serde_yaml::Value::Mapping(m) => m,
-        serde_yaml::Value::Null => return Ok(argv),
+        serde_yaml::Value::Null => return Ok(Vec::new()),
         _ => return Err("must be a mapping of flag names to values".into()),
     };
-    let given = |key: &str| {
-        argv.iter().any(|a| {
-            a.strip_prefix("--")
-                .is_some_and(|rest| rest == key || rest.starts_with(&format!("{key}=")))
-        })
-    };
-    let mut extra = Vec::new();
+    let mut out = Vec::new();
     for (k, v) in map {
         let key = k
             .as_str()
@@ -93,19 +96,17 @@ pub fn merge(argv: Vec<String>, yaml: &str) -> Result<Vec<String>, String> {
         if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             return Err(format!("{key:?} is not a flag name"));
         }
-        if key == "config" || given(&key) {
-            continue;
-        }
         let items = match v {
             serde_yaml::Value::Sequence(items) => items,
             other => vec![other],
         };
+        let mut values = Vec::new();
         for item in items {
             match item {
-                serde_yaml::Value::Bool(true) => extra.push(format!("--{key}")),
-                serde_yaml::Value::Bool(false) | serde_yaml::Value::Null => {}
-                serde_yaml::Value::String(s) => extra.push(format!("--{key}={s}")),
-                serde_yaml::Value::Number(n) => extra.push(format!("--{key}={n}")),
+                serde_yaml::Value::Bool(b) => values.push(Value::Bool(b)),
+                serde_yaml::Value::Null => {}
+                serde_yaml::Value::String(s) => values.push(Value::Text(s)),
+                serde_yaml::Value::Number(n) => values.push(Value::Text(n.to_string())),
                 _ => {
                     return Err(format!(
                         "{key}: value must be a string, number, boolean or list"
@@ -113,10 +114,8 @@ pub fn merge(argv: Vec<String>, yaml: &str) -> Result<Vec<String>, String> {
                 }
             }
         }
+        out.push((key, values));
     }
-    let mut out = argv;
-    let at = out.len().min(2);
-    out.splice(at..at, extra);
     Ok(out)
 }
 
@@ -129,33 +128,32 @@ mod tests {
     }
 
     #[test]
-    fn file_fills_in_what_the_command_line_leaves_out() {
-        let out = merge(
-            argv("etcd-snapshot save --dir /cli"),
-            "dir: /file\nsnapshot-compress: true\ns3: false\ns3-bucket: b\nsnapshot-retention: 3\n",
-        )
-        .expect("merge");
+    fn keys_come_in_file_order_with_their_values() {
+        let parsed = parse("dir: /file\nsnapshot-compress: true\ns3: false\nsnapshot-retention: 3\netcd-endpoint: [a, b]\nx: ~\n")
+            .expect("parse");
         assert_eq!(
-            out,
-            argv(
-                "etcd-snapshot save --snapshot-compress --s3-bucket=b --snapshot-retention=3 --dir /cli"
-            )
+            parsed,
+            vec![
+                ("dir".into(), vec![Value::Text("/file".into())]),
+                ("snapshot-compress".into(), vec![Value::Bool(true)]),
+                ("s3".into(), vec![Value::Bool(false)]),
+                ("snapshot-retention".into(), vec![Value::Text("3".into())]),
+                (
+                    "etcd-endpoint".into(),
+                    vec![Value::Text("a".into()), Value::Text("b".into())]
+                ),
+                ("x".into(), vec![]),
+            ]
         );
     }
 
     #[test]
-    fn lists_repeat_the_flag() {
-        let out = merge(argv("x ls"), "etcd-endpoint: [a, b]").expect("merge");
-        assert_eq!(out, argv("x ls --etcd-endpoint=a --etcd-endpoint=b"));
-    }
-
-    #[test]
     fn bad_files_are_refused_with_a_reason() {
-        assert!(merge(argv("x ls"), "- a\n- b").is_err());
-        assert!(merge(argv("x ls"), "dir: {a: 1}").is_err());
-        assert!(merge(argv("x ls"), "\"bad key\": 1").is_err());
-        assert!(merge(argv("x ls"), ": : :").is_err());
-        assert_eq!(merge(argv("x ls"), "").expect("empty"), argv("x ls"));
+        assert!(parse("- a\n- b").is_err());
+        assert!(parse("dir: {a: 1}").is_err());
+        assert!(parse("\"bad key\": 1").is_err());
+        assert!(parse(": : :").is_err());
+        assert_eq!(parse("").expect("empty"), vec![]);
     }
 
     #[test]

@@ -10,8 +10,8 @@ pub async fn run(args: DeleteArgs) -> Result<(), CliError> {
     for name in &args.names {
         validate_snapshot_name(name).map_err(|e| CliError::Usage(e.to_string()))?;
     }
-    let dir = common::local_dir(&args.dir);
-    let s3 = common::s3_store(&args.s3).await?;
+    let dir = common::local_dir(&args.flags);
+    let s3 = common::s3_store(&args.flags.s3).await?;
     let mut missing = Vec::new();
     for name in &args.names {
         let mut found = dir.delete(name)?;

@@ -35,14 +35,14 @@ pub async fn collect(
 
 /// Ready copies recorded in the cluster, as stored copies.
 async fn from_cluster() -> Result<Vec<StoredCopy>, CliError> {
-    let client = kube::Client::try_default()
-        .await
-        .map_err(|e| CliError::Usage(format!("cannot reach the Kubernetes API: {e}")))?;
+    let client = common::kube_client().await?;
     let api: kube::Api<crate::api::ETCDSnapshotFile> = kube::Api::all(client);
-    let list = api
-        .list(&Default::default())
-        .await
-        .map_err(|e| CliError::Usage(format!("listing ETCDSnapshotFiles: {e}")))?;
+    let list = api.list(&Default::default()).await.map_err(|e| {
+        CliError::Usage(format!(
+            "listing ETCDSnapshotFiles: {}",
+            common::kube_reason(&e)
+        ))
+    })?;
     let mut copies: Vec<StoredCopy> = list
         .items
         .iter()
@@ -57,9 +57,9 @@ pub async fn run(args: LsArgs) -> Result<(), CliError> {
     let copies = if args.cluster {
         from_cluster().await?
     } else {
-        let node = common::node_name(args.node_name.as_deref())?;
-        let s3 = common::s3_store(&args.s3).await?;
-        collect(&common::local_dir(&args.dir), &node, s3.as_ref()).await?
+        let node = common::node_name(args.flags.node_name.as_deref())?;
+        let s3 = common::s3_store(&args.flags.s3).await?;
+        collect(&common::local_dir(&args.flags), &node, s3.as_ref()).await?
     };
     let out = match args.output {
         OutputFormat::Table => table(&copies),

@@ -1,10 +1,12 @@
 //! The `etcd-snapshot` command line: argument definitions and one module per subcommand.
 
 pub mod args;
+pub mod argv;
 mod common;
 pub mod config_file;
 mod crd;
 mod delete;
+pub mod logging;
 pub mod ls;
 mod operator;
 mod prune;

@@ -85,7 +85,7 @@ pub async fn agent(args: AgentArgs) -> Result<(), CliError> {
     let config = AgentConfig {
         node: args.node_name.trim().to_string(),
         namespace: args.namespace,
-        dir: common::local_dir(&args.dir),
+        dir: crate::storage::local::LocalDir::new(&args.dir.path()),
         etcd: common::etcd_config(&args.etcd),
         heartbeat: duration("heartbeat", &args.heartbeat)?,
         sync_interval: duration("sync-interval", &args.sync_interval)?,

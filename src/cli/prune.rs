@@ -8,21 +8,38 @@ use crate::retention::{Policy, parse_duration};
 
 /// Apply the policy to the snapshots named `<--name>-…`; `--dry-run` prints every decision.
 pub async fn run(args: PruneArgs) -> Result<(), CliError> {
+    let flags = &args.flags;
+    if flags.retention == 0 {
+        return Err(CliError::Usage(
+            "--snapshot-retention 0 would keep nothing: give the number of snapshots to keep (1 or more)"
+                .into(),
+        ));
+    }
     let policy = Policy {
-        count: Some(args.retention),
-        max_age: args.max_age.as_deref().map(parse_duration).transpose()?,
+        count: Some(flags.retention),
+        max_age: args
+            .max_age
+            .as_deref()
+            .map(parse_duration)
+            .transpose()
+            .map_err(|e| CliError::Usage(format!("--max-age: {e}")))?,
         keep_hourly: args.keep_hourly,
         keep_daily: args.keep_daily,
         keep_weekly: args.keep_weekly,
         keep_monthly: args.keep_monthly,
     };
-    let node = common::node_name(args.node_name.as_deref())?;
-    let dir = common::local_dir(&args.dir);
-    let s3 = common::s3_store(&args.s3).await?;
+    // S3 keeps `--s3-retention` snapshots when given, else as many as locally.
+    let s3_policy = Policy {
+        count: Some(flags.s3.retention.unwrap_or(flags.retention)),
+        ..policy.clone()
+    };
+    let node = common::node_name(flags.node_name.as_deref())?;
+    let dir = common::local_dir(flags);
+    let s3 = common::s3_store(&flags.s3).await?;
     // S3 pruning is scoped to this etcd cluster: ask etcd who we are.
     let cluster_id = match &s3 {
         Some(_) => {
-            let mut conn = common::etcd_config(&args.etcd).connect().await?;
+            let mut conn = common::etcd_config(&flags.etcd).connect().await?;
             Some(conn.member_info().await?.cluster_id)
         }
         None => None,
@@ -34,9 +51,9 @@ pub async fn run(args: PruneArgs) -> Result<(), CliError> {
     };
     let plan = plan(
         &copies,
-        &args.name,
+        &flags.name,
         &policy,
-        &policy,
+        &s3_policy,
         scope,
         cluster_id.as_deref(),
         chrono::Utc::now(),

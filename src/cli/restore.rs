@@ -98,7 +98,7 @@ async fn restore_snapshot(
     data_dir: &Path,
     bump: Option<u64>,
 ) -> Result<(Restored, Tools), RestoreError> {
-    let dir = LocalDir::new(&args.dir.dir);
+    let dir = LocalDir::new(&args.dir.path());
     let store = if Source::is_explicit_path(spec) {
         None
     } else {
@@ -165,7 +165,7 @@ async fn write_output(args: &RestoreArgs, output: &Path) -> Result<(), RestoreEr
         ));
     };
     let output = absolute(output);
-    let dir = LocalDir::new(&args.dir.dir);
+    let dir = LocalDir::new(&args.dir.path());
     let store = if Source::is_explicit_path(spec) {
         None
     } else {

@@ -1,12 +1,19 @@
 //! `etcd-snapshot save`: one snapshot now, to the local directory and/or S3.
+//!
+//! As k3s, an S3 problem never costs the local copy: S3 settings that cannot be right (a
+//! malformed endpoint or timeout, a missing bucket name) are refused before anything is done,
+//! like any bad flag, but whatever S3 itself refuses or fails at (unreachable, untrusted
+//! certificate, wrong credentials, no such bucket, a refused upload) fails only the S3 copy: the
+//! local copy is saved, the error names the S3 failure, and the exit status is 1.
 
 use super::args::SaveArgs;
 use super::{CliError, common};
 use crate::api::Compression;
-use crate::naming::{snapshot_name, with_encryption_suffix};
+use crate::naming::{Storage, snapshot_name, with_encryption_suffix};
 use crate::shutdown::Shutdown;
 use crate::snapshot::crypt::EncryptionKey;
 use crate::snapshot::{self, SaveRequest};
+use crate::storage::s3::S3Store;
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,22 +22,23 @@ use tokio_util::sync::CancellationToken;
 
 /// Take and store one snapshot; prints `Snapshot NAME saved.` per stored copy, as the reference.
 pub async fn run(args: SaveArgs) -> Result<(), CliError> {
-    if args.s3_only && !args.s3.enabled {
+    let flags = &args.flags;
+    if args.s3_only && !flags.s3.enabled {
         return Err(CliError::Usage(
             "--s3-only needs --s3 and the S3 settings".into(),
         ));
     }
-    if args.name.trim().is_empty() {
+    if flags.name.trim().is_empty() {
         return Err(CliError::Usage("--name must not be empty".into()));
     }
-    let node = common::node_name(args.node_name.as_deref())?;
-    let compression = if args.compress {
+    let node = common::node_name(flags.node_name.as_deref())?;
+    let compression = if flags.compress {
         Compression::Zstd
     } else {
         Compression::None
     };
     let created = common::now_unix();
-    let key = args
+    let key = flags
         .encryption
         .key_file
         .as_deref()
@@ -38,13 +46,28 @@ pub async fn run(args: SaveArgs) -> Result<(), CliError> {
         .transpose()
         .map_err(|e| CliError::Usage(e.to_string()))?;
     let name = with_encryption_suffix(
-        snapshot_name(&args.name, &node, created, compression),
+        snapshot_name(&flags.name, &node, created, compression),
         key.is_some(),
     );
     crate::naming::validate_snapshot_name(&name)
-        .map_err(|e| CliError::Usage(format!("--name {:?}: {e}", args.name)))?;
-    let s3 = common::s3_store(&args.s3).await?;
-    let local = (!args.s3_only).then(|| common::local_dir(&args.dir));
+        .map_err(|e| CliError::Usage(format!("--name {:?}: {e}", flags.name)))?;
+    let s3_config = common::s3_config(&flags.s3)?;
+    let local = (!args.s3_only).then(|| common::local_dir(flags));
+    // S3 is asked before the snapshot starts (one stream feeds both copies); when it cannot take
+    // the copy, the snapshot goes on with the local copy alone.
+    let mut s3_refused = None;
+    let s3 = match s3_config {
+        Some(cfg) => match S3Store::connect(&cfg).await {
+            Ok(store) => Some(store),
+            Err(e) if local.is_some() => {
+                tracing::debug!(error = %e, "S3 cannot take the copy; saving the local copy only");
+                s3_refused = Some(e);
+                None
+            }
+            Err(e) => return Err(e.into()),
+        },
+        None => None,
+    };
     // Ctrl-C or SIGTERM cancels cleanly: no temp file, no multipart upload left behind.
     let cancel = CancellationToken::new();
     let shutdown = Shutdown::listen()
@@ -69,18 +92,28 @@ pub async fn run(args: SaveArgs) -> Result<(), CliError> {
         encryption: key,
         cancel,
     };
-    let report = snapshot::save(&common::etcd_config(&args.etcd), request).await;
+    let report = snapshot::save(&common::etcd_config(&flags.etcd), request).await;
     on_signal.abort();
     if std::io::stderr().is_terminal() {
         eprint!("\r\x1b[K");
     }
     let report = report?;
+    let mut saved = Vec::new();
     let mut failed = Vec::new();
     for copy in &report.copies {
         match &copy.result {
-            Ok(()) => println!("Snapshot {} saved.", report.record.name),
-            Err(e) => failed.push(format!("{} copy: {e}", copy.storage.as_str())),
+            Ok(()) => {
+                println!("Snapshot {} saved.", report.record.name);
+                saved.push(copy);
+            }
+            Err(e) => failed.push(format!(
+                "the {} copy was not saved: {e}",
+                copy.storage.as_str()
+            )),
         }
+    }
+    if let Some(e) = s3_refused {
+        failed.push(format!("the S3 copy was not saved: {e}"));
     }
     tracing::info!(
         name = %report.record.name,
@@ -94,10 +127,23 @@ pub async fn run(args: SaveArgs) -> Result<(), CliError> {
         "snapshot stored"
     );
     if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(CliError::Failed(failed.join("; ")))
+        return Ok(());
     }
+    let kept: Vec<String> = saved
+        .iter()
+        .map(|c| match c.storage {
+            Storage::Local => format!(
+                "the local copy {} was saved",
+                c.location.strip_prefix("file://").unwrap_or(&c.location)
+            ),
+            Storage::S3 => format!("the S3 copy {} was saved", c.location),
+        })
+        .collect();
+    let mut message = failed.join("; ");
+    if !kept.is_empty() {
+        message.push_str(&format!("; {}", kept.join(" and ")));
+    }
+    Err(CliError::Failed(message))
 }
 
 /// Bytes and rate on one terminal line, at most four updates a second.

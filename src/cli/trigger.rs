@@ -22,9 +22,7 @@ pub async fn run(args: TriggerArgs) -> Result<(), CliError> {
                 args.timeout
             ))
         })?;
-    let client = kube::Client::try_default()
-        .await
-        .map_err(|e| CliError::Usage(format!("cannot reach the Kubernetes API: {e}")))?;
+    let client = super::common::kube_client().await?;
     let schedules: Api<ETCDSnapshotSchedule> = Api::all(client.clone());
     let value = jiff::Timestamp::now().to_string();
     let patch =
@@ -40,7 +38,11 @@ pub async fn run(args: TriggerArgs) -> Result<(), CliError> {
             kube::Error::Api(s) if s.code == 404 => {
                 CliError::Usage(format!("ETCDSnapshotSchedule {} not found", args.schedule))
             }
-            e => CliError::Usage(format!("requesting a run of {}: {e}", args.schedule)),
+            e => CliError::Usage(format!(
+                "requesting a run of {}: {}",
+                args.schedule,
+                super::common::kube_reason(&e)
+            )),
         })?;
     println!(
         "Requested a snapshot run of schedule {} ({value}).",
@@ -60,7 +62,12 @@ pub async fn run(args: TriggerArgs) -> Result<(), CliError> {
         let list = files
             .list(&lp)
             .await
-            .map_err(|e| CliError::Usage(format!("listing snapshot files: {e}")))?
+            .map_err(|e| {
+                CliError::Usage(format!(
+                    "listing snapshot files: {}",
+                    super::common::kube_reason(&e)
+                ))
+            })?
             .items;
         let done = !list.is_empty()
             && list.iter().all(|f| {

@@ -10,16 +10,16 @@ use std::io::Write;
 /// Run `verify`. Scratch files go to the temporary directory (`TMPDIR`) and are removed again.
 pub async fn run(args: VerifyArgs) -> Result<(), RestoreError> {
     let tools = find_tools()?;
-    let dir = LocalDir::new(&args.dir.dir);
-    let store = if Source::is_explicit_path(&args.name) {
+    let dir = LocalDir::new(&args.flags.snapshot_dir());
+    let store = if Source::is_explicit_path(&args.snapshot) {
         None
     } else {
         // A bad name is refused before anything is contacted.
-        crate::naming::validate_snapshot_name(&args.name)?;
-        connect(&args.s3).await?
+        crate::naming::validate_snapshot_name(&args.snapshot)?;
+        connect(&args.flags.s3).await?
     };
-    let source = Source::resolve(&args.name, &dir, store.as_ref())?;
-    let options = prepare_options(&args.encryption)?;
+    let source = Source::resolve(&args.snapshot, &dir, store.as_ref())?;
+    let options = prepare_options(&args.flags.encryption)?;
     let report = restore::verify_with(&tools, &source, &options, &std::env::temp_dir()).await?;
     let mut out = std::io::stdout().lock();
     print_checks(&mut out, &report.checks)?;

@@ -1,7 +1,9 @@
 //! Connecting to the local etcd member and opening its snapshot stream.
 
 use super::SnapshotError;
+use crate::net_error::{Cause, one_line};
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use std::error::Error as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -118,12 +120,9 @@ impl EtcdConfig {
             .await
             .map_err(|_| SnapshotError::Unreachable {
                 endpoints: self.endpoint_list(),
-                reason: format!("no answer within {:?}", self.connect_timeout),
+                reason: no_answer(self.connect_timeout),
             })?
-            .map_err(|e| SnapshotError::Unreachable {
-                endpoints: self.endpoint_list(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| failed(&self.endpoint_list(), "connect", &e))?;
         Ok(EtcdConn {
             client,
             endpoints: self.endpoint_list(),
@@ -176,8 +175,8 @@ impl EtcdConn {
         };
         let status = tokio::time::timeout(self.timeout, self.client.status())
             .await
-            .map_err(|_| unreachable(format!("status: no answer within {:?}", self.timeout)))?
-            .map_err(|e| unreachable(format!("status: {e}")))?;
+            .map_err(|_| unreachable(no_answer(self.timeout)))?
+            .map_err(|e| failed(&self.endpoints, "status", &e))?;
         let header = status
             .header()
             .ok_or_else(|| unreachable("status: response without header".into()))?;
@@ -187,8 +186,8 @@ impl EtcdConn {
         let version = status.version().to_string();
         let members = tokio::time::timeout(self.timeout, self.client.member_list())
             .await
-            .map_err(|_| unreachable(format!("member list: no answer within {:?}", self.timeout)))?
-            .map_err(|e| unreachable(format!("member list: {e}")))?;
+            .map_err(|_| unreachable(no_answer(self.timeout)))?
+            .map_err(|e| failed(&self.endpoints, "member list", &e))?;
         let member_name = members
             .members()
             .iter()
@@ -213,11 +212,71 @@ impl EtcdConn {
             .await
             .map_err(|_| SnapshotError::Unreachable {
                 endpoints: endpoints.clone(),
-                reason: "snapshot: no answer".into(),
+                reason: no_answer(self.timeout),
             })?
-            .map_err(|e| SnapshotError::Unreachable {
-                endpoints,
-                reason: format!("snapshot: {e}"),
-            })
+            .map_err(|e| failed(&endpoints, "snapshot", &e))
+    }
+}
+
+/// "no answer within 10s: ...": what a timeout of ours means and what to check.
+fn no_answer(after: Duration) -> String {
+    format!(
+        "no answer within {}s: check the address in --etcd-endpoint and any firewall in between",
+        after.as_secs()
+    )
+}
+
+/// A failed etcd request as one line; the library's whole error goes to the debug log.
+pub(crate) fn failed(endpoints: &str, request: &str, e: &etcd_client::Error) -> SnapshotError {
+    tracing::debug!(endpoints, request, error = ?e, "etcd request failed");
+    SnapshotError::Unreachable {
+        endpoints: endpoints.to_string(),
+        reason: describe(e),
+    }
+}
+
+/// What went wrong with an etcd request, in a person's words, with what to do.
+pub(crate) fn describe(e: &etcd_client::Error) -> String {
+    let (status, source): (
+        Option<(String, String)>,
+        Option<&(dyn std::error::Error + 'static)>,
+    ) = match e {
+        etcd_client::Error::GRpcStatus(s) => (
+            Some((format!("{:?}", s.code()), s.message().to_string())),
+            s.source(),
+        ),
+        etcd_client::Error::TransportError(t) => (None, Some(t)),
+        etcd_client::Error::IoError(io) => (None, Some(io)),
+        other => return one_line(&other.to_string()),
+    };
+    match (source.map(Cause::of), status) {
+        (Some(cause), _) => hint(&cause),
+        (None, Some((code, message))) => format!("etcd answered {code}: {}", one_line(&message)),
+        (None, None) => one_line(&e.to_string()),
+    }
+}
+
+/// The cause of a failed connection to etcd, and what to check.
+fn hint(cause: &Cause) -> String {
+    match cause {
+        Cause::Refused => {
+            "connection refused: is etcd running and listening there? (check --etcd-endpoint)"
+                .into()
+        }
+        Cause::TimedOut => {
+            "the connection timed out: check the address in --etcd-endpoint and any firewall in between"
+                .into()
+        }
+        Cause::Dns => "the host name does not resolve: check --etcd-endpoint".into(),
+        Cause::Untrusted(why) => format!(
+            "etcd's TLS certificate is not trusted ({why}): give the CA that signed it with --etcd-cacert"
+        ),
+        Cause::TlsRefused(alert) => format!(
+            "etcd refused the TLS connection ({alert}): give a client certificate and key it trusts with --etcd-cert and --etcd-key"
+        ),
+        Cause::NotTls => "etcd does not speak TLS there: use http:// in --etcd-endpoint".into(),
+        Cause::HandshakeClosed => "etcd closed the connection during the TLS handshake: if it serves plain HTTP, use http:// in --etcd-endpoint; if it wants a client certificate, give --etcd-cert and --etcd-key".into(),
+        Cause::Closed => "etcd closed the connection".into(),
+        Cause::Other(text) => text.clone(),
     }
 }

@@ -430,9 +430,12 @@ async fn read_stream(
     let mut batch = BytesMut::with_capacity(BATCH);
     let mut remaining = None;
     loop {
-        let message = stream.message().await.map_err(|e| SnapshotError::Stream {
-            received: verifier.total(),
-            reason: e.to_string(),
+        let message = stream.message().await.map_err(|e| {
+            tracing::debug!(error = ?e, "etcd snapshot stream failed");
+            SnapshotError::Stream {
+                received: verifier.total(),
+                reason: super::etcd::describe(&e),
+            }
         })?;
         let Some(message) = message else { break };
         let blob = message.blob();

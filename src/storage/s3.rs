@@ -78,7 +78,10 @@ pub enum S3Error {
     #[error(transparent)]
     Name(#[from] NameError),
     /// The bucket does not exist.
-    #[error("S3 bucket {bucket:?} does not exist")]
+    #[error(
+        "S3 bucket {bucket:?} does not exist: create it, or check the bucket name (--s3-bucket, \
+         etcd-s3-bucket in a Secret)"
+    )]
     NoSuchBucket {
         /// Bucket.
         bucket: String,
@@ -90,9 +93,7 @@ pub enum S3Error {
         key: String,
     },
     /// S3 refused the credentials or the request's permissions.
-    #[error(
-        "S3 refused the credentials (check the access key and secret key): {op} answered {code}"
-    )]
+    #[error("{}", access_denied_text(op, code))]
     AccessDenied {
         /// Operation.
         op: &'static str,
@@ -118,7 +119,7 @@ pub enum S3Error {
         /// The timeout.
         after: Duration,
     },
-    /// No connection to the endpoint.
+    /// No connection to the endpoint (`reason` says why and what to check).
     #[error("cannot reach S3 endpoint {endpoint}: {reason}")]
     Unreachable {
         /// `host[:port]`.
@@ -180,6 +181,45 @@ impl S3Error {
             self,
             S3Error::Timeout { .. } | S3Error::Unreachable { .. } | S3Error::Request { .. }
         )
+    }
+}
+
+/// Wrong credentials and a missing permission are told apart: S3 answers `AccessDenied` (or a
+/// bare 403) when the credentials are valid but may not do `op`.
+fn access_denied_text(op: &str, code: &str) -> String {
+    if code == "AccessDenied" || code == "HTTP 403" {
+        format!(
+            "S3 refused {op} ({code}): the credentials are not allowed to do it; grant the \
+             permission to their user or policy"
+        )
+    } else {
+        format!(
+            "S3 refused the credentials (check the access key and secret key): {op} answered {code}"
+        )
+    }
+}
+
+/// The cause of a failed connection to S3, and what to check.
+fn unreachable_hint(cause: &crate::net_error::Cause) -> String {
+    use crate::net_error::Cause;
+    match cause {
+        Cause::Refused => "connection refused: is the S3 server running there? (check the \
+                           endpoint: --s3-endpoint, etcd-s3-endpoint in a Secret)"
+            .into(),
+        Cause::TimedOut => "the connection timed out: check the endpoint and any firewall or \
+                            proxy in between"
+            .into(),
+        Cause::Dns => "the host name does not resolve: check the endpoint (--s3-endpoint, \
+                       etcd-s3-endpoint in a Secret)"
+            .into(),
+        Cause::NotTls | Cause::HandshakeClosed => "it does not speak TLS: if it serves plain \
+                                                   HTTP, set --s3-insecure (etcd-s3-insecure: \
+                                                   \"true\" in a Secret)"
+            .into(),
+        Cause::Untrusted(why) => format!("its TLS certificate is not trusted ({why})"),
+        Cause::TlsRefused(alert) => format!("it refused the TLS connection ({alert})"),
+        Cause::Closed => "the server closed the connection".into(),
+        Cause::Other(text) => text.clone(),
     }
 }
 
@@ -677,11 +717,15 @@ impl S3Store {
                 after,
             }),
             Ok(Ok(chunk)) => Ok(chunk),
-            Ok(Err(e)) => Err(S3Error::Request {
-                op: "GetObject",
-                key: key.to_string(),
-                reason: self.inner.secrets.scrub(error_chain_text(&e)),
-            }),
+            Ok(Err(e)) => {
+                let secrets = &self.inner.secrets;
+                tracing::debug!(error = %secrets.scrub(format!("{e:?}")), "S3 download failed");
+                Err(S3Error::Request {
+                    op: "GetObject",
+                    key: key.to_string(),
+                    reason: secrets.scrub(error_chain_text(&e)),
+                })
+            }
         }
     }
 
@@ -899,13 +943,14 @@ impl S3Store {
                         after: cfg.timeout,
                     }
                 } else {
-                    let reason = match failure.as_connector_error() {
-                        Some(connector) => error_chain_text(connector),
-                        None => error_chain_text(&err),
+                    let cause = match failure.as_connector_error() {
+                        Some(connector) => crate::net_error::Cause::of(connector),
+                        None => crate::net_error::Cause::of(&err),
                     };
+                    tracing::debug!(op, error = %secrets.scrub(format!("{err:?}")), "S3 request failed");
                     S3Error::Unreachable {
                         endpoint: cfg.endpoint.clone(),
-                        reason: secrets.scrub(reason),
+                        reason: secrets.scrub(unreachable_hint(&cause)),
                     }
                 }
             }
@@ -947,11 +992,14 @@ impl S3Store {
                     }
                 }
             }
-            _ => S3Error::Request {
-                op,
-                key: key.to_string(),
-                reason: secrets.scrub(error_chain_text(&err)),
-            },
+            _ => {
+                tracing::debug!(op, error = %secrets.scrub(format!("{err:?}")), "S3 request failed");
+                S3Error::Request {
+                    op,
+                    key: key.to_string(),
+                    reason: secrets.scrub(error_chain_text(&err)),
+                }
+            }
         }
     }
 }
@@ -982,23 +1030,17 @@ fn is_not_found<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> boo
     }
 }
 
-/// Every error in the chain (looking inside `io::Error`s, whose `source` skips their payload).
-fn error_chain<'a>(
-    err: &'a (dyn std::error::Error + 'static),
-) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
-    std::iter::successors(Some(err), |&e| match e.downcast_ref::<std::io::Error>() {
-        Some(io) => io
-            .get_ref()
-            .map(|inner| inner as &(dyn std::error::Error + 'static)),
-        None => e.source(),
-    })
-}
-
-/// The chain's messages on one line, without repeats.
+/// What went wrong, on one line: the network cause with what to check when there is one, else
+/// the chain's messages without repeats and without the `Debug` dumps some libraries put in
+/// their messages. The whole chain goes to the debug log.
 fn error_chain_text(err: &(dyn std::error::Error + 'static)) -> String {
+    let cause = crate::net_error::Cause::of(err);
+    if !matches!(cause, crate::net_error::Cause::Other(_)) {
+        return unreachable_hint(&cause);
+    }
     let mut parts: Vec<String> = Vec::new();
-    for e in error_chain(err) {
-        let text = e.to_string().replace('\n', " ");
+    for e in crate::net_error::chain(err) {
+        let text = crate::net_error::one_line(&e.to_string());
         if text.is_empty() || parts.last().is_some_and(|p| p.contains(&text)) {
             continue;
         }
@@ -1009,7 +1051,7 @@ fn error_chain_text(err: &(dyn std::error::Error + 'static)) -> String {
 
 /// What rustls said, when the failure is an untrusted server certificate.
 fn untrusted_certificate(err: &(dyn std::error::Error + 'static)) -> Option<String> {
-    error_chain(err).find_map(|e| match e.downcast_ref::<rustls::Error>() {
+    crate::net_error::chain(err).find_map(|e| match e.downcast_ref::<rustls::Error>() {
         Some(rustls::Error::InvalidCertificate(c)) => Some(format!("{c:?}")),
         _ => None,
     })
@@ -1709,6 +1751,16 @@ mod tests {
             code: "SignatureDoesNotMatch".into(),
         };
         assert!(denied.to_string().starts_with("S3 refused the credentials"));
+        // Valid credentials without the permission are told apart from wrong credentials.
+        let forbidden = S3Error::AccessDenied {
+            op: "DeleteObject",
+            code: "AccessDenied".into(),
+        };
+        assert_eq!(
+            forbidden.to_string(),
+            "S3 refused DeleteObject (AccessDenied): the credentials are not allowed to do it; \
+             grant the permission to their user or policy"
+        );
         let timeout = S3Error::Timeout {
             op: "HeadObject",
             after: Duration::from_secs(300),

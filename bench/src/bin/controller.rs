@@ -7,7 +7,9 @@
 //! - API requests per minute while idle (from the API server's audit log, by user, verb and
 //!   resource), over `BENCH_IDLE_SECONDS` (default 180),
 //! - time to prune `BENCH_PRUNE` records (default 1,000: retention lowered on some schedules),
-//!   until the records are gone and the agent has deleted their files.
+//!   until the records are gone and the agent has deleted their files,
+//! - the agent's RSS (sampled from its start: once it has looked at all its node's records, at
+//!   the end of the idle window, and the peak), against [`AGENT_RSS_TARGET_MIB`].
 //!
 //! Results are printed and written to `target/bench/controller.md` (or `$BENCH_OUT/…`).
 
@@ -41,6 +43,10 @@ const AGENT_SA: &str = "etcd-snapshot-agent";
 const NODE: &str = "bench-node";
 /// Never fires during a run: the benchmark measures the controller at rest and while pruning.
 const CRON: &str = "0 0 1 1 *";
+/// The agent's RSS target with `BENCH_FILES` (10,000) records of its node.
+const AGENT_RSS_TARGET_MIB: f64 = 64.0;
+/// The controller's RSS target.
+const CONTROLLER_RSS_TARGET_MIB: f64 = 150.0;
 
 struct Opts {
     files: usize,
@@ -151,6 +157,24 @@ fn audit_counts(log: &Path, offset: u64) -> Result<BTreeMap<(String, String), u6
         *counts.entry((who.to_string(), what)).or_insert(0) += 1;
     }
     Ok(counts)
+}
+
+/// `etcd_snapshot_reconcile_total{controller="agent"}` from the agent's /metrics.
+async fn agent_reconciles(addr: &str) -> Option<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.ok()?;
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
+        .await
+        .ok()?;
+    let mut body = String::new();
+    conn.read_to_string(&mut body).await.ok()?;
+    body.lines()
+        .find(|l| {
+            l.starts_with("etcd_snapshot_reconcile_total{") && l.contains("controller=\"agent\"")
+        })
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
 }
 
 fn file_len(p: &Path) -> u64 {
@@ -373,6 +397,7 @@ async fn main() -> Result<()> {
             .to_string())
     };
     let log_env = ("ETCD_SNAPSHOT_LOG".to_string(), "info".to_string());
+    let agent_metrics = format!("127.0.0.1:{}", free_port());
     let agent = Proc::spawn_with_env(
         "agent",
         &o.bin,
@@ -387,7 +412,7 @@ async fn main() -> Result<()> {
             "--etcd-endpoint".into(),
             etcd.endpoint(0),
             "--metrics-addr".into(),
-            format!("127.0.0.1:{}", free_port()),
+            agent_metrics.clone(),
         ],
         &[
             ("KUBECONFIG".into(), kubeconfig(AGENT_SA)?),
@@ -395,6 +420,19 @@ async fn main() -> Result<()> {
         ],
         &work.path().join("agent.log"),
     )?;
+    let agent_pid = agent.pid().ok_or("agent has no pid")?;
+    let agent_peak = Arc::new(AtomicU64::new(0));
+    let agent_sampler = {
+        let peak = agent_peak.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Some((rss, _)) = rss_kib(agent_pid) {
+                    peak.fetch_max(rss, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
     let leases: Api<Lease> = Api::namespaced(admin.clone(), NS);
     wait_for("agent registered", Duration::from_secs(60), || {
         let leases = leases.clone();
@@ -406,8 +444,18 @@ async fn main() -> Result<()> {
         }
     })
     .await?;
-    // Let the agent finish its first look at its 10,000 records before the controller starts.
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    // Let the agent finish its first look at its records (each reconciled once) before the
+    // controller starts.
+    wait_for(
+        "agent reconciled every record",
+        Duration::from_secs(600),
+        || {
+            let addr = agent_metrics.clone();
+            async move { Ok(agent_reconciles(&addr).await.unwrap_or(0) >= total as u64) }
+        },
+    )
+    .await?;
+    let agent_rss_started = rss_kib(agent_pid).map(|r| r.0).unwrap_or(0);
 
     eprintln!("starting the controller");
     let audit_at_start = file_len(&audit_log);
@@ -431,7 +479,6 @@ async fn main() -> Result<()> {
         &work.path().join("controller.log"),
     )?;
     let pid = controller.pid().ok_or("controller has no pid")?;
-    let agent_pid = agent.pid().ok_or("agent has no pid")?;
     let peak = Arc::new(AtomicU64::new(0));
     let sampler = {
         let peak = peak.clone();
@@ -506,6 +553,10 @@ async fn main() -> Result<()> {
         .load(Ordering::Relaxed)
         .max(rss_kib(pid).map(|r| r.1).unwrap_or(0));
     sampler.abort();
+    let agent_peak_rss = agent_peak
+        .load(Ordering::Relaxed)
+        .max(rss_kib(agent_pid).map(|r| r.1).unwrap_or(0));
+    agent_sampler.abort();
 
     let minutes = o.idle.as_secs_f64() / 60.0;
     let mut table = String::new();
@@ -527,7 +578,7 @@ async fn main() -> Result<()> {
         "| controller API requests from start to steady state | {startup_requests} | - |\n"
     ));
     table.push_str(&format!(
-        "| controller RSS at steady state / after {}s idle / peak | {:.1} / {:.1} / {:.1} MiB | <= 150 MiB |\n",
+        "| controller RSS at steady state / after {}s idle / peak | {:.1} / {:.1} / {:.1} MiB | <= {CONTROLLER_RSS_TARGET_MIB} MiB |\n",
         o.idle.as_secs(),
         mib(rss_steady),
         mib(rss_idle),
@@ -552,8 +603,11 @@ async fn main() -> Result<()> {
         ));
     }
     table.push_str(&format!(
-        "| agent RSS (watching its node's {total} records) | {:.1} MiB | - |\n",
-        mib(agent_rss)
+        "| agent RSS with its node's {total} records: after its first look at them / after {}s idle / peak (prune included) | {:.1} / {:.1} / {:.1} MiB | <= {AGENT_RSS_TARGET_MIB} MiB |\n",
+        o.idle.as_secs(),
+        mib(agent_rss_started),
+        mib(agent_rss),
+        mib(agent_peak_rss)
     ));
     let prune_detail: Vec<String> = prune_counts
         .iter()
@@ -569,6 +623,17 @@ async fn main() -> Result<()> {
     table.push_str(&format!(
         "| API requests during the prune | {} |  - |\n",
         prune_detail.join(", ")
+    ));
+    let verdict = |name: &str, value: f64, target: f64| {
+        format!(
+            "{name} peak RSS {value:.1} MiB, target <= {target} MiB: {}",
+            if value <= target { "PASS" } else { "FAIL" }
+        )
+    };
+    table.push_str(&format!(
+        "\n{}\n{}\n",
+        verdict("controller", mib(peak_rss), CONTROLLER_RSS_TARGET_MIB),
+        verdict("agent", mib(agent_peak_rss), AGENT_RSS_TARGET_MIB)
     ));
     println!("{table}");
     std::fs::create_dir_all(&o.out)?;
