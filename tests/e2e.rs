@@ -360,6 +360,10 @@ async fn leader_pod_deleted_standby_takes_over(cluster: &Cluster, client: &Clien
         std::process::Command::new(eso_testenv::kubectl().expect("kubectl installed"))
             .arg("--kubeconfig")
             .arg(cluster.kubeconfig())
+            .arg(format!(
+                "--cache-dir={}",
+                cluster.dir().join("kubectl-cache").display()
+            ))
             .args(["delete", "pod", "-n", OPERATOR_NS, &old, "--wait=false"]),
     );
     assert!(ok, "kubectl delete pod {old}: {out}\n{err}");
