@@ -1,5 +1,7 @@
 //! What the controller and the agents share in the cluster: agent registration Leases, S3
-//! settings from the config Secret, status writes and events.
+//! settings from the config Secret, status writes and events (see [`crate::events`]).
+
+pub use crate::events::Events;
 
 use crate::api::{ETCDSnapshotFile, ETCDSnapshotFileStatus, S3Location, S3Storage, SecretKeyRef};
 use crate::consts;
@@ -8,11 +10,9 @@ use crate::snapshot::crypt::{CryptError, EncryptionKey};
 use crate::storage::config::{S3Config, S3ConfigError, ca_configmap_name, check_secret_type};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::{Client, Resource};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 /// Errors reading operator settings from the cluster.
 #[derive(Debug, thiserror::Error)]
@@ -271,113 +271,6 @@ impl AgentInfo {
     pub fn is_live(&self, now: jiff::Timestamp) -> bool {
         self.renewed
             .is_some_and(|t| now.as_second() - t.as_second() <= i64::from(self.lease_seconds))
-    }
-}
-
-/// Publishes events about ETCDSnapshotFiles and schedules through the events API.
-///
-/// kube's `Recorder` folds an event into an earlier one of the same object, type, reason and
-/// action (a series), keeping the earlier note: a new message ("NOT deleted …" after "cannot be
-/// deleted yet …") would never be shown. So the last note per key is remembered, and a changed
-/// note is published by a fresh recorder of that key (a new Event); repeats of the same note stay
-/// a series.
-#[derive(Clone)]
-pub struct Events {
-    client: Client,
-    instance: String,
-    state: Arc<std::sync::Mutex<EventsState>>,
-}
-
-struct EventsState {
-    recorder: Recorder,
-    /// Last note per key, and the key's own recorder once its note changed.
-    notes: std::collections::HashMap<String, (String, Option<Recorder>)>,
-}
-
-/// Remembered notes beyond this many keys are forgotten (a forgotten key just starts anew).
-const EVENT_NOTES_KEPT: usize = 10_000;
-
-fn recorder(client: &Client, instance: &str) -> Recorder {
-    Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: consts::REPORTER.into(),
-            instance: Some(instance.into()),
-        },
-    )
-}
-
-impl Events {
-    /// A publisher reporting as `instance` (pod or node name).
-    pub fn new(client: Client, instance: &str) -> Events {
-        Events {
-            state: Arc::new(std::sync::Mutex::new(EventsState {
-                recorder: recorder(&client, instance),
-                notes: Default::default(),
-            })),
-            client,
-            instance: instance.to_string(),
-        }
-    }
-
-    /// The recorder for this event: the shared one, unless the note of its key changed.
-    fn recorder_for(&self, key: String, note: &str) -> Recorder {
-        let Ok(mut state) = self.state.lock() else {
-            return recorder(&self.client, &self.instance);
-        };
-        if state.notes.len() >= EVENT_NOTES_KEPT {
-            state.notes.clear();
-        }
-        let shared = state.recorder.clone();
-        let entry = state
-            .notes
-            .entry(key)
-            .or_insert_with(|| (note.to_string(), None));
-        if entry.0 != note {
-            // A fresh cache: this note becomes a new Event (and its repeats a series).
-            *entry = (
-                note.to_string(),
-                Some(recorder(&self.client, &self.instance)),
-            );
-        }
-        entry.1.clone().unwrap_or(shared)
-    }
-
-    /// Publish; failures are logged, never fatal.
-    pub async fn publish<K: Resource<DynamicType = ()>>(
-        &self,
-        obj: &K,
-        warning: bool,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) {
-        let event = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.into(),
-            note: Some(note),
-            action: action.into(),
-            secondary: None,
-        };
-        let reference = obj.object_ref(&());
-        let key = format!(
-            "{}/{}/{}/{warning}/{reason}/{action}",
-            reference.kind.as_deref().unwrap_or_default(),
-            reference.namespace.as_deref().unwrap_or_default(),
-            reference
-                .uid
-                .as_deref()
-                .or(reference.name.as_deref())
-                .unwrap_or_default(),
-        );
-        let recorder = self.recorder_for(key, event.note.as_deref().unwrap_or_default());
-        if let Err(e) = recorder.publish(&event, &reference).await {
-            tracing::warn!(reason, error = %e, "could not publish event");
-        }
     }
 }
 

@@ -105,7 +105,7 @@ async fn create_secret(env: &OperatorEnv, name: &str, type_: &str, data: &[(&str
 /// Events (all in `default`, where the Recorder puts events of cluster-scoped objects) about
 /// the object `name`.
 async fn events_about(env: &OperatorEnv, name: &str) -> Vec<Event> {
-    Api::<Event>::namespaced(env.admin.clone(), "default")
+    Api::<Event>::all(env.admin.clone())
         .list(&ListParams::default())
         .await
         .expect("list events")

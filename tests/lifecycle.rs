@@ -86,7 +86,13 @@ async fn observed(env: &OperatorEnv, name: &str) -> ETCDSnapshotSchedule {
 /// run is reported without making the schedule unhealthy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedules_are_ready_when_valid_stalled_when_invalid_and_a_failed_run_is_information() {
-    let env = OperatorEnv::start(OperatorOptions::default()).await;
+    // The controller puts its events into `default` (as on Kubernetes 1.22 and later); the agent
+    // chooses by the API server's version: 1.20 here, so `kube-system`.
+    let env = OperatorEnv::start(OperatorOptions {
+        controller_args: vec!["--events-namespace=default".into()],
+        ..OperatorOptions::default()
+    })
+    .await;
     // The S3 copy of every run fails (wrong secret key); the local copy succeeds.
     env.create_s3_secret(Some("not-the-secret-key")).await;
     let s3 = format!("  s3: {{enabled: true, configSecretRef: {{name: {SECRET}}}}}");
@@ -217,6 +223,38 @@ async fn schedules_are_ready_when_valid_stalled_when_invalid_and_a_failed_run_is
         })
         .await;
     assert_eq!(events.len(), 1, "{events:?}");
+
+    // Events about cluster-scoped objects: in `default` when asked, in `kube-system` on a 1.20 API
+    // server; `kubectl describe` finds both.
+    assert_eq!(
+        env.event_namespaces("healthy", consts::REASON_RUN_FAILED)
+            .await,
+        ["default"]
+    );
+    let failed = files
+        .iter()
+        .find(|f| !is_local(f))
+        .expect("the failed S3 copy")
+        .name_any();
+    let agent_events = env
+        .wait_until("the agent's ETCDSnapshotFailed event", REACT, async || {
+            let ns = env.event_namespaces(&failed, consts::REASON_FAILED).await;
+            (!ns.is_empty()).then_some(ns)
+        })
+        .await;
+    assert_eq!(agent_events, ["kube-system"]);
+    for (kind, name, reason) in [
+        ("ess", "healthy", consts::REASON_RUN_FAILED),
+        ("esf", failed.as_str(), consts::REASON_FAILED),
+    ] {
+        let (ok, out, err) = support::run(env.kubectl().args(["describe", kind, name]));
+        assert!(ok, "kubectl describe {kind} {name}: {err}");
+        let events = out.split("Events:").nth(1).unwrap_or_default();
+        assert!(
+            events.contains(reason),
+            "kubectl describe {kind} {name}:\n{out}"
+        );
+    }
 
     // `kubectl get ess` shows the kstatus verdict and the last run.
     let (ok, out, err) = support::run(env.kubectl().args(["get", "ess", "healthy"]));

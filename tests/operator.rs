@@ -605,7 +605,7 @@ async fn retention_keeps_exactly_count_per_scope_in_cluster_on_disk_and_in_s3() 
     }
 
     // Pruning is reported with events.
-    let events: Api<Event> = Api::namespaced(env.admin.clone(), "default");
+    let events: Api<Event> = Api::all(env.admin.clone());
     let pruned = events
         .list(&ListParams::default())
         .await

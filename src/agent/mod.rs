@@ -10,6 +10,7 @@ mod verify;
 use crate::api::{ETCDSnapshotFile, ETCDSnapshotFileStatus, Phase, SnapshotError};
 use crate::consts;
 use crate::controller::util::{can_remove_finalizer, phase, remove_finalizer, storage, to_time};
+use crate::events::{EventsNamespace, resolve_namespace};
 use crate::metrics::Metrics;
 use crate::naming::{Storage, label_value};
 use crate::operator::{AgentInfo, Events, OperatorError, leases, patch_file_status};
@@ -49,6 +50,8 @@ pub struct AgentConfig {
     pub sync_interval: Duration,
     /// On SIGTERM, how long a snapshot in progress may take to finish before it is cancelled.
     pub shutdown_grace: Duration,
+    /// Where events about the (cluster-scoped) records go.
+    pub events_namespace: EventsNamespace,
 }
 
 /// After the grace, how long cancelled snapshots get to clean up (remove the temp file, abort
@@ -580,7 +583,11 @@ pub async fn run(
         kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY),
     );
     let agent = Arc::new(Agent {
-        events: Events::new(client.clone(), &config.node),
+        events: Events::new(
+            client.clone(),
+            &config.node,
+            resolve_namespace(&client, config.events_namespace).await,
+        ),
         client,
         metrics,
         running: Mutex::new(HashSet::new()),

@@ -1,5 +1,6 @@
 //! Command-line arguments (clap). Flag names follow `k3s etcd-snapshot`.
 
+use crate::events::EventsNamespace;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -504,6 +505,10 @@ pub struct ControllerArgs {
     /// this long is released WITHOUT deleting the object, with a Warning event naming it (e.g. 1h).
     #[arg(long = "s3-release-after", default_value = "1h")]
     pub s3_release_after: String,
+    /// Namespace of the events about schedules and records (cluster-scoped objects): `auto` is
+    /// kube-system before Kubernetes 1.22 (the only one it accepts) and default from 1.22 on.
+    #[arg(long = "events-namespace", value_enum, default_value_t = EventsNamespace::Auto)]
+    pub events_namespace: EventsNamespace,
 }
 
 /// `agent`.
@@ -529,7 +534,10 @@ pub struct AgentArgs {
     /// more: keep the pod's terminationGracePeriodSeconds above both.
     #[arg(long = "shutdown-grace", default_value = "5s")]
     pub shutdown_grace: String,
-
+    /// Namespace of the events about records (cluster-scoped objects): `auto` is kube-system
+    /// before Kubernetes 1.22 (the only one it accepts) and default from 1.22 on.
+    #[arg(long = "events-namespace", value_enum, default_value_t = EventsNamespace::Auto)]
+    pub events_namespace: EventsNamespace,
     #[command(flatten)]
     pub dir: DirArgs,
     #[command(flatten)]

@@ -51,6 +51,7 @@ pub async fn controller(args: ControllerArgs) -> Result<(), CliError> {
         s3_sync_interval: duration("s3-sync-interval", &args.s3_sync_interval)?,
         s3_release_after: duration("s3-release-after", &args.s3_release_after)?,
         lease,
+        events_namespace: args.events_namespace,
     };
     let identity = match args.identity {
         Some(id) if !id.is_empty() => id,
@@ -95,6 +96,7 @@ pub async fn agent(args: AgentArgs) -> Result<(), CliError> {
                 args.shutdown_grace
             ))
         })?,
+        events_namespace: args.events_namespace,
     };
     let shutdown = listen()?;
     crate::agent::run(client().await?, config, &args.metrics_addr, shutdown)

@@ -12,6 +12,7 @@ pub mod validate;
 
 use crate::api::{ETCDSnapshotFile, ETCDSnapshotSchedule};
 use crate::consts;
+use crate::events::{EventsNamespace, resolve_namespace};
 use crate::leader::{LeaderElector, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::operator::{AgentInfo, Events, OperatorError, leases};
@@ -44,6 +45,8 @@ pub struct ControllerConfig {
     pub s3_release_after: Duration,
     /// Leader election timing.
     pub lease: LeaseConfig,
+    /// Where events about the (cluster-scoped) schedules and records go.
+    pub events_namespace: EventsNamespace,
 }
 
 impl Default for ControllerConfig {
@@ -54,6 +57,7 @@ impl Default for ControllerConfig {
             s3_sync_interval: Duration::from_secs(600),
             s3_release_after: Duration::from_secs(3600),
             lease: LeaseConfig::default(),
+            events_namespace: EventsNamespace::Auto,
         }
     }
 }
@@ -464,7 +468,11 @@ pub async fn run(
         tracing::info!(%identity, "became leader");
         metrics.set_leader(true);
         let parts = ContextParts {
-            events: Events::new(client.clone(), &identity),
+            events: Events::new(
+                client.clone(),
+                &identity,
+                resolve_namespace(&client, config.events_namespace).await,
+            ),
             client,
             namespace,
             metrics: metrics.clone(),

@@ -680,8 +680,17 @@ fn parse_proxy(field: &'static str, value: &str) -> Result<Proxy> {
     }
     let bad = |expected: String| invalid(field, &redact_userinfo(value), expected);
     let Some((scheme, rest)) = value.split_once("://") else {
-        let example = format!("http://{}", redact_userinfo(value));
-        return Err(bad(format!("must be a URL with a scheme, like {example}")));
+        // The example repeats the value only when it prints as one plain line (the message is
+        // one line; the value itself is shown quoted and escaped).
+        let shown = redact_userinfo(value);
+        let host = if shown.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            "HOST:PORT".to_string()
+        } else {
+            shown
+        };
+        return Err(bad(format!(
+            "must be a URL with a scheme, like http://{host}"
+        )));
     };
     if !["http", "https", "socks5", "socks5h"].contains(&scheme.to_ascii_lowercase().as_str()) {
         return Err(bad("must use the scheme http, https or socks5".to_string()));
@@ -1147,6 +1156,11 @@ Af8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIQDmt7pgsm7cP8/kzdSAbHgzi09S
         assert_eq!(
             msg(&[(keys::PROXY, "proxy.local:3128")]),
             "etcd-s3-proxy \"proxy.local:3128\" must be a URL with a scheme, like http://proxy.local:3128"
+        );
+        // Found by tests/bad_input_fuzz.rs: the example must not carry a line break.
+        assert_eq!(
+            msg(&[(keys::PROXY, "a\nA")]),
+            "etcd-s3-proxy \"a\\nA\" must be a URL with a scheme, like http://HOST:PORT"
         );
         for (v, want) in [
             ("ftp://p", "http, https or socks5"),

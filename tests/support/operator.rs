@@ -494,6 +494,23 @@ impl OperatorEnv {
         out
     }
 
+    /// Namespaces of the events with `reason` about the object named `name`.
+    pub async fn event_namespaces(&self, name: &str, reason: &str) -> Vec<String> {
+        use k8s_openapi::api::events::v1::Event;
+        let events: Api<Event> = Api::all(self.admin.clone());
+        let Ok(list) = events.list(&ListParams::default()).await else {
+            return Vec::new();
+        };
+        list.items
+            .into_iter()
+            .filter(|e| {
+                e.reason.as_deref() == Some(reason)
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+            })
+            .filter_map(|e| e.metadata.namespace)
+            .collect()
+    }
+
     /// Create or update the S3 config Secret [`SECRET`] pointing at `endpoint` (e.g. a proxy in
     /// front of SeaweedFS), with extra keys (e.g. `etcd-s3-timeout`).
     pub async fn create_s3_secret_at(&self, endpoint: &str, extra: &[(&str, &str)]) {
