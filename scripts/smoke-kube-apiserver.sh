@@ -3,7 +3,8 @@
 # starts a private etcd and kube-apiserver on 127.0.0.1 (ports picked at run time, temp dirs),
 # applies a cluster-scoped CRD (status subresource, printer columns), creates and reads a custom
 # object, creates an events.k8s.io/v1 Event in `default` about it (the backported validation rule)
-# and checks RBAC, with both the 1.20 kubectl built alongside and the machine's /usr/bin/kubectl.
+# and checks RBAC, with both the 1.20 kubectl built alongside and kubectl 1.35 (the one the tests use,
+# scripts/install-helm-kubectl.sh).
 # Everything is stopped and removed on exit.
 set -euo pipefail
 
@@ -11,7 +12,7 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${ESO_CACHE:-$HOME/.cache/etcd-snapshot-operator}
 APISERVER=$CACHE/bin/kube-apiserver
 KUBECTL120=$CACHE/bin/kubectl-1.20
-SYSTEM_KUBECTL=${SYSTEM_KUBECTL:-/usr/bin/kubectl}
+KUBECTL135=$CACHE/bin/kubectl
 ETCD=${ETCD:-/usr/bin/etcd}
 
 log() { printf '[smoke-kube-apiserver] %s\n' "$*" >&2; }
@@ -21,6 +22,7 @@ die() { printf '[smoke-kube-apiserver] FAIL: %s\n' "$*" >&2; exit 1; }
 if [[ ! -x $APISERVER || ! -x $KUBECTL120 ]]; then
   "$SCRIPT_DIR/build-kube-apiserver.sh"
 fi
+[[ -x $KUBECTL135 ]] || "$SCRIPT_DIR/install-helm-kubectl.sh"
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -248,9 +250,5 @@ EOF
 }
 
 run_checks "$KUBECTL120" kubectl-1.20
-if [[ -x $SYSTEM_KUBECTL ]]; then
-  run_checks "$SYSTEM_KUBECTL" "system-kubectl"
-else
-  log "no $SYSTEM_KUBECTL; skipped"
-fi
+run_checks "$KUBECTL135" kubectl-1.35
 log "PASS"

@@ -33,6 +33,12 @@ pub const ANNOTATION_VERIFY_REQUESTED_AT: &str = "etcdsnapshot.io/verify-request
 /// agent for an S3 copy whose own node has no live agent (any agent can read S3).
 pub const ANNOTATION_VERIFY_BY: &str = "etcdsnapshot.io/verify-by";
 
+/// Annotation on an ETCDSnapshotFile: set by `etcd-snapshot uninstall` (the chart's pre-delete
+/// hook) when it removed the record's finalizer, with the time. A controller started later (a
+/// reinstall) puts the finalizer back on such a record and removes this annotation; records
+/// without it are left as they are (e.g. a finalizer removed by hand to forget a record).
+pub const ANNOTATION_RELEASED: &str = "etcdsnapshot.io/released-for-uninstall";
+
 /// Finalizer on every ETCDSnapshotFile: the stored file or object is deleted before the object
 /// goes (by the agent of the node for local copies, by the controller for S3 copies).
 pub const FINALIZER: &str = "etcdsnapshot.io/snapshot-file";
@@ -59,6 +65,58 @@ pub const REASON_VERIFY_FAILED: &str = "ETCDSnapshotVerifyFailed";
 /// Event reason: a schedule's spec or its Secret is invalid (Warning).
 pub const REASON_INVALID: &str = "InvalidSchedule";
 
+/// Event reason: a schedule's run finished with at least one failed copy (Warning), on the
+/// schedule; the message says which and why. Information only: the schedule stays Ready.
+pub const REASON_RUN_FAILED: &str = "SnapshotRunFailed";
+
+/// Condition types and reasons. The schedule follows kstatus (the status convention that Helm 4's
+/// `--wait`, Flux and Argo CD health checks read): `Ready` True while the spec is valid,
+/// `Stalled` True (and `Ready` False) while it cannot be acted on, `Reconciling` True while a new
+/// generation could not be reconciled yet; `status.observedGeneration` is written on every
+/// reconcile. How the runs went is information in `LastRunSucceeded`, which kstatus ignores.
+pub mod conditions {
+    /// Condition type on schedules and snapshot files: the object is usable.
+    pub const READY: &str = "Ready";
+    /// kstatus condition type on schedules: the spec or what it references is unusable; only a
+    /// change can help (abnormal-true: absent when all is well).
+    pub const STALLED: &str = "Stalled";
+    /// kstatus condition type on schedules: the latest generation is not reconciled yet
+    /// (abnormal-true: absent when all is well).
+    pub const RECONCILING: &str = "Reconciling";
+    /// Condition type on schedules: whether the newest finished run stored every copy (True),
+    /// had a failed copy (False), or no run has finished yet (Unknown). Not a kstatus condition:
+    /// a failed run does not make the schedule unhealthy to Helm or GitOps tools.
+    pub const LAST_RUN_SUCCEEDED: &str = "LastRunSucceeded";
+    /// Condition type on snapshot files: the verification result.
+    pub const VERIFIED: &str = "Verified";
+    /// Condition type earlier versions wrote on schedules (replaced by [`STALLED`]); removed at
+    /// the next reconcile.
+    pub const LEGACY_INVALID: &str = "Invalid";
+
+    /// `Ready` reason of a valid, active schedule.
+    pub const REASON_SCHEDULED: &str = "Scheduled";
+    /// `Ready` reason of a valid, suspended schedule.
+    pub const REASON_SUSPENDED: &str = "Suspended";
+    /// `Reconciling`/`Ready` reason: a transient error stopped the reconcile of a new generation;
+    /// it is retried.
+    pub const REASON_RETRYING: &str = "Retrying";
+    /// `Stalled`/`Ready` reason: the spec itself is invalid (other reasons name the referenced
+    /// object at fault, e.g. `SecretMissing`, `InvalidSecret`, `EncryptionKeyMissing`).
+    pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
+    /// `LastRunSucceeded` reason: the newest finished run stored every copy.
+    pub const REASON_RUN_SUCCEEDED: &str = "Succeeded";
+    /// `LastRunSucceeded` reason: the newest finished run has a failed copy.
+    pub const REASON_RUN_FAILED: &str = "Failed";
+    /// `LastRunSucceeded` reason: no run of the schedule has finished yet.
+    pub const REASON_NO_RUN_YET: &str = "NoRunYet";
+    /// `Ready` reason of a stored snapshot file.
+    pub const REASON_SAVED: &str = "Saved";
+    /// `Verified` reason: downloaded, checked and test-restored.
+    pub const REASON_TEST_RESTORED: &str = "TestRestored";
+    /// `Verified` reason: a check failed.
+    pub const REASON_VERIFY_FAILED: &str = "VerifyFailed";
+}
+
 /// Default cron expression of a schedule (00:00 and 12:00), as the reference.
 pub const DEFAULT_SCHEDULE: &str = "0 */12 * * *";
 /// Default name prefix of scheduled snapshots, as the reference.
@@ -80,6 +138,10 @@ pub const SUFFIX_ZSTD: &str = ".zst";
 pub const SUFFIX_ZIP: &str = ".zip";
 /// File suffix of encrypted snapshots, after the compression suffix (`….zst.enc`).
 pub const SUFFIX_ENC: &str = ".enc";
+/// File in an agent's snapshot directory that the running agent holds an exclusive lock on, so
+/// that two agents of one node (the old and the new pod during a rollout) never work on the
+/// directory, its records and its uploads at once.
+pub const AGENT_LOCK_FILE: &str = ".etcd-snapshot-agent.lock";
 /// Directory (beside the snapshots, and under the S3 folder) of extra-metadata JSON files.
 pub const METADATA_DIR: &str = ".metadata";
 

@@ -62,6 +62,36 @@ pub async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr), HttpError> {
     Ok((listener, local))
 }
 
+/// As [`bind`], waiting while the address is in use, for up to `patience`: during a rollout of
+/// a host-network DaemonSet the previous pod holds the port until it has stopped.
+pub async fn bind_when_free(
+    addr: &str,
+    patience: Duration,
+) -> Result<(TcpListener, SocketAddr), HttpError> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut told = false;
+    loop {
+        match bind(addr).await {
+            Err(HttpError::Bind { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                if !std::mem::replace(&mut told, true) {
+                    tracing::info!(
+                        addr,
+                        "the address is in use (the previous pod still stopping?); waiting for it"
+                    );
+                }
+                tokio::time::sleep(BIND_RETRY).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Pause between two attempts of [`bind_when_free`].
+const BIND_RETRY: Duration = Duration::from_millis(500);
+
 /// Bind `addr` and serve until a fatal accept error; see [`serve_on`].
 pub async fn serve(
     addr: &str,
@@ -225,4 +255,31 @@ fn encode(response: &Response, head_only: bool) -> Vec<u8> {
         out.push_str(&response.body);
     }
     out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn binding_waits_while_the_previous_holder_still_has_the_port() {
+        let (held, addr) = bind("127.0.0.1:0").await.expect("bind");
+        let addr = addr.to_string();
+        let waiter = tokio::spawn({
+            let addr = addr.clone();
+            async move { bind_when_free(&addr, Duration::from_secs(20)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(!waiter.is_finished(), "waits while the port is held");
+        drop(held);
+        let (_, bound) = waiter.await.expect("task").expect("bound once free");
+        assert_eq!(bound.to_string(), addr);
+
+        // Past the patience, the error is the bind error.
+        let (_held, addr) = bind("127.0.0.1:0").await.expect("bind");
+        let err = bind_when_free(&addr.to_string(), Duration::from_millis(300))
+            .await
+            .expect_err("still in use");
+        assert!(err.to_string().contains("cannot listen on"), "{err}");
+    }
 }

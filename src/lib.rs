@@ -17,5 +17,6 @@ pub mod prune;
 pub mod restore;
 pub mod retention;
 pub mod schedule;
+pub mod shutdown;
 pub mod snapshot;
 pub mod storage;

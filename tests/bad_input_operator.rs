@@ -1,7 +1,7 @@
 //! Bad input to the operator (issue 7), against the real kube-apiserver, SeaweedFS, etcd and the
 //! real controller and agent processes (see `support/operator.rs`):
 //! - schedules the CRD schema refuses at admission, and schedules and S3 config Secrets the schema
-//!   accepts but the controller refuses: each gets the Invalid condition with a message saying
+//!   accepts but the controller refuses: each gets Stalled=True with a message saying
 //!   what is wrong and exactly one Warning event, while a good schedule next to them keeps working;
 //! - ETCDSnapshotFiles made by hand whose location is outside the agent's snapshot directory or
 //!   the configured bucket and folder, or whose node label and `spec.nodeName` disagree: nothing
@@ -115,7 +115,7 @@ async fn events_about(env: &OperatorEnv, name: &str) -> Vec<Event> {
         .collect()
 }
 
-/// The Invalid condition's message, when the condition is True.
+/// The Stalled condition's message (the schedule is invalid), when the condition is True.
 async fn invalid_message(env: &OperatorEnv, name: &str) -> Option<String> {
     let s = Api::<ETCDSnapshotSchedule>::all(env.admin.clone())
         .get_opt(name)
@@ -124,7 +124,7 @@ async fn invalid_message(env: &OperatorEnv, name: &str) -> Option<String> {
     s.status?
         .conditions
         .into_iter()
-        .find(|c| c.type_ == "Invalid" && c.status == "True")
+        .find(|c| c.type_ == consts::conditions::STALLED && c.status == "True")
         .map(|c| c.message)
 }
 

@@ -9,6 +9,7 @@ mod support;
 
 use eso_testenv::{EtcdCluster, EtcdOptions, EtcdVersion, Proc, S3Options, S3Server, free_port};
 use etcd_snapshot::api::ETCDSnapshotSchedule;
+use etcd_snapshot::consts;
 use etcd_snapshot::snapshot::crypt::EncryptionKey;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -412,7 +413,7 @@ async fn unusable_key_files_are_refused_before_any_work() {
     assert!(line.contains("cannot read encryption key file"), "{line}");
 }
 
-/// The `Invalid` condition message of a schedule, when it is True.
+/// The `Stalled` condition message of a schedule (it is invalid), when it is True.
 async fn invalid_message(env: &OperatorEnv, name: &str) -> Option<String> {
     let s = Api::<ETCDSnapshotSchedule>::all(env.admin.clone())
         .get(name)
@@ -421,7 +422,7 @@ async fn invalid_message(env: &OperatorEnv, name: &str) -> Option<String> {
     s.status?
         .conditions
         .into_iter()
-        .find(|c| c.type_ == "Invalid" && c.status == "True")
+        .find(|c| c.type_ == consts::conditions::STALLED && c.status == "True")
         .map(|c| c.message)
 }
 

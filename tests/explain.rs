@@ -79,6 +79,10 @@ fn kubectls() -> Vec<PathBuf> {
 fn explain(kubectl: &PathBuf, api: &ApiServer, what: &[&str]) -> (bool, String, String) {
     let mut cmd = std::process::Command::new(kubectl);
     cmd.arg(format!("--kubeconfig={}", api.admin_kubeconfig().display()))
+        .arg(format!(
+            "--cache-dir={}",
+            api.scratch().join("kubectl-cache").display()
+        ))
         .arg("explain")
         .args(what);
     support::run(&mut cmd)

@@ -17,25 +17,14 @@ mod support;
 
 use etcd_snapshot::api::Phase;
 use operator_support::{
-    BUCKET, FOLDER, OperatorEnv, OperatorOptions, SECRET, error_message, is_local, local_path,
-    phase, s3_key,
+    OperatorEnv, OperatorOptions, SECRET, error_message, is_local, local_path, phase, s3_key,
 };
 use proxy::ThrottleProxy;
 use std::time::Duration;
 
 /// Multipart uploads in progress under the test folder, as (key, upload id).
-pub async fn multipart_uploads(env: &OperatorEnv) -> Vec<(String, String)> {
-    let out = support::s3_client(&env.s3)
-        .list_multipart_uploads()
-        .bucket(BUCKET)
-        .prefix(format!("{FOLDER}/"))
-        .send()
-        .await
-        .expect("list multipart uploads");
-    out.uploads()
-        .iter()
-        .filter_map(|u| Some((u.key()?.to_string(), u.upload_id()?.to_string())))
-        .collect()
+async fn multipart_uploads(env: &OperatorEnv) -> Vec<(String, String)> {
+    env.multipart_uploads().await
 }
 
 /// Every entry in a directory (hidden ones too), recursively, as relative paths.

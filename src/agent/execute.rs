@@ -8,7 +8,7 @@ use crate::controller::util::{set_condition, storage, to_time};
 use crate::naming::{Storage, label_value, parse_snapshot_name};
 use crate::operator::{encryption_key_from_secret, patch_file_status, s3_config_for_file};
 use crate::snapshot::crypt::ALGORITHM_NAME;
-use crate::snapshot::{SaveRequest, save};
+use crate::snapshot::{SaveRequest, SnapshotError, save};
 use crate::storage::s3::S3Store;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
@@ -118,6 +118,7 @@ pub async fn take_snapshot(agent: &Agent, group: Vec<ETCDSnapshotFile>) {
         extra_metadata: first.spec.metadata.clone().unwrap_or_default(),
         progress: None,
         encryption,
+        cancel: agent.cancel.clone(),
     };
     if first.spec.compression == Compression::Zip {
         for esf in &copies {
@@ -131,8 +132,9 @@ pub async fn take_snapshot(agent: &Agent, group: Vec<ETCDSnapshotFile>) {
     let report = match save(&agent.config.etcd, request).await {
         Ok(report) => report,
         Err(e) => {
+            let message = failure_message(agent, &e);
             for esf in &copies {
-                agent.fail(esf, &e.to_string(), e.reason()).await;
+                agent.fail(esf, &message, e.reason()).await;
             }
             return;
         }
@@ -140,11 +142,11 @@ pub async fn take_snapshot(agent: &Agent, group: Vec<ETCDSnapshotFile>) {
     let record = &report.record;
     for esf in &copies {
         let st = storage(esf);
-        let result = report
-            .copies
-            .iter()
-            .find(|c| c.storage == st)
-            .map(|c| c.result.as_ref().map_err(|e| (e.to_string(), e.reason())));
+        let result = report.copies.iter().find(|c| c.storage == st).map(|c| {
+            c.result
+                .as_ref()
+                .map_err(|e| (failure_message(agent, e), e.reason()))
+        });
         match result {
             Some(Ok(())) => {
                 let now = chrono::Utc::now();
@@ -171,9 +173,9 @@ pub async fn take_snapshot(agent: &Agent, group: Vec<ETCDSnapshotFile>) {
                 };
                 set_condition(
                     &mut status.conditions,
-                    "Ready",
+                    consts::conditions::READY,
                     true,
-                    "Saved",
+                    consts::conditions::REASON_SAVED,
                     "the snapshot is stored and its hashes checked",
                     esf.metadata.generation,
                     now,
@@ -223,5 +225,16 @@ pub async fn take_snapshot(agent: &Agent, group: Vec<ETCDSnapshotFile>) {
                     .await
             }
         }
+    }
+}
+
+/// A failure for a record: a cancellation says that the agent was stopping.
+fn failure_message(agent: &Agent, e: &SnapshotError) -> String {
+    match e {
+        SnapshotError::Cancelled => format!(
+            "the agent on {} was stopped (SIGTERM) while taking this snapshot: {e}",
+            agent.config.node
+        ),
+        _ => e.to_string(),
     }
 }

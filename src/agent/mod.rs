@@ -9,10 +9,11 @@ mod verify;
 
 use crate::api::{ETCDSnapshotFile, ETCDSnapshotFileStatus, Phase, SnapshotError};
 use crate::consts;
-use crate::controller::util::{phase, remove_finalizer, storage, to_time};
+use crate::controller::util::{can_remove_finalizer, phase, remove_finalizer, storage, to_time};
 use crate::metrics::Metrics;
 use crate::naming::{Storage, label_value};
 use crate::operator::{AgentInfo, Events, OperatorError, leases, patch_file_status};
+use crate::shutdown::Shutdown;
 use crate::snapshot::EtcdConfig;
 use crate::storage::local::LocalDir;
 use futures::StreamExt;
@@ -29,6 +30,7 @@ use kube::{Client, Resource, ResourceExt};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// Settings of an agent.
 #[derive(Debug, Clone)]
@@ -45,7 +47,14 @@ pub struct AgentConfig {
     pub heartbeat: Duration,
     /// Directory sync period.
     pub sync_interval: Duration,
+    /// On SIGTERM, how long a snapshot in progress may take to finish before it is cancelled.
+    pub shutdown_grace: Duration,
 }
+
+/// After the grace, how long cancelled snapshots get to clean up (remove the temp file, abort
+/// the multipart upload, mark their records Failed) before the agent exits anyway. The chart's
+/// `terminationGracePeriodSeconds` must exceed the grace plus this.
+pub const SHUTDOWN_CLEANUP: Duration = Duration::from_secs(15);
 
 /// Shared state of the agent's tasks.
 pub struct Agent {
@@ -61,6 +70,12 @@ pub struct Agent {
     running: Mutex<HashSet<String>>,
     /// This node's ETCDSnapshotFiles, as the watch sees them.
     files: Store<ETCDSnapshotFile>,
+    /// Cancelled when the agent starts stopping: no new work is started.
+    stopping: CancellationToken,
+    /// Cancelled when the shutdown grace has passed: snapshots in progress are cancelled.
+    cancel: CancellationToken,
+    /// Snapshot tasks, awaited on shutdown.
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// Why an agent operation failed.
@@ -103,6 +118,25 @@ const STATUS_RETRY_FOR: Duration = Duration::from_secs(120);
 impl Agent {
     fn api(&self) -> Api<ETCDSnapshotFile> {
         Api::all(self.client.clone())
+    }
+
+    /// Keep the handle of a snapshot task, for the shutdown to await.
+    fn track(&self, task: tokio::task::JoinHandle<()>) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.retain(|t| !t.is_finished());
+            tasks.push(task);
+        }
+    }
+
+    /// The snapshot tasks still running.
+    fn take_tasks(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        self.tasks
+            .lock()
+            .map(|mut tasks| std::mem::take(&mut *tasks))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| !t.is_finished())
+            .collect()
     }
 
     /// Whether `esf` is this agent's to act on: its node label and its `spec.nodeName` both name
@@ -183,6 +217,10 @@ impl Agent {
 /// Reconcile one of this node's records.
 async fn reconcile(esf: Arc<ETCDSnapshotFile>, agent: Arc<Agent>) -> Result<Action, AgentError> {
     let _timer = agent.metrics.reconcile_started("agent");
+    if agent.stopping.is_cancelled() {
+        // Stopping: what is left is the next agent's (a Pending record waits for it).
+        return Ok(Action::await_change());
+    }
     if !agent.owns(&esf) {
         tracing::debug!(file = %esf.name_any(), node = %esf.spec.node_name, "not this node's record; left alone");
         return Ok(Action::await_change());
@@ -210,32 +248,41 @@ async fn reconcile(esf: Arc<ETCDSnapshotFile>, agent: Arc<Agent>) -> Result<Acti
             // A stream for this snapshot is running; look again when it is done.
             return Ok(Action::requeue(Duration::from_secs(2)));
         }
-        let agent = agent.clone();
-        tokio::spawn(async move {
-            // The controller creates the local and the S3 record one after the other: give the
-            // sibling a moment to arrive so both copies come from one stream. Copies still
-            // Pending after a stream (a late sibling) get a stream of their own.
-            tokio::time::sleep(Duration::from_millis(800)).await;
-            // The cache may still show finished copies as Pending for a moment: never take
-            // one record twice.
-            let mut attempted = HashSet::new();
-            loop {
-                let group: Vec<_> = pending_copies(&agent, &name)
-                    .into_iter()
-                    .filter(|f| !attempted.contains(&f.name_any()))
-                    .collect();
-                if group.is_empty() {
-                    break;
+        let task = tokio::spawn({
+            let agent = agent.clone();
+            async move {
+                // The controller creates the local and the S3 record one after the other: give
+                // the sibling a moment to arrive so both copies come from one stream. Copies
+                // still Pending after a stream (a late sibling) get a stream of their own.
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                take_all(&agent, &name).await;
+                if let Ok(mut r) = agent.running.lock() {
+                    r.remove(&name);
                 }
-                attempted.extend(group.iter().map(|f| f.name_any()));
-                execute::take_snapshot(&agent, group).await;
-            }
-            if let Ok(mut r) = agent.running.lock() {
-                r.remove(&name);
             }
         });
+        agent.track(task);
     }
     Ok(Action::await_change())
+}
+
+/// Take snapshot `name` for every Pending copy of it, until none is left (or the agent stops:
+/// copies not started yet stay Pending for the next agent).
+async fn take_all(agent: &Agent, name: &str) {
+    // The cache may still show finished copies as Pending for a moment: never take one record
+    // twice.
+    let mut attempted = HashSet::new();
+    while !agent.stopping.is_cancelled() {
+        let group: Vec<_> = pending_copies(agent, name)
+            .into_iter()
+            .filter(|f| !attempted.contains(&f.name_any()))
+            .collect();
+        if group.is_empty() {
+            break;
+        }
+        attempted.extend(group.iter().map(|f| f.name_any()));
+        execute::take_snapshot(agent, group).await;
+    }
 }
 
 /// Every Pending copy of snapshot `name` on this node, as the watch sees them now.
@@ -264,6 +311,13 @@ async fn delete_local(esf: &ETCDSnapshotFile, agent: &Agent) -> Result<(), Agent
     let name = &esf.spec.snapshot_name;
     let inside = agent.config.dir.path_of(name).is_ok()
         && agent.config.dir.location(name) == esf.spec.location;
+    // Never delete a file whose record could not be released afterwards (this agent's rights
+    // are being removed, e.g. by an uninstall): the file would be gone and the record stuck.
+    can_remove_finalizer(&agent.api(), esf)
+        .await
+        .map_err(AgentError::kube(
+            "checking that the finalizer can be released (nothing was deleted)",
+        ))?;
     let note = if inside {
         if agent.config.dir.delete(name)? {
             format!("Snapshot {name} deleted")
@@ -464,22 +518,47 @@ async fn abort_interrupted_uploads(
     Ok(aborted)
 }
 
-/// Entry point of `etcd-snapshot agent`.
+/// Entry point of `etcd-snapshot agent`. A new agent of a node waits until the previous one (the
+/// old pod of a rollout, still stopping) has released the metrics port and the snapshot
+/// directory's lock before it touches anything. Runs until SIGTERM or SIGINT, then stops within
+/// [`AgentConfig::shutdown_grace`] plus [`SHUTDOWN_CLEANUP`]: no new work, heartbeats stop (the
+/// registration Lease is left to expire or to the next agent of this node, which renews it), a
+/// snapshot in progress may finish within the grace, and is cancelled after it (its records
+/// Failed with the reason, no temp file, the multipart upload aborted).
 pub async fn run(
     client: Client,
     config: AgentConfig,
     metrics_addr: &str,
+    shutdown: Shutdown,
 ) -> Result<(), crate::http::HttpError> {
-    let started = std::time::Instant::now();
     let metrics = Metrics::new();
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
-    let (listener, addr) = crate::http::bind(metrics_addr).await?;
+    // On the host network the previous pod of this node holds the port until it has stopped.
+    let bound = tokio::select! {
+        bound = crate::http::bind_when_free(metrics_addr, BIND_PATIENCE) => bound?,
+        signal = shutdown.wait() => {
+            tracing::info!(signal, "stopped before starting");
+            return Ok(());
+        }
+    };
+    let (listener, addr) = bound;
     tracing::info!(%addr, node = %config.node, "agent serving /metrics, /healthz and /readyz");
     let http = tokio::spawn(crate::http::serve_on(listener, metrics.clone(), ready_rx));
 
     if let Err(e) = config.dir.ensure() {
         tracing::warn!(error = %e, "cannot create the snapshot directory");
     }
+    // Nothing below may overlap with a previous agent of this node still stopping: its temp
+    // file, its Running records and its upload are its own until it has exited.
+    let _lock = tokio::select! {
+        lock = lock_dir(&config.dir) => lock,
+        signal = shutdown.wait() => {
+            tracing::info!(signal, "stopped before starting");
+            http.abort();
+            return Ok(());
+        }
+    };
+    let started = std::time::Instant::now();
     match config.dir.remove_partials() {
         Ok(n) if n > 0 => tracing::info!(removed = n, "removed unfinished snapshot files"),
         Ok(_) => {}
@@ -507,6 +586,9 @@ pub async fn run(
         running: Mutex::new(HashSet::new()),
         files,
         config,
+        stopping: CancellationToken::new(),
+        cancel: CancellationToken::new(),
+        tasks: Mutex::new(Vec::new()),
     });
     if let Err(e) = fail_interrupted(&agent).await {
         tracing::warn!(error = %e, "cannot check for interrupted snapshots");
@@ -559,11 +641,79 @@ pub async fn run(
         .for_each(|_| async {});
     tokio::select! {
         () = reconciles => {}
-        _ = tokio::signal::ctrl_c() => tracing::info!("agent shutting down"),
+        signal = shutdown.wait() => tracing::info!(signal, "agent stopping"),
     }
+    agent.stopping.cancel();
     beat.abort();
     syncer.abort();
     verifier.abort();
+    stop_snapshots(&agent).await;
     http.abort();
+    tracing::info!("agent stopped");
     Ok(())
+}
+
+/// How long the agent waits for its metrics address while the previous pod still holds it.
+const BIND_PATIENCE: Duration = Duration::from_secs(60);
+/// Pause between two attempts to take the snapshot directory's lock.
+const LOCK_RETRY: Duration = Duration::from_millis(500);
+
+/// Take the snapshot directory's agent lock, waiting while another agent of this node (the
+/// previous pod, still stopping) holds it. Without a usable lock file (e.g. a read-only
+/// directory, where nothing can be written anyway) the agent goes on without it.
+async fn lock_dir(dir: &LocalDir) -> Option<std::fs::File> {
+    let mut told = false;
+    loop {
+        match dir.try_lock_agent() {
+            Ok(Some(lock)) => {
+                if told {
+                    tracing::info!("the previous agent of this node has stopped; starting");
+                }
+                return Some(lock);
+            }
+            Ok(None) => {
+                if !std::mem::replace(&mut told, true) {
+                    tracing::info!(
+                        dir = %dir.path().display(),
+                        "another agent of this node holds the snapshot directory (the previous pod, stopping); waiting for it"
+                    );
+                }
+                tokio::time::sleep(LOCK_RETRY).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot lock the snapshot directory; starting without the hand-over guard");
+                return None;
+            }
+        }
+    }
+}
+
+/// Let the snapshots in progress finish within the grace, then cancel them and give them
+/// [`SHUTDOWN_CLEANUP`] to clean up.
+async fn stop_snapshots(agent: &Agent) {
+    let tasks = agent.take_tasks();
+    if tasks.is_empty() {
+        return;
+    }
+    let grace = agent.config.shutdown_grace;
+    tracing::info!(
+        snapshots = tasks.len(),
+        ?grace,
+        "waiting for the snapshots in progress"
+    );
+    let all = futures::future::join_all(tasks);
+    tokio::pin!(all);
+    if tokio::time::timeout(grace, &mut all).await.is_ok() {
+        return;
+    }
+    tracing::info!("cancelling the snapshots still in progress");
+    agent.cancel.cancel();
+    if tokio::time::timeout(SHUTDOWN_CLEANUP, &mut all)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "cancelled snapshots did not finish cleaning up in time; the next agent start marks their records Failed and aborts their uploads"
+        );
+    }
 }

@@ -225,9 +225,9 @@ pub async fn verify_copy(agent: &Agent, esf: &ETCDSnapshotFile, request: String)
             );
             set_condition(
                 &mut status.conditions,
-                "Verified",
+                consts::conditions::VERIFIED,
                 true,
-                "TestRestored",
+                consts::conditions::REASON_TEST_RESTORED,
                 &message,
                 esf.metadata.generation,
                 now,
@@ -244,9 +244,9 @@ pub async fn verify_copy(agent: &Agent, esf: &ETCDSnapshotFile, request: String)
             let message = e.to_string();
             set_condition(
                 &mut status.conditions,
-                "Verified",
+                consts::conditions::VERIFIED,
                 false,
-                "VerifyFailed",
+                consts::conditions::REASON_VERIFY_FAILED,
                 &message,
                 esf.metadata.generation,
                 now,

@@ -21,10 +21,13 @@ use std::collections::BTreeMap;
     status = "ETCDSnapshotScheduleStatus",
     printcolumn = r#"{"name":"Schedule","type":"string","jsonPath":".spec.schedule"}"#,
     printcolumn = r#"{"name":"Suspend","type":"boolean","jsonPath":".spec.suspend"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"LastRun","type":"string","jsonPath":".status.conditions[?(@.type==\"LastRunSucceeded\")].reason"}"#,
     printcolumn = r#"{"name":"LastSchedule","type":"date","jsonPath":".status.lastScheduleTime"}"#,
     printcolumn = r#"{"name":"LastSuccess","type":"date","jsonPath":".status.lastSuccessfulTime"}"#,
     printcolumn = r#"{"name":"Next","type":"string","format":"date-time","jsonPath":".status.nextScheduleTime"}"#,
-    printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readySnapshots"}"#
+    printcolumn = r#"{"name":"Snapshots","type":"integer","jsonPath":".status.readySnapshots"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","priority":1}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ETCDSnapshotScheduleSpec {
@@ -236,7 +239,7 @@ pub enum RetentionScope {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ETCDSnapshotScheduleStatus {
-    /// Generation of the spec this status describes.
+    /// Generation of the spec this status describes (written on every reconcile).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Time of the last tick that created snapshots.
@@ -260,7 +263,11 @@ pub struct ETCDSnapshotScheduleStatus {
     /// Runs created since the last verification request (with `spec.verify`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runs_since_verify: Option<u32>,
-    /// `Ready` and `Invalid` conditions.
+    /// Conditions, following kstatus (what Helm's `--wait`, Flux and Argo CD read): `Ready`
+    /// (True as soon as the spec is valid, before any run), `Stalled` (True while the spec or
+    /// its Secret is unusable; the reason and message say why), `Reconciling` (True while a new
+    /// generation could not be reconciled yet). `LastRunSucceeded` (True, False, or Unknown
+    /// before the first run finishes) is information only and does not affect `Ready`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -54,6 +54,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Ask the in-cluster operator for an on-demand run of a schedule, and wait for it.
     Trigger(TriggerArgs),
+    /// Prepare the operator's removal: stop the controller and agents, then remove the
+    /// finalizer of every ETCDSnapshotFile, deleting no snapshot (the chart's pre-delete hook).
+    Uninstall(UninstallArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
 }
@@ -446,6 +449,27 @@ pub struct TriggerArgs {
     pub timeout: String,
 }
 
+/// `uninstall`.
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    /// Namespace of the operator (its Deployment, DaemonSet and pods).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "etcd-snapshot")]
+    pub namespace: String,
+    /// The controller Deployment to scale to 0 first (omit when it is already gone).
+    #[arg(long = "controller-deployment")]
+    pub controller_deployment: Option<String>,
+    /// The agent DaemonSet to delete first (omit when it is already gone).
+    #[arg(long = "agent-daemonset")]
+    pub agent_daemonset: Option<String>,
+    /// Label selector of the controller and agent pods: wait until none is left before
+    /// releasing the records.
+    #[arg(long = "pod-selector")]
+    pub pod_selector: Option<String>,
+    /// How long to wait for those pods to stop (the records are released after it anyway).
+    #[arg(long, default_value = "2m")]
+    pub timeout: String,
+}
+
 /// `controller`.
 #[derive(Debug, Args)]
 pub struct ControllerArgs {
@@ -500,6 +524,12 @@ pub struct AgentArgs {
     /// How often the snapshot directory is compared with the ETCDSnapshotFiles (e.g. 10m).
     #[arg(long = "sync-interval", default_value = "10m")]
     pub sync_interval: String,
+    /// On SIGTERM, how long a snapshot in progress may take to finish before it is cancelled
+    /// (its records Failed, nothing kept); 0s cancels at once. Cleanup then takes at most 15s
+    /// more: keep the pod's terminationGracePeriodSeconds above both.
+    #[arg(long = "shutdown-grace", default_value = "5s")]
+    pub shutdown_grace: String,
+
     #[command(flatten)]
     pub dir: DirArgs,
     #[command(flatten)]

@@ -13,6 +13,7 @@ mod prune;
 pub mod restore;
 mod save;
 mod trigger;
+mod uninstall;
 mod verify;
 
 pub use args::{Cli, Command};
@@ -71,5 +72,6 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Restore(args) => Ok(restore::run(args).await?),
         Command::Verify(args) => Ok(verify::run(args).await?),
         Command::Trigger(args) => trigger::run(args).await,
+        Command::Uninstall(args) => uninstall::run(args).await,
     }
 }

@@ -6,6 +6,7 @@ use super::common;
 use crate::agent::AgentConfig;
 use crate::controller::ControllerConfig;
 use crate::leader::LeaseConfig;
+use crate::shutdown::Shutdown;
 use crate::storage::config::parse_go_duration;
 use std::time::Duration;
 
@@ -17,6 +18,12 @@ fn duration(flag: &str, value: &str) -> Result<Duration, CliError> {
                 "--{flag} {value:?} is not a duration like 10s, 5m or 500ms"
             ))
         })
+}
+
+/// SIGTERM and SIGINT handlers, installed before anything else starts.
+fn listen() -> Result<Shutdown, CliError> {
+    Shutdown::listen()
+        .map_err(|e| CliError::Usage(format!("cannot install the SIGTERM/SIGINT handlers: {e}")))
 }
 
 async fn client() -> Result<kube::Client, CliError> {
@@ -49,12 +56,14 @@ pub async fn controller(args: ControllerArgs) -> Result<(), CliError> {
         Some(id) if !id.is_empty() => id,
         _ => common::node_name(None)?,
     };
+    let shutdown = listen()?;
     crate::controller::run(
         client().await?,
         args.namespace,
         identity,
         &args.metrics_addr,
         config,
+        shutdown,
     )
     .await
     .map_err(|e| CliError::Usage(e.to_string()))
@@ -80,8 +89,15 @@ pub async fn agent(args: AgentArgs) -> Result<(), CliError> {
         etcd: common::etcd_config(&args.etcd),
         heartbeat: duration("heartbeat", &args.heartbeat)?,
         sync_interval: duration("sync-interval", &args.sync_interval)?,
+        shutdown_grace: parse_go_duration(&args.shutdown_grace).ok_or_else(|| {
+            CliError::Usage(format!(
+                "--shutdown-grace {:?} is not a duration like 0s, 5s or 500ms",
+                args.shutdown_grace
+            ))
+        })?,
     };
-    crate::agent::run(client().await?, config, &args.metrics_addr)
+    let shutdown = listen()?;
+    crate::agent::run(client().await?, config, &args.metrics_addr, shutdown)
         .await
         .map_err(|e| CliError::Usage(e.to_string()))
 }

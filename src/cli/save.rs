@@ -10,6 +10,7 @@ use super::args::SaveArgs;
 use super::{CliError, common};
 use crate::api::Compression;
 use crate::naming::{Storage, snapshot_name, with_encryption_suffix};
+use crate::shutdown::Shutdown;
 use crate::snapshot::crypt::EncryptionKey;
 use crate::snapshot::{self, SaveRequest};
 use crate::storage::s3::S3Store;
@@ -17,6 +18,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// Take and store one snapshot; prints `Snapshot NAME saved.` per stored copy, as the reference.
 pub async fn run(args: SaveArgs) -> Result<(), CliError> {
@@ -66,6 +68,17 @@ pub async fn run(args: SaveArgs) -> Result<(), CliError> {
         },
         None => None,
     };
+    // Ctrl-C or SIGTERM cancels cleanly: no temp file, no multipart upload left behind.
+    let cancel = CancellationToken::new();
+    let shutdown = Shutdown::listen()
+        .map_err(|e| CliError::Usage(format!("cannot install the SIGTERM/SIGINT handlers: {e}")))?;
+    let on_signal = tokio::spawn({
+        let cancel = cancel.clone();
+        async move {
+            shutdown.wait().await;
+            cancel.cancel();
+        }
+    });
     let request = SaveRequest {
         name: name.clone(),
         node_name: node,
@@ -77,8 +90,10 @@ pub async fn run(args: SaveArgs) -> Result<(), CliError> {
         extra_metadata: Default::default(),
         progress: std::io::stderr().is_terminal().then(progress_display),
         encryption: key,
+        cancel,
     };
     let report = snapshot::save(&common::etcd_config(&flags.etcd), request).await;
+    on_signal.abort();
     if std::io::stderr().is_terminal() {
         eprint!("\r\x1b[K");
     }

@@ -2,7 +2,7 @@
 //! object), local copies of nodes that are gone (release the finalizer so nothing is stuck), and
 //! garbage collection of Failed records.
 
-use super::util::{from_time, phase, remove_finalizer, storage};
+use super::util::{adopt, from_time, phase, released_for_uninstall, remove_finalizer, storage};
 use super::validate::{S3Source, validate};
 use super::{Context, ControllerError};
 use crate::api::{ETCDSnapshotFile, Phase};
@@ -34,6 +34,15 @@ pub async fn reconcile(
             Storage::S3 => delete_s3_copy(&esf, &api, &ctx).await,
             Storage::Local => release_if_node_gone(&esf, &api, &ctx).await,
         };
+    }
+    // A record released by `etcd-snapshot uninstall` is adopted by this (re)installed operator:
+    // deleting it deletes its file or object again.
+    if released_for_uninstall(&esf) {
+        adopt(&api, &esf)
+            .await
+            .map_err(ControllerError::kube("adopting a released record"))?;
+        tracing::info!(file = %esf.name_any(), "adopted a record released by an uninstall (finalizer put back)");
+        return Ok(Action::await_change());
     }
     if phase(&esf) == Phase::Failed {
         let failed_at = esf

@@ -4,6 +4,7 @@
 //! failed records. It never talks to etcd.
 
 mod files;
+pub mod health;
 mod schedule;
 mod sync;
 pub mod util;
@@ -14,6 +15,7 @@ use crate::consts;
 use crate::leader::{LeaderElector, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::operator::{AgentInfo, Events, OperatorError, leases};
+use crate::shutdown::Shutdown;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
@@ -418,15 +420,21 @@ pub async fn run_controllers(parts: ContextParts) {
     futures::join!(schedules_run, files_run, s3_sync, agents_reflector);
 }
 
+/// How long a stopping leader waits for the API server to take its Lease release.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Entry point of `etcd-snapshot controller`: serve metrics, elect a leader, reconcile while
 /// leading. Losing the lease ends the process (the Deployment restarts it as a standby), so two
-/// replicas never act at once.
+/// replicas never act at once. SIGTERM or SIGINT stops it within seconds: a leader stops
+/// reconciling, then releases its Lease so that a standby takes over at once instead of after
+/// the lease duration.
 pub async fn run(
     client: Client,
     namespace: String,
     identity: String,
     metrics_addr: &str,
     config: ControllerConfig,
+    shutdown: Shutdown,
 ) -> Result<(), crate::http::HttpError> {
     let metrics = Metrics::new();
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(true);
@@ -437,33 +445,50 @@ pub async fn run(
     let elector = LeaderElector::new(client.clone(), &namespace, &identity, config.lease.clone());
     let (leader_tx, mut leader_rx) = tokio::sync::watch::channel(false);
     let election = tokio::spawn(elector.clone().run(leader_tx));
-    while !*leader_rx.borrow_and_update() {
-        if leader_rx.changed().await.is_err() {
-            break;
-        }
-    }
-    tracing::info!(%identity, "became leader");
-    metrics.set_leader(true);
-    let parts = ContextParts {
-        events: Events::new(client.clone(), &identity),
-        client,
-        namespace,
-        metrics: metrics.clone(),
-        config,
-    };
-    let lost = async {
-        while *leader_rx.borrow_and_update() {
+    let leading = async {
+        while !*leader_rx.borrow_and_update() {
             if leader_rx.changed().await.is_err() {
-                break;
+                return false;
             }
         }
+        true
     };
-    tokio::select! {
-        () = run_controllers(parts) => {}
-        () = lost => tracing::warn!("lost leadership; exiting so that only one replica acts"),
-        _ = tokio::signal::ctrl_c() => {
-            tracing::info!("shutting down; releasing the lease");
-            let _ = elector.release().await;
+    let became_leader = tokio::select! {
+        leading = leading => leading,
+        signal = shutdown.wait() => {
+            tracing::info!(signal, "stopping (standby)");
+            false
+        }
+    };
+    if became_leader {
+        tracing::info!(%identity, "became leader");
+        metrics.set_leader(true);
+        let parts = ContextParts {
+            events: Events::new(client.clone(), &identity),
+            client,
+            namespace,
+            metrics: metrics.clone(),
+            config,
+        };
+        let lost = async {
+            while *leader_rx.borrow_and_update() {
+                if leader_rx.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        tokio::select! {
+            () = run_controllers(parts) => {}
+            () = lost => tracing::warn!("lost leadership; exiting so that only one replica acts"),
+            signal = shutdown.wait() => {
+                // Reconciles stopped when their futures were dropped by this select.
+                tracing::info!(signal, "stopping; releasing the leader lease");
+                match tokio::time::timeout(RELEASE_TIMEOUT, elector.release()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "could not release the lease; it expires on its own"),
+                    Err(_) => tracing::warn!("the API server did not take the lease release in time; it expires on its own"),
+                }
+            }
         }
     }
     metrics.set_leader(false);

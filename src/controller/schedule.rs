@@ -1,14 +1,17 @@
 //! Reconcile of an ETCDSnapshotSchedule: validate -> dereference S3 -> decide what is due ->
 //! create the tick's Pending ETCDSnapshotFiles (idempotently) -> retention -> status.
 
-use super::util::{as_copy, from_time, phase, set_condition, storage, to_time};
+use super::health::{
+    RunCopy, Verdict, apply_last_run, apply_verdict, failure_message, last_finished_run,
+};
+use super::util::{as_copy, from_time, phase, storage, to_time};
 use super::validate::{S3Source, ValidSchedule, validate};
 use super::{Context, ControllerError};
 use crate::api::{
     Compression, ETCDSnapshotFile, ETCDSnapshotFileSpec, ETCDSnapshotSchedule,
     ETCDSnapshotScheduleStatus, Members, Phase,
 };
-use crate::consts;
+use crate::consts::{self, conditions};
 use crate::naming::{
     Storage, esf_name, label_value, request_label, snapshot_name, with_encryption_suffix,
 };
@@ -20,6 +23,7 @@ use crate::schedule::Due;
 use crate::storage::config::S3Config;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
@@ -33,27 +37,51 @@ struct Run {
     label: (&'static str, String),
 }
 
-/// Reconcile one schedule.
+/// Reconcile one schedule. A transient failure on a generation not observed yet is reported as
+/// `Reconciling=True` (kstatus: InProgress) before it is retried.
 pub async fn reconcile(
     s: Arc<ETCDSnapshotSchedule>,
     ctx: Arc<Context>,
 ) -> Result<Action, ControllerError> {
     let _timer = ctx.metrics.reconcile_started("schedule");
+    let result = reconcile_schedule(s.clone(), ctx.clone()).await;
+    if let Err(e) = &result {
+        let observed = s.status.as_ref().and_then(|st| st.observed_generation);
+        if observed != s.meta().generation
+            && !matches!(e, ControllerError::CacheClosed)
+            && let Err(write) = retrying(&s, &ctx, e).await
+        {
+            tracing::debug!(schedule = %s.name_any(), error = %write, "could not report the retry");
+        }
+    }
+    result
+}
+
+async fn reconcile_schedule(
+    s: Arc<ETCDSnapshotSchedule>,
+    ctx: Arc<Context>,
+) -> Result<Action, ControllerError> {
     let now = Utc::now();
     let valid = match validate(&s.spec, &ctx.namespace) {
         Ok(v) => v,
-        Err(message) => return invalid(&s, &ctx, &message, now).await,
+        Err(message) => {
+            return invalid(&s, &ctx, conditions::REASON_INVALID_SPEC, &message, now).await;
+        }
     };
     let s3 = match dereference_s3(&valid, &ctx).await {
         Ok(cfg) => cfg,
-        Err(e) if e.is_config() => return invalid(&s, &ctx, &e.to_string(), now).await,
+        Err(e) if e.is_config() => {
+            return invalid(&s, &ctx, e.reason(), &e.to_string(), now).await;
+        }
         Err(e) => return Err(e.into()),
     };
     // The encryption key must be there and usable before anything is snapshotted.
     if let Some(r) = &valid.encryption {
         match encryption_key_from_secret(&ctx.client, &ctx.namespace, r).await {
             Ok(_) => {}
-            Err(e) if e.is_config() => return invalid(&s, &ctx, &e.to_string(), now).await,
+            Err(e) if e.is_config() => {
+                return invalid(&s, &ctx, e.reason(), &e.to_string(), now).await;
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -539,37 +567,45 @@ async fn update_status(
     status.next_schedule_time = next.map(to_time);
     status.observed_generation = s.meta().generation;
     let generation = s.meta().generation;
-    set_condition(
+    apply_verdict(
         &mut status.conditions,
-        "Invalid",
-        false,
-        "Valid",
-        "the spec and its S3 settings are valid",
+        Verdict::Valid {
+            suspended: s.spec.suspend,
+        },
         generation,
         now,
     );
-    let (ready, reason, message) = match status.last_successful_time {
-        Some(_) => (
-            true,
-            "SnapshotsTaken",
-            "the last completed run stored every copy",
-        ),
-        None => (
-            false,
-            "NoSuccessYet",
-            "no run has completed successfully yet",
-        ),
+    let copies: Vec<RunCopy> = live.iter().filter_map(|f| run_copy(f)).collect();
+    let outcome = last_finished_run(&copies);
+    let failure = outcome.as_ref().and_then(failure_message);
+    let reported = |list: &[Condition]| {
+        list.iter()
+            .find(|c| c.type_ == conditions::LAST_RUN_SUCCEEDED && c.status == "False")
+            .map(|c| c.message.clone())
     };
-    set_condition(
-        &mut status.conditions,
-        "Ready",
-        ready,
-        reason,
-        message,
-        generation,
-        now,
-    );
-    write_status(s, ctx, status).await
+    let already = s.status.as_ref().and_then(|st| reported(&st.conditions));
+    apply_last_run(&mut status.conditions, outcome.as_ref(), generation, now);
+    write_status(s, ctx, status).await?;
+    if let Some(message) = failure.filter(|m| already.as_ref() != Some(m)) {
+        ctx.events
+            .publish(s, true, consts::REASON_RUN_FAILED, "Schedule", message)
+            .await;
+    }
+    Ok(())
+}
+
+/// A record as a copy of its run (records whose name carries no run time are not run copies).
+fn run_copy(f: &ETCDSnapshotFile) -> Option<RunCopy> {
+    Some(RunCopy {
+        run: run_time(f)?,
+        name: f.name_any(),
+        phase: phase(f),
+        error: f
+            .status
+            .as_ref()
+            .and_then(|st| st.error.as_ref())
+            .and_then(|e| e.message.clone()),
+    })
 }
 
 fn count(files: &[&ETCDSnapshotFile], p: Phase) -> u32 {
@@ -604,11 +640,12 @@ async fn write_status(
     Ok(())
 }
 
-/// Mark the schedule Invalid with `message`; the Warning event is published only when the
-/// message changes, so resyncs do not spam.
+/// Mark the schedule Stalled with `reason` and `message`; the Warning event is published only
+/// when the message changes, so resyncs do not spam.
 async fn invalid(
     s: &ETCDSnapshotSchedule,
     ctx: &Context,
+    reason: &str,
     message: &str,
     now: DateTime<Utc>,
 ) -> Result<Action, ControllerError> {
@@ -616,24 +653,12 @@ async fn invalid(
     let before = status
         .conditions
         .iter()
-        .find(|c| c.type_ == "Invalid" && c.status == "True")
+        .find(|c| c.type_ == conditions::STALLED && c.status == "True")
         .map(|c| c.message.clone());
     let generation = s.meta().generation;
-    set_condition(
+    apply_verdict(
         &mut status.conditions,
-        "Invalid",
-        true,
-        "InvalidSpec",
-        message,
-        generation,
-        now,
-    );
-    set_condition(
-        &mut status.conditions,
-        "Ready",
-        false,
-        "Invalid",
-        message,
+        Verdict::Stalled { reason, message },
         generation,
         now,
     );
@@ -656,4 +681,27 @@ async fn invalid(
         .record_reconcile_error("schedule", "InvalidSchedule");
     // Wait for a change of the schedule (or of its Secret, which is watched).
     Ok(Action::requeue(ctx.config.resync))
+}
+
+/// Report that the reconcile of a new generation failed on `error` and is retried
+/// (`Reconciling=True`: kstatus InProgress, not Failed).
+async fn retrying(
+    s: &ETCDSnapshotSchedule,
+    ctx: &Context,
+    error: &ControllerError,
+) -> Result<(), ControllerError> {
+    let mut status = s.status.clone().unwrap_or_default();
+    let generation = s.meta().generation;
+    let message = format!(
+        "generation {} is not reconciled yet ({error}); retrying",
+        generation.unwrap_or_default()
+    );
+    apply_verdict(
+        &mut status.conditions,
+        Verdict::Retrying { message: &message },
+        generation,
+        Utc::now(),
+    );
+    status.observed_generation = generation;
+    write_status(s, ctx, &status).await
 }

@@ -85,6 +85,11 @@ pub enum SnapshotError {
     /// Neither a local directory nor S3 was given.
     #[error("nowhere to store the snapshot: enable local storage or S3")]
     NoDestination,
+    /// The save was cancelled (e.g. the agent is stopping) before the snapshot was complete.
+    #[error(
+        "cancelled before the snapshot was complete; its temporary file and multipart upload were discarded"
+    )]
+    Cancelled,
     /// An internal task failed (a bug).
     #[error("internal error: {0}")]
     Internal(String),
@@ -108,6 +113,7 @@ impl SnapshotError {
             SnapshotError::S3(_) => "S3",
             SnapshotError::Name(_) => "BadName",
             SnapshotError::NoDestination => "NoDestination",
+            SnapshotError::Cancelled => "Cancelled",
             SnapshotError::Internal(_) => "Internal",
         }
     }

@@ -26,6 +26,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// Size of the batches passed between the stages.
 const BATCH: usize = 512 << 10;
@@ -35,6 +36,9 @@ const DEPTH: usize = 2;
 /// The local copy is flushed to disk every this many bytes while it streams, so the disk works
 /// alongside the stream and the final fsync has little left to do.
 const LOCAL_SYNC_EVERY: u64 = 16 << 20;
+/// How long a cancelled S3 copy waits for S3 to take the AbortMultipartUpload. An upload left
+/// behind is aborted by the next agent start (uploads of its own node started before it).
+const ABORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Progress callback: total raw bytes received from etcd so far.
 pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
@@ -61,6 +65,10 @@ pub struct SaveRequest {
     pub progress: Option<Progress>,
     /// Encrypt the stored bytes with this key (the name must then end in `.enc`).
     pub encryption: Option<EncryptionKey>,
+    /// Cancelled: stop reading, remove the temp file, abort the multipart upload, keep nothing
+    /// ([`SnapshotError::Cancelled`]). A copy already being committed (the final fsync and
+    /// rename, CompleteMultipartUpload) is finished.
+    pub cancel: CancellationToken,
 }
 
 /// What was saved.
@@ -147,7 +155,16 @@ impl Writer {
     async fn abort(self) {
         match self {
             Writer::Local(w) => drop(w),
-            Writer::S3(u) => u.abort().await,
+            Writer::S3(u) => {
+                if tokio::time::timeout(ABORT_TIMEOUT, u.abort())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        "S3 did not take the AbortMultipartUpload in time; the next agent start aborts the upload"
+                    );
+                }
+            }
         }
     }
 }
@@ -175,8 +192,15 @@ pub async fn save(etcd: &EtcdConfig, req: SaveRequest) -> Result<SaveReport, Sna
     }
     let key_id = req.encryption.as_ref().map(|k| k.id().to_hex());
     let started = Instant::now();
-    let mut conn = etcd.connect().await?;
-    let info = conn.member_info().await?;
+    let cancel = req.cancel.clone();
+    let mut conn = cancel
+        .run_until_cancelled(etcd.connect())
+        .await
+        .ok_or(SnapshotError::Cancelled)??;
+    let info = cancel
+        .run_until_cancelled(conn.member_info())
+        .await
+        .ok_or(SnapshotError::Cancelled)??;
 
     let mut s3_meta = BTreeMap::from([
         (s3_metadata::CLUSTER_ID.to_string(), info.cluster_id.clone()),
@@ -223,7 +247,17 @@ pub async fn save(etcd: &EtcdConfig, req: SaveRequest) -> Result<SaveReport, Sna
         return Err(first.opened.err().unwrap_or(SnapshotError::NoDestination));
     }
 
-    let mut stream = conn.snapshot_stream().await?;
+    let mut stream = match cancel.run_until_cancelled(conn.snapshot_stream()).await {
+        Some(stream) => stream?,
+        None => {
+            for copy in copies {
+                if let Ok(w) = copy.opened {
+                    w.abort().await;
+                }
+            }
+            return Err(SnapshotError::Cancelled);
+        }
+    };
 
     // Stage 3: one task per copy, each fed by its own bounded channel.
     let mut sink_txs = Vec::new();
@@ -235,23 +269,29 @@ pub async fn save(etcd: &EtcdConfig, req: SaveRequest) -> Result<SaveReport, Sna
             Ok(mut writer) => {
                 let (tx, mut rx) = mpsc::channel::<Bytes>(DEPTH);
                 sink_txs.push(tx);
+                let cancel = cancel.clone();
                 sink_tasks.push((
                     i,
                     tokio::spawn(async move {
                         let mut unsynced = 0u64;
-                        while let Some(data) = rx.recv().await {
-                            unsynced += data.len() as u64;
-                            let mut result = writer.write(data).await;
-                            if result.is_ok() && unsynced >= LOCAL_SYNC_EVERY {
-                                unsynced = 0;
-                                result = writer.sync().await;
+                        let copy = async {
+                            while let Some(data) = rx.recv().await {
+                                unsynced += data.len() as u64;
+                                writer.write(data).await?;
+                                if unsynced >= LOCAL_SYNC_EVERY {
+                                    unsynced = 0;
+                                    writer.sync().await?;
+                                }
                             }
-                            if let Err(e) = result {
-                                writer.abort().await;
-                                return Err(e);
-                            }
-                        }
-                        Ok(writer)
+                            Ok(())
+                        };
+                        let failed = match cancel.run_until_cancelled(copy).await {
+                            Some(Ok(())) => return Ok(writer),
+                            Some(Err(e)) => e,
+                            None => SnapshotError::Cancelled,
+                        };
+                        writer.abort().await;
+                        Err(failed)
                     }),
                 ));
             }
@@ -274,7 +314,10 @@ pub async fn save(etcd: &EtcdConfig, req: SaveRequest) -> Result<SaveReport, Sna
     });
 
     // Stage 1: read the stream, check etcd's hash as it goes.
-    let read = read_stream(&mut stream, raw_tx, req.progress.as_ref()).await;
+    let read = cancel
+        .run_until_cancelled(read_stream(&mut stream, raw_tx, req.progress.as_ref()))
+        .await
+        .unwrap_or(Err(SnapshotError::Cancelled));
     let transformed = transform
         .await
         .map_err(|e| SnapshotError::Internal(format!("transform thread: {e}")))?;

@@ -3,7 +3,7 @@
 //! `.metadata/<name>` (the extra metadata as JSON, as k3s) and `.checksums/<name>` (a
 //! `sha256sum`-format line with the sha256 of the stored bytes).
 
-use crate::consts::METADATA_DIR;
+use crate::consts::{AGENT_LOCK_FILE, METADATA_DIR};
 use crate::naming::{NameError, validate_snapshot_name};
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
@@ -109,6 +109,27 @@ impl LocalDir {
             .mode(0o700)
             .create(&self.dir)
             .map_err(io("creating snapshot directory", &self.dir))
+    }
+
+    /// Try to take the directory's agent lock: an exclusive lock on [`AGENT_LOCK_FILE`] (mode
+    /// 0600, created if needed). `Ok(None)` while another process holds it. The lock goes when
+    /// the returned file is dropped or the process ends, however it ends (even SIGKILL), so two
+    /// agents of one node never work on the directory at once (a rollout starts the new pod
+    /// while the old one is still stopping).
+    pub fn try_lock_agent(&self) -> Result<Option<std::fs::File>, LocalError> {
+        let path = self.dir.join(AGENT_LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io("opening", &path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(io("locking", &path)(e)),
+        }
     }
 
     /// Path of snapshot `name`, refusing names that would leave the directory.
@@ -389,6 +410,26 @@ impl Drop for LocalWriter {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn one_agent_at_a_time_holds_the_directory_lock() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = LocalDir::new(tmp.path());
+        let first = dir.try_lock_agent().expect("lock").expect("free");
+        assert!(
+            dir.try_lock_agent().expect("lock").is_none(),
+            "held by the first"
+        );
+        let mode = std::fs::metadata(tmp.path().join(AGENT_LOCK_FILE))
+            .expect("lock file")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(dir.list().expect("list").is_empty(), "not a snapshot");
+        drop(first);
+        assert!(dir.try_lock_agent().expect("lock").is_some(), "released");
+    }
 
     #[tokio::test]
     async fn committed_file_is_private_and_listed() {

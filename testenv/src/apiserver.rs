@@ -169,6 +169,10 @@ impl ApiServer {
             .cloned()
             .ok_or_else(|| Error::Start("no admin kubeconfig".into()))?;
         let kubectl = kubectl()?;
+        let cache_dir = format!(
+            "--cache-dir={}",
+            self.dir.path().join("kubectl-cache").display()
+        );
         wait_until(
             &mut self.proc,
             "kube-apiserver",
@@ -176,6 +180,7 @@ impl ApiServer {
             || {
                 let ready = Command::new(&kubectl)
                     .arg(format!("--kubeconfig={}", admin.display()))
+                    .arg(&cache_dir)
                     .args(["get", "--raw=/readyz"])
                     .output()
                     .map(|o| o.status.success())
@@ -183,6 +188,7 @@ impl ApiServer {
                 ready
                     && Command::new(&kubectl)
                         .arg(format!("--kubeconfig={}", admin.display()))
+                        .arg(&cache_dir)
                         .args(["get", "namespace", "default", "-o", "name"])
                         .output()
                         .map(|o| o.status.success())
@@ -207,12 +213,18 @@ impl ApiServer {
         self.kubeconfigs.get(user).map(PathBuf::as_path)
     }
 
-    /// `kubectl --kubeconfig=<admin>`.
+    /// `kubectl --kubeconfig=<admin> --cache-dir=<scratch>/kubectl-cache`: a discovery cache of
+    /// this server's own, so a cache written for an earlier server on the same port (without the
+    /// CRDs) never hides a resource, and nothing is written to `~/.kube`.
     pub fn kubectl(&self) -> Result<Command> {
         let mut cmd = Command::new(kubectl()?);
         cmd.arg(format!(
             "--kubeconfig={}",
             self.admin_kubeconfig().display()
+        ));
+        cmd.arg(format!(
+            "--cache-dir={}",
+            self.dir.path().join("kubectl-cache").display()
         ));
         Ok(cmd)
     }

@@ -11,13 +11,17 @@
 #![forbid(unsafe_code)]
 
 mod apiserver;
+pub mod cluster;
 mod etcd;
+mod host_state;
 mod process;
 mod s3;
 mod tls;
 
 pub use apiserver::{ApiServer, ApiServerOptions, ApiUser};
+pub use cluster::Cluster;
 pub use etcd::{EtcdCluster, EtcdOptions, EtcdVersion};
+pub use host_state::HostState;
 pub use process::{Proc, free_port};
 pub use s3::{S3Options, S3Server};
 pub use tls::TlsFiles;
@@ -73,18 +77,15 @@ pub fn bin(name: &str) -> Result<PathBuf> {
     }
 }
 
-/// `kubectl`: the one on `PATH` (the machine image ships 1.32), else the 1.20 one built with the
-/// API server.
+/// `kubectl` 1.35, installed into `$ESO_CACHE/bin` by `scripts/install-helm-kubectl.sh` (never the
+/// one on `PATH`: the tests must not depend on whatever a machine happens to ship).
 pub fn kubectl() -> Result<PathBuf> {
-    if let Some(paths) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&paths) {
-            let candidate = dir.join("kubectl");
-            if candidate.is_file() {
-                return Ok(candidate);
-            }
-        }
-    }
-    bin("kubectl-1.20")
+    bin("kubectl")
+}
+
+/// `helm` v4, installed into `$ESO_CACHE/bin` by `scripts/install-helm-kubectl.sh`.
+pub fn helm() -> Result<PathBuf> {
+    bin("helm")
 }
 
 /// Whether to keep temporary directories (logs, data) after a run, for debugging.

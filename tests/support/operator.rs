@@ -31,6 +31,8 @@ pub const NS: &str = "etcd-snapshot";
 pub const CONTROLLER_SA: &str = "etcd-snapshot-controller";
 /// The agents' ServiceAccount.
 pub const AGENT_SA: &str = "etcd-snapshot-agent";
+/// The ServiceAccount of `etcd-snapshot uninstall` (the chart's pre-delete hook).
+pub const UNINSTALL_SA: &str = "etcd-snapshot-uninstall";
 /// The S3 bucket the environment creates.
 pub const BUCKET: &str = "etcd-snapshots";
 /// The S3 folder the config Secret names.
@@ -84,6 +86,20 @@ impl Default for OperatorOptions {
 pub fn rbac_yaml() -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rbac.yaml");
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// [`rbac_without`], dropping a rule left with no verb (the API server rejects an empty verb
+/// list).
+pub fn rbac_minus(kind: &str, name: &str, resource: &str, verb: &str) -> String {
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&rbac_without(kind, name, resource, verb)) {
+        let mut v: serde_yaml::Value = serde::Deserialize::deserialize(doc).expect("rbac doc");
+        if let Some(rules) = v["rules"].as_sequence_mut() {
+            rules.retain(|r| r["verbs"].as_sequence().is_some_and(|v| !v.is_empty()));
+        }
+        out.push(serde_yaml::to_string(&v).expect("render YAML"));
+    }
+    out.join("---\n")
 }
 
 /// `deploy/rbac.yaml` with `verb` removed from the rules on `resource` of the `kind` named
@@ -161,6 +177,7 @@ impl OperatorEnv {
             users: vec![
                 ApiUser::service_account(NS, CONTROLLER_SA),
                 ApiUser::service_account(NS, AGENT_SA),
+                ApiUser::service_account(NS, UNINSTALL_SA),
             ],
         })
         .expect("start kube-apiserver");
@@ -310,30 +327,32 @@ impl OperatorEnv {
             .insert(key.to_string(), proc);
     }
 
-    /// Start a controller with leader identity `id` (as the controller ServiceAccount).
+    /// Start a controller with leader identity `id` (as the controller ServiceAccount). A flag
+    /// given in [`OperatorOptions::controller_args`] replaces the default one.
     pub fn start_controller(&self, id: &str) {
-        let args = [
-            "controller",
-            "--namespace",
-            NS,
-            "--identity",
-            id,
-            "--metrics-addr",
-            &format!("127.0.0.1:{}", free_port()),
-            "--lease-duration",
-            "3s",
-            "--renew-deadline",
-            "2s",
-            "--retry-period",
-            "500ms",
-            "--resync",
-            "5s",
-            "--s3-sync-interval",
-            "2s",
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let defaults = [
+            ("--namespace", NS),
+            ("--identity", id),
+            ("--metrics-addr", &metrics),
+            ("--lease-duration", "3s"),
+            ("--renew-deadline", "2s"),
+            ("--retry-period", "500ms"),
+            ("--resync", "5s"),
+            ("--s3-sync-interval", "2s"),
         ];
-        let args = args
-            .iter()
-            .map(|s| s.to_string())
+        let overridden = |flag: &str| {
+            self.controller_args
+                .iter()
+                .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+        };
+        let args = std::iter::once("controller".to_string())
+            .chain(
+                defaults
+                    .iter()
+                    .filter(|(flag, _)| !overridden(flag))
+                    .flat_map(|(flag, value)| [flag.to_string(), value.to_string()]),
+            )
             .chain(self.controller_args.iter().cloned())
             .collect();
         self.spawn(&format!("controller {id}"), args, CONTROLLER_SA);
@@ -355,6 +374,19 @@ impl OperatorEnv {
 
     /// Start the agent of `node{k}` (as the agent ServiceAccount), on etcd member k.
     pub fn start_agent(&self, k: usize) {
+        self.start_agent_process(k, &format!("agent node{k}"));
+    }
+
+    /// Start a second agent of `node{k}` beside the running one (same directory and member, its
+    /// own metrics port), as a rollout starts the new pod while the old one is still stopping.
+    /// Returns its process key.
+    pub fn start_replacement_agent(&self, k: usize) -> String {
+        let key = format!("agent node{k} (replacement)");
+        self.start_agent_process(k, &key);
+        key
+    }
+
+    fn start_agent_process(&self, k: usize, key: &str) {
         let node = format!("node{k}");
         let member = k % self.etcd.endpoints().len();
         let args = [
@@ -374,16 +406,33 @@ impl OperatorEnv {
             "--metrics-addr",
             &format!("127.0.0.1:{}", free_port()),
         ];
-        self.spawn(
-            &format!("agent {node}"),
-            args.iter().map(|s| s.to_string()).collect(),
-            AGENT_SA,
-        );
+        self.spawn(key, args.iter().map(|s| s.to_string()).collect(), AGENT_SA);
     }
 
     /// Kill the agent of `node` with SIGKILL.
     pub fn kill_agent(&self, node: &str) {
         self.kill(&format!("agent {node}"));
+    }
+
+    /// Send SIGTERM to process `key` (as the kubelet does when a pod is deleted) and wait for it
+    /// to exit; returns how long it took. Panics (with the logs) if it was still running after
+    /// `limit`, when it is SIGKILLed.
+    pub fn terminate(&self, key: &str, limit: Duration) -> Duration {
+        let mut proc = self
+            .procs
+            .lock()
+            .expect("procs")
+            .remove(key)
+            .unwrap_or_else(|| panic!("no running process {key:?}"));
+        let start = Instant::now();
+        tokio::task::block_in_place(|| proc.terminate(limit));
+        let took = start.elapsed();
+        assert!(
+            took < limit,
+            "{key} was still running {limit:?} after SIGTERM and was killed\n{}",
+            self.diagnostics()
+        );
+        took
     }
 
     fn kill(&self, key: &str) {
@@ -591,6 +640,22 @@ impl OperatorEnv {
         start.elapsed()
     }
 
+    /// Wait until the agent of `node` has renewed its registration after `since` (a restarted
+    /// agent is live again).
+    pub async fn wait_agent_renewed(&self, node: &str, since: jiff::Timestamp) {
+        let leases: Api<Lease> = Api::namespaced(self.admin.clone(), NS);
+        let name = etcd_snapshot::operator::AgentInfo::lease_name(node);
+        self.wait_until(
+            &format!("the agent of {node} to renew its registration"),
+            Duration::from_secs(20),
+            async || {
+                let renewed = leases.get_opt(&name).await.ok()??.spec?.renew_time?.0;
+                (renewed > since).then_some(())
+            },
+        )
+        .await;
+    }
+
     async fn wait_agents_registered(&self, timeout: Duration) {
         let leases: Api<Lease> = Api::namespaced(self.admin.clone(), NS);
         let lp = ListParams::default().labels(&format!("{}=true", consts::LABEL_AGENT));
@@ -613,6 +678,43 @@ impl OperatorEnv {
                     .count();
                 (healthy == want).then_some(())
             },
+        )
+        .await;
+    }
+
+    /// The `etcd-snapshot` binary with the kubeconfig of ServiceAccount `sa`.
+    pub fn cli_as(&self, sa: &str) -> Command {
+        let mut cmd = support::cli();
+        cmd.env("KUBECONFIG", self.kubeconfig(sa));
+        cmd
+    }
+
+    /// `kubectl auth can-i VERB RESOURCE` for ServiceAccount `sa` (in namespace `ns`, if given).
+    pub fn can_i(&self, sa: &str, verb: &str, resource: &str, ns: Option<&str>) -> bool {
+        let mut cmd = self.kubectl();
+        cmd.args(["auth", "can-i", verb, resource])
+            .arg(format!("--as=system:serviceaccount:{NS}:{sa}"));
+        if let Some(ns) = ns {
+            cmd.args(["-n", ns]);
+        }
+        let (_, out, _) = support::run(&mut cmd);
+        out.trim() == "yes"
+    }
+
+    /// Wait until RBAC answers `want` for [`Self::can_i`] (the API server has taken an RBAC
+    /// change).
+    pub async fn wait_can_i(
+        &self,
+        sa: &str,
+        verb: &str,
+        resource: &str,
+        ns: Option<&str>,
+        want: bool,
+    ) {
+        self.wait_until(
+            &format!("can-i {verb} {resource} for {sa} to be {want}"),
+            Duration::from_secs(20),
+            async || (self.can_i(sa, verb, resource, ns) == want).then_some(()),
         )
         .await;
     }
@@ -810,6 +912,21 @@ impl OperatorEnv {
         let meta = got.metadata().cloned().unwrap_or_default();
         let body = got.body.collect().await.expect("S3 body").into_bytes();
         Some((body.to_vec(), meta))
+    }
+
+    /// Multipart uploads in progress under the test folder, as (key, upload id).
+    pub async fn multipart_uploads(&self) -> Vec<(String, String)> {
+        let out = support::s3_client(&self.s3)
+            .list_multipart_uploads()
+            .bucket(BUCKET)
+            .prefix(format!("{FOLDER}/"))
+            .send()
+            .await
+            .expect("list multipart uploads");
+        out.uploads()
+            .iter()
+            .filter_map(|u| Some((u.key()?.to_string(), u.upload_id()?.to_string())))
+            .collect()
     }
 
     /// Snapshot file names in a node's directory (as the agent's directory listing sees them).
