@@ -58,6 +58,9 @@ impl Cause {
             if text.contains("dns error") || text.contains("failed to lookup address") {
                 return Cause::Dns;
             }
+            if text == "connection closed" || text.contains("connection closed before message") {
+                return Cause::Closed;
+            }
             if let Some(io) = e.downcast_ref::<std::io::Error>() {
                 match io.kind() {
                     ErrorKind::ConnectionRefused => return Cause::Refused,

@@ -567,6 +567,17 @@ async fn what_a_new_user_gets_wrong_is_one_line_saying_what_failed_and_what_to_d
             ),
         ),
         (
+            "http to a TLS etcd",
+            save(vec![format!(
+                "--etcd-endpoint=http://{}",
+                tls_etcd.endpoint(0).trim_start_matches("https://")
+            )]),
+            format!(
+                "cannot reach etcd at http://{}: etcd closed the connection: if it serves TLS, use https://",
+                tls_etcd.endpoint(0).trim_start_matches("https://")
+            ),
+        ),
+        (
             "no client certificate for a TLS etcd",
             save(vec![
                 format!("--etcd-endpoint={}", tls_etcd.endpoint(0)),

@@ -229,9 +229,15 @@ fn no_answer(after: Duration) -> String {
 /// A failed etcd request as one line; the library's whole error goes to the debug log.
 pub(crate) fn failed(endpoints: &str, request: &str, e: &etcd_client::Error) -> SnapshotError {
     tracing::debug!(endpoints, request, error = ?e, "etcd request failed");
+    let mut reason = describe(e);
+    // A TLS server hangs up on a plain HTTP/2 client.
+    if reason == hint(&Cause::Closed) && !endpoints.contains("https://") {
+        reason
+            .push_str(": if it serves TLS, use https:// in --etcd-endpoint and give --etcd-cacert");
+    }
     SnapshotError::Unreachable {
         endpoints: endpoints.to_string(),
-        reason: describe(e),
+        reason,
     }
 }
 
