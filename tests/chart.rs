@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_yaml::Value;
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    eso_testenv::repo_root()
 }
 
 const CHART: &str = "charts/etcd-snapshot-operator";

@@ -273,6 +273,21 @@ async fn local_snapshot_file_and_kubectl(
     ] {
         assert!(out.contains(value), "kubectl get esf lacks {value}:\n{out}");
     }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (ok, out, err) = kubectl(&["describe", "esf", &name]);
+        assert!(ok, "kubectl describe esf: {err}");
+        if out.contains(etcd_snapshot::consts::REASON_CREATED) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kubectl describe esf shows no {} event after 120 s:\n{out}",
+            etcd_snapshot::consts::REASON_CREATED
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
     let t = Instant::now();
     let (ok, out, err) = kubectl(&["delete", "esf", &name, "--timeout=3m"]);
     assert!(ok, "kubectl delete esf: {out}\n{err}");
@@ -418,7 +433,7 @@ fn pod_ready(pod: &Pod) -> bool {
 }
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    eso_testenv::repo_root()
 }
 
 /// The node carries kubeadm 1.20's control-plane labels and taint, so the chart's agent

@@ -11,7 +11,7 @@ fn checked_in_crds_match_generated_output() {
     let out = bin().arg("crd").output().expect("run etcd-snapshot crd");
     assert!(out.status.success());
     let generated = String::from_utf8(out.stdout).expect("utf8");
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/crds");
+    let dir = eso_testenv::repo_root().join("crds");
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .expect("crds/ exists")
         .filter_map(Result::ok)

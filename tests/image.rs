@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use serde_json::Value;
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    eso_testenv::repo_root()
 }
 
 /// Scratch space of this test binary in the target dir (rebuilt on every run).

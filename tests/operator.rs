@@ -1057,10 +1057,9 @@ async fn s3_sync_records_objects_without_a_record_including_k3s_zip_uploads() {
 /// schedule.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rendered_deploy_manifests_apply_server_side_and_their_identities_complete_a_snapshot() {
-    let manifests = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/etcd-snapshot-operator.yaml"
-    ))
+    let manifests = std::fs::read_to_string(
+        eso_testenv::repo_root().join("deploy/etcd-snapshot-operator.yaml"),
+    )
     .expect("read deploy/etcd-snapshot-operator.yaml");
     let env = OperatorEnv::start(OperatorOptions {
         manifests: Some(manifests),

@@ -202,8 +202,8 @@ fn names(dir: &Path) -> Vec<String> {
 
 /// The shell block that follows `<!-- runbook:NAME -->` in README.md.
 fn runbook_block(name: &str) -> String {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .expect("README.md");
+    let readme =
+        std::fs::read_to_string(eso_testenv::repo_root().join("README.md")).expect("README.md");
     let marker = format!("<!-- runbook:{name} -->");
     let after = readme
         .split_once(&marker)

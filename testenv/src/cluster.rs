@@ -53,11 +53,7 @@ pub fn docker_archive(
     Ok(())
 }
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-}
+use crate::repo_root;
 
 fn is_root() -> bool {
     Command::new("id")

@@ -105,3 +105,19 @@ pub(crate) fn temp_dir(prefix: &str) -> Result<tempfile::TempDir> {
     }
     Ok(dir)
 }
+
+/// The source tree the tests run from: the workspace root (the folder holding `Cargo.lock`)
+/// above the `CARGO_MANIFEST_DIR` that cargo sets when it runs a test or a binary.
+///
+/// Read at run time on purpose: cargo reuses a workspace member's compiled artifacts when the same
+/// sources sit at another path (a CI clone sharing the target directory), so a path baked in with
+/// `env!` can name another checkout, or one that is gone.
+pub fn repo_root() -> std::path::PathBuf {
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    start
+        .ancestors()
+        .find(|dir| dir.join("Cargo.lock").is_file())
+        .map_or(start.clone(), std::path::Path::to_path_buf)
+}

@@ -84,7 +84,7 @@ impl Default for OperatorOptions {
 
 /// The text of `deploy/rbac.yaml`.
 pub fn rbac_yaml() -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rbac.yaml");
+    let path = eso_testenv::repo_root().join("deploy/rbac.yaml");
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 

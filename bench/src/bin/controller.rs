@@ -67,10 +67,7 @@ fn env_num(name: &str, default: u64) -> Result<u64> {
 }
 
 fn opts() -> Result<Opts> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .ok_or("no workspace root")?
-        .to_path_buf();
+    let root = eso_testenv::repo_root();
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
@@ -349,9 +346,7 @@ async fn main() -> Result<()> {
         ],
     )?;
     let admin = client_from(api.admin_kubeconfig()).await?;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .ok_or("no workspace root")?;
+    let root = eso_testenv::repo_root();
     let crds = root.join("crds/etcdsnapshot.io.yaml");
     kubectl(&api, &["apply", "-f", &crds.display().to_string()])?;
     kubectl(
