@@ -414,7 +414,11 @@ async fn tls_is_verified_by_default_for_etcd_and_s3() {
         tls: true,
     })
     .expect("start TLS etcd");
-    let s3 = S3Server::start(S3Options { https: true }).expect("start HTTPS SeaweedFS");
+    let s3 = S3Server::start(S3Options {
+        https: true,
+        ..Default::default()
+    })
+    .expect("start HTTPS SeaweedFS");
     support::create_bucket(&s3, "tls-bucket").await;
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = format!("--dir={}", tmp.path().display());

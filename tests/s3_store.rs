@@ -20,7 +20,11 @@ const BUCKET: &str = "snapshots";
 const FOLDER: &str = "etcd";
 
 fn start(https: bool) -> S3Server {
-    S3Server::start(S3Options { https }).expect("start SeaweedFS")
+    S3Server::start(S3Options {
+        https,
+        ..Default::default()
+    })
+    .expect("start SeaweedFS")
 }
 
 fn config(s3: &S3Server) -> S3Config {

@@ -92,7 +92,11 @@ async fn s3_wrong_secret_key_is_rejected() {
 
 #[tokio::test]
 async fn s3_over_https_with_generated_ca() {
-    let s3 = S3Server::start(S3Options { https: true }).expect("start SeaweedFS with HTTPS");
+    let s3 = S3Server::start(S3Options {
+        https: true,
+        ..Default::default()
+    })
+    .expect("start SeaweedFS with HTTPS");
     let endpoint = s3.https_endpoint().expect("https endpoint");
     let ca = std::fs::read(s3.ca_file().expect("CA file")).expect("read CA");
     let c = client(&endpoint, &s3.access_key, &s3.secret_key, Some(ca));

@@ -184,10 +184,10 @@ pub(crate) fn wait_until(
     }
 }
 
-/// Whether something accepts TCP connections on 127.0.0.1:`port`.
-pub(crate) fn tcp_open(port: u16) -> bool {
+/// Whether something accepts TCP connections on `ip`:`port`.
+pub(crate) fn tcp_open(ip: std::net::Ipv4Addr, port: u16) -> bool {
     TcpStream::connect_timeout(
-        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        &std::net::SocketAddr::from((ip, port)),
         Duration::from_millis(200),
     )
     .is_ok()

@@ -14,6 +14,9 @@ use std::time::Duration;
 pub struct S3Options {
     /// Also serve HTTPS with a certificate from a generated CA.
     pub https: bool,
+    /// Address to listen on instead of 127.0.0.1, e.g. [`crate::Cluster::host_ip`] so that pods of
+    /// the e2e cluster reach it (that address exists only inside the machine, on the cluster's veth).
+    pub bind: Option<std::net::Ipv4Addr>,
 }
 
 /// A running SeaweedFS with its S3 gateway; stopped when dropped.
@@ -26,6 +29,7 @@ pub struct S3Server {
     /// Region to sign with (SeaweedFS accepts any).
     pub region: String,
     tls: Option<TlsFiles>,
+    ip: std::net::Ipv4Addr,
     s3_port: u16,
     https_port: Option<u16>,
     args: Vec<String>,
@@ -62,10 +66,11 @@ impl S3Server {
         let s3_port = free_port();
         // The admin worker dials the admin gRPC port at admin port + 10000 whatever is set.
         let admin_port = free_port_with(|p| p < 55000 && port_is_free(p + 10000));
+        let ip = options.bind.unwrap_or(std::net::Ipv4Addr::LOCALHOST);
         let mut args = vec![
             format!("-dir={}", data.display()),
-            "-ip=127.0.0.1".to_string(),
-            "-ip.bind=127.0.0.1".to_string(),
+            format!("-ip={ip}"),
+            format!("-ip.bind={ip}"),
             format!("-master.port={}", free_port()),
             format!("-master.port.grpc={}", free_port()),
             "-master.volumeSizeLimitMB=512".to_string(),
@@ -99,6 +104,7 @@ impl S3Server {
             secret_key,
             region: "us-east-1".to_string(),
             tls,
+            ip,
             s3_port,
             https_port,
             args,
@@ -115,16 +121,16 @@ impl S3Server {
         let mut args = vec!["mini".to_string()];
         args.extend(self.args.iter().cloned());
         let mut proc = Proc::spawn("SeaweedFS", &weed, &args, &log)?;
-        let port = self.s3_port;
+        let (ip, port) = (self.ip, self.s3_port);
         wait_until(&mut proc, "SeaweedFS S3", Duration::from_secs(60), || {
-            s3_answers(port)
+            s3_answers(ip, port)
         })?;
         if let Some(https) = self.https_port {
             wait_until(
                 &mut proc,
                 "SeaweedFS S3 HTTPS",
                 Duration::from_secs(30),
-                || crate::process::tcp_open(https),
+                || crate::process::tcp_open(ip, https),
             )?;
         }
         self.proc = Some(proc);
@@ -133,22 +139,22 @@ impl S3Server {
 
     /// Plain HTTP endpoint, e.g. `http://127.0.0.1:PORT`.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.s3_port)
+        format!("http://{}:{}", self.ip, self.s3_port)
     }
 
     /// `host:port` of the plain endpoint (the k3s-style endpoint value, scheme-less).
     pub fn host_port(&self) -> String {
-        format!("127.0.0.1:{}", self.s3_port)
+        format!("{}:{}", self.ip, self.s3_port)
     }
 
     /// HTTPS endpoint when started with `https: true`.
     pub fn https_endpoint(&self) -> Option<String> {
-        self.https_port.map(|p| format!("https://127.0.0.1:{p}"))
+        self.https_port.map(|p| format!("https://{}:{p}", self.ip))
     }
 
     /// `host:port` of the HTTPS endpoint.
     pub fn https_host_port(&self) -> Option<String> {
-        self.https_port.map(|p| format!("127.0.0.1:{p}"))
+        self.https_port.map(|p| format!("{}:{p}", self.ip))
     }
 
     /// The CA that signed the HTTPS certificate.
@@ -176,15 +182,15 @@ impl S3Server {
 }
 
 /// Whether the S3 gateway answers an anonymous request with an HTTP status (403 or 200).
-fn s3_answers(port: u16) -> bool {
+fn s3_answers(ip: std::net::Ipv4Addr, port: u16) -> bool {
     let Ok(mut stream) = TcpStream::connect_timeout(
-        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        &std::net::SocketAddr::from((ip, port)),
         Duration::from_millis(300),
     ) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    let request = format!("GET / HTTP/1.1\r\nHost: {ip}:{port}\r\nConnection: close\r\n\r\n");
     if stream.write_all(request.as_bytes()).is_err() {
         return false;
     }
