@@ -4,8 +4,13 @@
 //! starts one and runs its scenarios in sequence; then it proves the machine is as it was.
 //! Needs root (it says `SKIPPED: not root` otherwise).
 
+#[path = "support/e2e.rs"]
+mod e2e_support;
 mod support;
 
+use e2e_support::{
+    OPERATOR_NS, OPERATOR_TAG, RELEASE, TOLERATE_MASTER, kubectl, pod_ready, snapshot_dir,
+};
 use eso_testenv::cluster::docker_archive;
 use eso_testenv::{Cluster, HostState};
 use etcd_snapshot::api::{ETCDSnapshotFile, Phase};
@@ -18,14 +23,6 @@ use std::time::{Duration, Instant};
 const NS: &str = "default";
 const PAUSE_IMAGE: &str = "localhost/eso-e2e/pause:3.4";
 const ETCDCTL_IMAGE: &str = "localhost/eso-e2e/etcdctl:test";
-const OPERATOR_REPOSITORY: &str = "localhost/eso-e2e/etcd-snapshot";
-const OPERATOR_TAG: &str = "e2e";
-const OPERATOR_NS: &str = "etcd-snapshot";
-const RELEASE: &str = "etcd-snapshot";
-/// Pods must tolerate the control-plane taint kubeadm 1.20 puts on the only node.
-const TOLERATE_MASTER: &str =
-    r#"[{"key":"node-role.kubernetes.io/master","operator":"Exists","effect":"NoSchedule"}]"#;
-
 #[test]
 fn e2e_cluster_runs_pods_reaches_etcd_and_leaves_the_machine_as_it_was() {
     let Some(mut cluster) = Cluster::claim().expect("claim the machine for the e2e cluster") else {
@@ -83,78 +80,26 @@ async fn operator_installed_by_helm_takes_an_on_demand_snapshot(
     cluster: &Cluster,
     client: &Client,
 ) -> (ETCDSnapshotFile, PathBuf) {
-    let t = Instant::now();
+    e2e_support::build_and_import_operator_image(cluster, OPERATOR_TAG);
     let work = tempfile::tempdir().expect("temp dir");
-    let build_image = repo().join("scripts/build-image.sh");
-    assert!(
-        build_image.exists(),
-        "{} missing (it builds the operator image for `make image`)",
-        build_image.display()
-    );
-    let (ok, out, err) = support::run(
-        std::process::Command::new(&build_image)
-            .arg("--bin")
-            .arg(env!("CARGO_BIN_EXE_etcd-snapshot"))
-            .arg("--out")
-            .arg(work.path())
-            .args(["--repository", OPERATOR_REPOSITORY, "--tag", OPERATOR_TAG]),
-    );
-    assert!(ok, "scripts/build-image.sh failed: {err}");
-    let archive = PathBuf::from(out.trim());
-    cluster
-        .import_image(&archive)
-        .expect("import the operator image");
-    eprintln!(
-        "e2e: operator image built and imported in {:.1?}",
-        t.elapsed()
-    );
-
-    let pki = cluster.etcd_pki_dir();
-    let snapshot_dir = cluster.dir().join("var/lib/etcd-snapshots");
     let values = work.path().join("values.yaml");
-    std::fs::write(
-        &values,
-        format!(
-            r#"image: {{repository: {OPERATOR_REPOSITORY}, tag: {OPERATOR_TAG}, pullPolicy: Never}}
-etcd:
-  preset: custom
-  custom:
-    certDir: {pki}
-    caFile: {pki}/ca.crt
-    certFile: {pki}/healthcheck-client.crt
-    keyFile: {pki}/healthcheck-client.key
-    snapshotDir: {snapshots}
-    nodeSelector: {{node-role.kubernetes.io/control-plane: ""}}
-controller:
-  tolerations: {TOLERATE_MASTER}
-"#,
-            pki = pki.display(),
-            snapshots = snapshot_dir.display(),
-        ),
-    )
-    .expect("write values");
+    std::fs::write(&values, e2e_support::values_yaml(cluster, OPERATOR_TAG, ""))
+        .expect("write values");
+    let snapshot_dir = snapshot_dir(cluster);
     // One `helm install --wait` with the chart's default schedule: Helm 4's kstatus waiter
     // accepts a valid schedule at once (Ready=True before its first run).
-    let helm = |args: &[&str]| {
-        let (ok, out, err) = support::run(
-            std::process::Command::new(eso_testenv::bin("helm").expect("helm installed"))
-                .args(args)
-                .arg(repo().join("charts/etcd-snapshot-operator"))
-                .args(["--namespace", OPERATOR_NS, "--values"])
-                .arg(&values)
-                .arg("--kubeconfig")
-                .arg(cluster.kubeconfig()),
-        );
-        assert!(ok, "helm {args:?} failed:\n{out}\n{err}");
-    };
     let installed = Instant::now();
-    helm(&[
-        "install",
-        RELEASE,
-        "--create-namespace",
-        "--wait",
-        "--timeout=5m",
-    ]);
+    e2e_support::helm(
+        cluster,
+        &[
+            "install",
+            RELEASE,
+            "--create-namespace",
+            "--wait",
+            "--timeout=5m",
+        ],
+        &values,
+    );
     eprintln!("e2e: helm install --wait in {:.1?}", installed.elapsed());
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), OPERATOR_NS);
@@ -177,12 +122,7 @@ controller:
     }
 
     let t = Instant::now();
-    let (ok, out, err) = support::run(
-        support::cli()
-            .args(["trigger", RELEASE, "--wait", "--timeout", "5m"])
-            .env("KUBECONFIG", cluster.kubeconfig()),
-    );
-    assert!(ok, "etcd-snapshot trigger failed:\n{out}\n{err}");
+    let out = e2e_support::trigger(cluster, RELEASE);
     eprintln!(
         "e2e: on-demand snapshot in {:.1?}; helm install to its Ready snapshot in {:.1?}",
         t.elapsed(),
@@ -222,8 +162,8 @@ controller:
 }
 
 /// The local snapshot file on the host: mode 0600, sha256 = `status.sha256`; kubectl 1.35 shows
-/// the columns; `kubectl delete esf` removes the file and the object. (Not yet checked: the
-/// `ETCDSnapshotCreated` event in `kubectl describe esf`; the stock 1.20 API server refuses it.)
+/// the columns and the `ETCDSnapshotCreated` event (events work on the stock 1.20 API server);
+/// `kubectl delete esf` removes the file and the object.
 async fn local_snapshot_file_and_kubectl(
     cluster: &Cluster,
     client: &Client,
@@ -248,18 +188,7 @@ async fn local_snapshot_file_and_kubectl(
         "status.sha256 of {name}"
     );
 
-    let kubectl = |args: &[&str]| {
-        support::run(
-            std::process::Command::new(eso_testenv::kubectl().expect("kubectl installed"))
-                .arg("--kubeconfig")
-                .arg(cluster.kubeconfig())
-                .arg(format!(
-                    "--cache-dir={}",
-                    cluster.dir().join("kubectl-cache").display()
-                ))
-                .args(args),
-        )
-    };
+    let kubectl = |args: &[&str]| kubectl(cluster, args);
     let (ok, out, err) = kubectl(&["get", "esf", &name]);
     assert!(ok, "kubectl get esf: {err}");
     for column in ["SNAPSHOTNAME", "NODE", "LOCATION", "SIZE", "PHASE"] {
@@ -371,15 +300,9 @@ async fn leader_pod_deleted_standby_takes_over(cluster: &Cluster, client: &Clien
         .len();
 
     let t = Instant::now();
-    let (ok, out, err) = support::run(
-        std::process::Command::new(eso_testenv::kubectl().expect("kubectl installed"))
-            .arg("--kubeconfig")
-            .arg(cluster.kubeconfig())
-            .arg(format!(
-                "--cache-dir={}",
-                cluster.dir().join("kubectl-cache").display()
-            ))
-            .args(["delete", "pod", "-n", OPERATOR_NS, &old, "--wait=false"]),
+    let (ok, out, err) = kubectl(
+        cluster,
+        &["delete", "pod", "-n", OPERATOR_NS, &old, "--wait=false"],
     );
     assert!(ok, "kubectl delete pod {old}: {out}\n{err}");
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -402,12 +325,7 @@ async fn leader_pod_deleted_standby_takes_over(cluster: &Cluster, client: &Clien
     );
 
     let t = Instant::now();
-    let (ok, out, err) = support::run(
-        support::cli()
-            .args(["trigger", RELEASE, "--wait", "--timeout", "5m"])
-            .env("KUBECONFIG", cluster.kubeconfig()),
-    );
-    assert!(ok, "etcd-snapshot trigger after failover:\n{out}\n{err}");
+    e2e_support::trigger(cluster, RELEASE);
     eprintln!(
         "e2e: on-demand snapshot after failover in {:.1?}",
         t.elapsed()
@@ -423,17 +341,6 @@ async fn leader_pod_deleted_standby_takes_over(cluster: &Cluster, client: &Clien
         "one trigger, one new record: {:?}",
         after.iter().map(|f| f.name_any()).collect::<Vec<_>>()
     );
-}
-
-fn pod_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-fn repo() -> PathBuf {
-    eso_testenv::repo_root()
 }
 
 /// The node carries kubeadm 1.20's control-plane labels and taint, so the chart's agent
