@@ -69,6 +69,11 @@ pub const REASON_INVALID: &str = "InvalidSchedule";
 /// schedule; the message says which and why. Information only: the schedule stays Ready.
 pub const REASON_RUN_FAILED: &str = "SnapshotRunFailed";
 
+/// Event reason: retention (or a user) deleted a record, and its stored copy could not be deleted
+/// (Warning, on the record; repeats continue one series). The record keeps its finalizer and the
+/// deletion is retried with backoff; the schedule's `BackupsHealthy` goes False.
+pub const REASON_PRUNE_FAILED: &str = "PruneFailed";
+
 /// Condition types and reasons. The schedule follows kstatus (the status convention that Helm 4's
 /// `--wait`, Flux and Argo CD health checks read): `Ready` True while the spec is valid,
 /// `Stalled` True (and `Ready` False) while it cannot be acted on, `Reconciling` True while a new
@@ -87,6 +92,12 @@ pub mod conditions {
     /// had a failed copy (False), or no run has finished yet (Unknown). Not a kstatus condition:
     /// a failed run does not make the schedule unhealthy to Helm or GitOps tools.
     pub const LAST_RUN_SUCCEEDED: &str = "LastRunSucceeded";
+    /// Condition type on schedules: whether the backups can be relied on. False when a
+    /// storage's newest stored copy (local per node, S3) is older than two schedule periods,
+    /// when the newest finished run failed, or when retention could not delete a copy it
+    /// pruned; Unknown before the first backup; True otherwise. Not a kstatus condition (like
+    /// `LastRunSucceeded`): alert on it, it does not make Helm or GitOps tools fail the release.
+    pub const BACKUPS_HEALTHY: &str = "BackupsHealthy";
     /// Condition type on snapshot files: the verification result.
     pub const VERIFIED: &str = "Verified";
     /// Condition type earlier versions wrote on schedules (replaced by [`STALLED`]); removed at
@@ -109,6 +120,16 @@ pub mod conditions {
     pub const REASON_RUN_FAILED: &str = "Failed";
     /// `LastRunSucceeded` reason: no run of the schedule has finished yet.
     pub const REASON_NO_RUN_YET: &str = "NoRunYet";
+    /// `BackupsHealthy` reason: every storage has a fresh copy and nothing failed.
+    pub const REASON_HEALTHY: &str = "Healthy";
+    /// `BackupsHealthy` reason: no copy stored yet, and the schedule is younger than two periods.
+    pub const REASON_NO_BACKUP_YET: &str = "NoBackupYet";
+    /// `BackupsHealthy` reason: a storage has no copy newer than two schedule periods.
+    pub const REASON_STALE: &str = "BackupTooOld";
+    /// `BackupsHealthy` reason: the newest finished run has a failed copy.
+    pub const REASON_LAST_RUN_FAILED: &str = "LastRunFailed";
+    /// `BackupsHealthy` reason: retention could not delete a copy it pruned.
+    pub const REASON_PRUNE_FAILED: &str = "PruneFailed";
     /// `Ready` reason of a stored snapshot file.
     pub const REASON_SAVED: &str = "Saved";
     /// `Verified` reason: downloaded, checked and test-restored.

@@ -3,6 +3,7 @@
 //! S3 copies on ESF deletion, releases local copies of vanished nodes, and garbage-collects
 //! failed records. It never talks to etcd.
 
+pub mod backups;
 mod files;
 pub mod health;
 mod schedule;

@@ -1,10 +1,11 @@
 //! Reconcile of an ETCDSnapshotSchedule: validate -> dereference S3 -> decide what is due ->
 //! create the tick's Pending ETCDSnapshotFiles (idempotently) -> retention -> status.
 
+use super::backups;
 use super::health::{
     RunCopy, Verdict, apply_last_run, apply_verdict, failure_message, last_finished_run,
 };
-use super::util::{as_copy, from_time, phase, storage, to_time};
+use super::util::{as_copy, from_time, phase, set_condition_status, storage, to_time};
 use super::validate::{S3Source, ValidSchedule, validate};
 use super::{Context, ControllerError};
 use crate::api::{
@@ -183,7 +184,7 @@ async fn reconcile_schedule(
         prune(&s, &ctx, &valid, &files, now).await?;
     }
 
-    update_status(&s, &ctx, &mut status, &files, next, now).await?;
+    update_status(&s, &ctx, &valid, &mut status, &files, next, now).await?;
     let wait = next
         .map(|n| (n - now).to_std().unwrap_or_default() + Duration::from_secs(1))
         .unwrap_or(Duration::from_secs(3600))
@@ -532,6 +533,7 @@ async fn prune(
 async fn update_status(
     s: &ETCDSnapshotSchedule,
     ctx: &Context,
+    valid: &ValidSchedule,
     status: &mut ETCDSnapshotScheduleStatus,
     files: &[ETCDSnapshotFile],
     next: Option<DateTime<Utc>>,
@@ -585,6 +587,16 @@ async fn update_status(
     };
     let already = s.status.as_ref().and_then(|st| reported(&st.conditions));
     apply_last_run(&mut status.conditions, outcome.as_ref(), generation, now);
+    let health = backup_health(s, ctx, valid, status, files, failure.as_deref(), now);
+    set_condition_status(
+        &mut status.conditions,
+        conditions::BACKUPS_HEALTHY,
+        health.status,
+        health.reason,
+        &health.message,
+        generation,
+        now,
+    );
     write_status(s, ctx, status).await?;
     if let Some(message) = failure.filter(|m| already.as_ref() != Some(m)) {
         ctx.events
@@ -592,6 +604,66 @@ async fn update_status(
             .await;
     }
     Ok(())
+}
+
+/// Advance `status.storages` and `status.newestBackupTime` from the records, and decide
+/// `BackupsHealthy`.
+fn backup_health(
+    s: &ETCDSnapshotSchedule,
+    ctx: &Context,
+    valid: &ValidSchedule,
+    status: &mut ETCDSnapshotScheduleStatus,
+    files: &[ETCDSnapshotFile],
+    last_run_failure: Option<&str>,
+    now: DateTime<Utc>,
+) -> backups::Health {
+    let facts: Vec<backups::CopyFact> = files.iter().filter_map(copy_fact).collect();
+    let mut nodes: Vec<String> = super::live_agents(ctx)
+        .into_iter()
+        .map(|a| a.node)
+        .collect();
+    nodes.sort();
+    let (local, s3) = (valid.local.is_some(), valid.s3.is_some());
+    status.storages = backups::merge_storages(&status.storages, &facts, local, s3, &nodes);
+    status.newest_backup_time = backups::newest_backup(&status.storages).map(to_time);
+    let created = s
+        .meta()
+        .creation_timestamp
+        .as_ref()
+        .map(from_time)
+        .unwrap_or(now);
+    backups::decide(&backups::HealthInput {
+        copies: &facts,
+        storages: &status.storages,
+        period: valid.schedule.period_estimate(now),
+        created,
+        now,
+        suspended: s.spec.suspend,
+        local,
+        s3,
+        per_node: valid.members == Members::All,
+        nodes: &nodes,
+        last_run_failure,
+    })
+}
+
+/// A record as health sees it. A record being deleted whose `status.error` is newer than its
+/// deletion is a copy whose deletion failed (the controller or agent wrote why).
+fn copy_fact(f: &ETCDSnapshotFile) -> Option<backups::CopyFact> {
+    let error = f.status.as_ref().and_then(|st| st.error.as_ref());
+    let delete_failed = match (&f.meta().deletion_timestamp, error) {
+        (Some(deleting), Some(e)) if e.time.as_ref().is_some_and(|t| t.0 >= deleting.0) => {
+            Some(e.message.clone().unwrap_or_default())
+        }
+        _ => None,
+    };
+    Some(backups::CopyFact {
+        storage: storage(f),
+        node: f.spec.node_name.clone(),
+        at: DateTime::from_timestamp(run_time(f)?, 0)?,
+        phase: phase(f),
+        delete_failed,
+    })
 }
 
 /// A record as a copy of its run (records whose name carries no run time are not run copies).
