@@ -82,6 +82,7 @@ struct Inner {
     last_success: Family<ScheduleNodeStorage, Gauge>,
     failures: Family<StorageReason, Counter>,
     pruned: Family<StorageSchedule, Counter>,
+    prune_failures: Family<StorageSchedule, Counter>,
     verify_failures: Counter,
     verified: Counter,
     last_verified: Gauge,
@@ -154,6 +155,12 @@ impl Metrics {
             "Snapshot copies deleted by retention",
             pruned.clone(),
         );
+        let prune_failures = Family::default();
+        registry.register(
+            "etcd_snapshot_prune_failures",
+            "Attempts to delete a stored copy that retention (or a user) deleted the record of, and that failed",
+            prune_failures.clone(),
+        );
         let verify_failures = Counter::default();
         registry.register(
             "etcd_snapshot_verify_failures",
@@ -208,6 +215,7 @@ impl Metrics {
                 last_success,
                 failures,
                 pruned,
+                prune_failures,
                 verify_failures,
                 verified,
                 last_verified,
@@ -274,6 +282,18 @@ impl Metrics {
                 schedule: schedule.to_owned(),
             })
             .inc_by(n);
+    }
+
+    /// Record one failed attempt to delete a stored copy of `schedule` (`""` for copies of no
+    /// schedule) whose record was deleted.
+    pub fn record_prune_failure(&self, storage: Storage, schedule: &str) {
+        self.inner
+            .prune_failures
+            .get_or_create(&StorageSchedule {
+                storage: storage.as_str(),
+                schedule: schedule.to_owned(),
+            })
+            .inc();
     }
 
     /// Record one snapshot that passed verification, at `unix` seconds.
@@ -357,6 +377,7 @@ mod tests {
         );
         m.record_failure(Storage::Local, "HashMismatch");
         m.record_prune(Storage::Local, "daily", 2);
+        m.record_prune_failure(Storage::S3, "daily");
         drop(m.reconcile_started("schedule"));
         m.record_reconcile_error("schedule", "InvalidSchedule");
         m.set_leader(true);
@@ -369,6 +390,7 @@ mod tests {
             "etcd_snapshot_last_success_timestamp_seconds",
             "etcd_snapshot_failures",
             "etcd_snapshot_pruned",
+            "etcd_snapshot_prune_failures",
             "etcd_snapshot_verify_failures",
             "etcd_snapshot_reconcile",
             "etcd_snapshot_reconcile_errors",
@@ -387,6 +409,9 @@ mod tests {
             )
         );
         assert!(text.contains(r#"etcd_snapshot_pruned_total{storage="local",schedule="daily"} 2"#));
+        assert!(
+            text.contains(r#"etcd_snapshot_prune_failures_total{storage="s3",schedule="daily"} 1"#)
+        );
         assert!(
             text.contains(
                 r#"etcd_snapshot_duration_seconds_bucket{le="60.0",storage="s3",node="n1"} 1"#

@@ -79,6 +79,8 @@ pub struct Agent {
     cancel: CancellationToken,
     /// Snapshot tasks, awaited on shutdown.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Consecutive failures per record, for jittered backoff and bounded logging.
+    failures: crate::backoff::Failures,
 }
 
 /// Why an agent operation failed.
@@ -218,7 +220,23 @@ impl Agent {
 }
 
 /// Reconcile one of this node's records.
+/// Key of a record's reconciles in [`Agent::failures`].
+fn reconcile_key(esf: &ETCDSnapshotFile) -> String {
+    format!("reconcile/{}", esf.name_any())
+}
+
 async fn reconcile(esf: Arc<ETCDSnapshotFile>, agent: Arc<Agent>) -> Result<Action, AgentError> {
+    let result = reconcile_file(esf.clone(), agent.clone()).await;
+    if result.is_ok() {
+        agent.failures.succeeded(&reconcile_key(&esf));
+    }
+    result
+}
+
+async fn reconcile_file(
+    esf: Arc<ETCDSnapshotFile>,
+    agent: Arc<Agent>,
+) -> Result<Action, AgentError> {
     let _timer = agent.metrics.reconcile_started("agent");
     if agent.stopping.is_cancelled() {
         // Stopping: what is left is the next agent's (a Pending record waits for it).
@@ -232,7 +250,7 @@ async fn reconcile(esf: Arc<ETCDSnapshotFile>, agent: Arc<Agent>) -> Result<Acti
         if storage(&esf) == Storage::Local
             && esf.finalizers().iter().any(|f| f == consts::FINALIZER)
         {
-            delete_local(&esf, &agent).await?;
+            return delete_local(&esf, &agent).await;
         }
         return Ok(Action::await_change());
     }
@@ -307,9 +325,9 @@ fn pending_copies(agent: &Agent, name: &str) -> Vec<ETCDSnapshotFile> {
 /// Delete the local file of a deleted record, then release its finalizer. A record whose
 /// location is not in this agent's snapshot directory (made by hand) is released without
 /// touching any file.
-async fn delete_local(esf: &ETCDSnapshotFile, agent: &Agent) -> Result<(), AgentError> {
+async fn delete_local(esf: &ETCDSnapshotFile, agent: &Agent) -> Result<Action, AgentError> {
     if !agent.owns(esf) {
-        return Ok(());
+        return Ok(Action::await_change());
     }
     let name = &esf.spec.snapshot_name;
     let inside = agent.config.dir.path_of(name).is_ok()
@@ -322,7 +340,12 @@ async fn delete_local(esf: &ETCDSnapshotFile, agent: &Agent) -> Result<(), Agent
             "checking that the finalizer can be released (nothing was deleted)",
         ))?;
     let note = if inside {
-        if agent.config.dir.delete(name)? {
+        let deleted = match agent.config.dir.delete(name) {
+            Ok(deleted) => deleted,
+            Err(e) => return delete_failed(esf, agent, &e.to_string()).await,
+        };
+        agent.failures.succeeded(&esf.name_any());
+        if deleted {
             format!("Snapshot {name} deleted")
         } else {
             format!(
@@ -344,15 +367,61 @@ async fn delete_local(esf: &ETCDSnapshotFile, agent: &Agent) -> Result<(), Agent
         .events
         .publish(esf, !inside, consts::REASON_DELETED, "Delete", note)
         .await;
-    Ok(())
+    Ok(Action::await_change())
 }
 
-fn error_policy(_: Arc<ETCDSnapshotFile>, error: &AgentError, agent: Arc<Agent>) -> Action {
+/// Deleting the local file of a deleted record failed: a `PruneFailed` Warning (one event
+/// series), `etcd_snapshot_prune_failures_total`, the error in `status.error` (the schedule's
+/// `BackupsHealthy` goes False), bounded log lines, and a retry after a jittered backoff. The
+/// record keeps its finalizer: the file is still there.
+async fn delete_failed(
+    esf: &ETCDSnapshotFile,
+    agent: &Agent,
+    error: &str,
+) -> Result<Action, AgentError> {
+    let retry = agent.failures.failed(&esf.name_any());
+    let schedule = esf.spec.schedule_name.clone().unwrap_or_default();
+    agent
+        .metrics
+        .record_prune_failure(Storage::Local, &schedule);
+    if retry.log {
+        tracing::warn!(file = %esf.name_any(), attempt = retry.attempt, retry_in = ?retry.after, error = %error, "could not delete the local file of a deleted record");
+    }
+    let message = format!("could not delete the local file: {error}");
+    if let Err(e) =
+        crate::operator::record_delete_failure(&agent.api(), esf, &message, consts::MANAGER_AGENT)
+            .await
+        && retry.log
+    {
+        tracing::warn!(file = %esf.name_any(), error = %e, "could not record the failed deletion");
+    }
+    agent
+        .events
+        .publish(
+            esf,
+            true,
+            consts::REASON_PRUNE_FAILED,
+            "Delete",
+            format!(
+                "Snapshot {} was NOT deleted from {} ({error}); the record stays until it is, retrying",
+                esf.spec.snapshot_name, agent.config.node
+            ),
+        )
+        .await;
+    Ok(Action::requeue(retry.after))
+}
+
+/// A failed reconcile: retried after a jittered, capped exponential backoff (reset by the next
+/// successful reconcile of the record) and logged at attempts 1, 2, 4, 8, ... only.
+fn error_policy(esf: Arc<ETCDSnapshotFile>, error: &AgentError, agent: Arc<Agent>) -> Action {
     agent
         .metrics
         .record_reconcile_error("agent", error.reason());
-    tracing::warn!(error = %error, "agent reconcile failed");
-    Action::requeue(Duration::from_secs(5))
+    let retry = agent.failures.failed(&reconcile_key(&esf));
+    if retry.log {
+        tracing::warn!(file = %esf.name_any(), attempt = retry.attempt, retry_in = ?retry.after, error = %error, "agent reconcile failed");
+    }
+    Action::requeue(retry.after)
 }
 
 /// Renew the registration Lease, with the etcd member's health.
@@ -596,6 +665,7 @@ pub async fn run(
         stopping: CancellationToken::new(),
         cancel: CancellationToken::new(),
         tasks: Mutex::new(Vec::new()),
+        failures: Default::default(),
     });
     if let Err(e) = fail_interrupted(&agent).await {
         tracing::warn!(error = %e, "cannot check for interrupted snapshots");

@@ -82,6 +82,8 @@ pub struct Context {
     /// The newest run (unix second) this process created per schedule: the cache may not show
     /// a run's records yet when the next reconcile comes, and a run must never reuse a second.
     runs: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    /// Consecutive failures per object, for jittered backoff and bounded logging.
+    pub failures: crate::backoff::Failures,
 }
 
 /// Caches of the watched objects, filled by the controllers' watches. Reading them costs no API
@@ -228,13 +230,34 @@ fn lease_fingerprint(lease: &Lease) -> String {
     )
 }
 
-fn error_policy<K>(_: Arc<K>, error: &ControllerError, ctx: Arc<Context>) -> Action {
+/// Key of an object in [`Context::failures`] for its reconciles.
+pub fn reconcile_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!(
+        "{}/{}",
+        K::kind(&()),
+        obj.meta().name.as_deref().unwrap_or_default()
+    )
+}
+
+/// A failed reconcile: retried after a jittered, capped exponential backoff (reset by the next
+/// successful reconcile), and logged at attempts 1, 2, 4, 8, ... only, so an outage of S3 or the
+/// API server gives a bounded number of log lines. A configuration error waits for a change
+/// (the objects it depends on are watched) or a minute.
+fn error_policy<K: Resource<DynamicType = ()>>(
+    obj: Arc<K>,
+    error: &ControllerError,
+    ctx: Arc<Context>,
+) -> Action {
     ctx.metrics
         .record_reconcile_error("controller", error.reason());
-    tracing::warn!(error = %error, "reconcile failed");
+    let key = reconcile_key(obj.as_ref());
+    let retry = ctx.failures.failed(&key);
+    if retry.log {
+        tracing::warn!(object = %key, attempt = retry.attempt, retry_in = ?retry.after, error = %error, "reconcile failed");
+    }
     match error {
         ControllerError::Operator(e) if e.is_config() => Action::requeue(Duration::from_secs(60)),
-        _ => Action::requeue(Duration::from_secs(5)),
+        _ => Action::requeue(retry.after),
     }
 }
 
@@ -316,6 +339,7 @@ pub async fn run_controllers(parts: ContextParts) {
         },
         ready: vec![files_ready, schedules_ready, agents_ready],
         runs: Default::default(),
+        failures: Default::default(),
     });
 
     let store = schedule_ctl.store();

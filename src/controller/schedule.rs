@@ -46,6 +46,9 @@ pub async fn reconcile(
 ) -> Result<Action, ControllerError> {
     let _timer = ctx.metrics.reconcile_started("schedule");
     let result = reconcile_schedule(s.clone(), ctx.clone()).await;
+    if result.is_ok() {
+        ctx.failures.succeeded(&super::reconcile_key(s.as_ref()));
+    }
     if let Err(e) = &result {
         let observed = s.status.as_ref().and_then(|st| st.observed_generation);
         if observed != s.meta().generation
