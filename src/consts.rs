@@ -74,6 +74,10 @@ pub const REASON_RUN_FAILED: &str = "SnapshotRunFailed";
 /// deletion is retried with backoff; the schedule's `BackupsHealthy` goes False.
 pub const REASON_PRUNE_FAILED: &str = "PruneFailed";
 
+/// Event reason: a schedule's S3 storage preflight failed (Warning, on the schedule; once per
+/// distinct failure, not once per reconcile).
+pub const REASON_STORAGE_CHECK_FAILED: &str = "StoragePreflightFailed";
+
 /// Condition types and reasons. The schedule follows kstatus (the status convention that Helm 4's
 /// `--wait`, Flux and Argo CD health checks read): `Ready` True while the spec is valid,
 /// `Stalled` True (and `Ready` False) while it cannot be acted on, `Reconciling` True while a new
@@ -98,6 +102,11 @@ pub mod conditions {
     /// pruned; Unknown before the first backup; True otherwise. Not a kstatus condition (like
     /// `LastRunSucceeded`): alert on it, it does not make Helm or GitOps tools fail the release.
     pub const BACKUPS_HEALTHY: &str = "BackupsHealthy";
+    /// Condition type on schedules that store to S3: the storage preflight (list the bucket,
+    /// write, read and delete a probe object under the folder) passed (True) or not (False, the
+    /// message names the refused action and what it breaks). Checked when the S3 settings or
+    /// their Secret change, and periodically. Information, not a kstatus condition.
+    pub const STORAGE_READY: &str = "StorageReady";
     /// Condition type on snapshot files: the verification result.
     pub const VERIFIED: &str = "Verified";
     /// Condition type earlier versions wrote on schedules (replaced by [`STALLED`]); removed at
@@ -130,6 +139,12 @@ pub mod conditions {
     pub const REASON_LAST_RUN_FAILED: &str = "LastRunFailed";
     /// `BackupsHealthy` reason: retention could not delete a copy it pruned.
     pub const REASON_PRUNE_FAILED: &str = "PruneFailed";
+    /// `StorageReady` reason: list, write, read and delete all worked.
+    pub const REASON_STORAGE_CHECKED: &str = "Checked";
+    /// `StorageReady` reason: S3 refused an action the operator needs.
+    pub const REASON_PERMISSION_DENIED: &str = "PermissionDenied";
+    /// `StorageReady` reason: a step failed for another reason (unreachable, no bucket, TLS...).
+    pub const REASON_CHECK_FAILED: &str = "CheckFailed";
     /// `Ready` reason of a stored snapshot file.
     pub const REASON_SAVED: &str = "Saved";
     /// `Verified` reason: downloaded, checked and test-restored.

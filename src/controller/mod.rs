@@ -6,6 +6,7 @@
 pub mod backups;
 mod files;
 pub mod health;
+pub mod preflight;
 mod schedule;
 mod sync;
 pub mod util;
@@ -44,6 +45,8 @@ pub struct ControllerConfig {
     /// A deleted S3 record whose S3 settings stay unreadable this long is released without
     /// deleting its object (a Warning event says where the object is).
     pub s3_release_after: Duration,
+    /// How often each schedule's S3 storage is checked again (also at every settings change).
+    pub s3_preflight_interval: Duration,
     /// Leader election timing.
     pub lease: LeaseConfig,
     /// Where events about the (cluster-scoped) schedules and records go.
@@ -57,6 +60,7 @@ impl Default for ControllerConfig {
             failed_ttl: Duration::from_secs(24 * 3600),
             s3_sync_interval: Duration::from_secs(600),
             s3_release_after: Duration::from_secs(3600),
+            s3_preflight_interval: Duration::from_secs(3600),
             lease: LeaseConfig::default(),
             events_namespace: EventsNamespace::Auto,
         }
@@ -84,6 +88,8 @@ pub struct Context {
     runs: std::sync::Mutex<std::collections::HashMap<String, i64>>,
     /// Consecutive failures per object, for jittered backoff and bounded logging.
     pub failures: crate::backoff::Failures,
+    /// The S3 settings each schedule's storage was last checked with, and when.
+    pub preflights: preflight::Checked,
 }
 
 /// Caches of the watched objects, filled by the controllers' watches. Reading them costs no API
@@ -340,6 +346,7 @@ pub async fn run_controllers(parts: ContextParts) {
         ready: vec![files_ready, schedules_ready, agents_ready],
         runs: Default::default(),
         failures: Default::default(),
+        preflights: Default::default(),
     });
 
     let store = schedule_ctl.store();

@@ -5,6 +5,7 @@ use super::backups;
 use super::health::{
     RunCopy, Verdict, apply_last_run, apply_verdict, failure_message, last_finished_run,
 };
+use super::preflight;
 use super::util::{as_copy, from_time, phase, set_condition_status, storage, to_time};
 use super::validate::{S3Source, ValidSchedule, validate};
 use super::{Context, ControllerError};
@@ -187,12 +188,62 @@ async fn reconcile_schedule(
         prune(&s, &ctx, &valid, &files, now).await?;
     }
 
+    let storage_check = storage_preflight(&s, &ctx, s3.as_ref()).await;
     update_status(&s, &ctx, &valid, &mut status, &files, next, now).await?;
-    let wait = next
+    let generation = s.meta().generation;
+    if let Some(message) = preflight::apply(
+        &mut status.conditions,
+        storage_check.as_ref(),
+        generation,
+        now,
+    ) {
+        tracing::warn!(%schedule, %message, "S3 storage preflight failed");
+        ctx.events
+            .publish(
+                s.as_ref(),
+                true,
+                consts::REASON_STORAGE_CHECK_FAILED,
+                "Preflight",
+                message,
+            )
+            .await;
+    }
+    write_status(&s, &ctx, &status).await?;
+    let mut wait = next
         .map(|n| (n - now).to_std().unwrap_or_default() + Duration::from_secs(1))
         .unwrap_or(Duration::from_secs(3600))
         .min(ctx.config.resync);
+    if storage_check.is_some() {
+        wait = wait.min(ctx.config.s3_preflight_interval + Duration::from_secs(1));
+    }
     Ok(Action::requeue(wait))
+}
+
+/// The S3 storage check of the schedule: the remembered outcome while the settings are the same
+/// and the interval has not passed, else a new preflight. `None` without S3 storage.
+async fn storage_preflight(
+    s: &ETCDSnapshotSchedule,
+    ctx: &Context,
+    secret_cfg: Option<&(S3Config, Option<String>)>,
+) -> Option<preflight::Outcome> {
+    let cfg = match secret_cfg {
+        Some((cfg, _)) => cfg.clone(),
+        None => {
+            let inline = s.spec.s3.as_ref().filter(|s3| s3.enabled)?;
+            S3Config::from_schedule_inline(inline).ok()?
+        }
+    };
+    let schedule = s.name_any();
+    if let Some(o) = ctx
+        .preflights
+        .fresh(&schedule, &cfg, ctx.config.s3_preflight_interval)
+    {
+        return Some(o);
+    }
+    let o = preflight::check(&cfg).await;
+    tracing::debug!(%schedule, ok = o.ok, message = %o.message, "S3 storage preflight");
+    ctx.preflights.record(&schedule, &cfg, &o);
+    Some(o)
 }
 
 async fn dereference_s3(
@@ -600,7 +651,6 @@ async fn update_status(
         generation,
         now,
     );
-    write_status(s, ctx, status).await?;
     if let Some(message) = failure.filter(|m| already.as_ref() != Some(m)) {
         ctx.events
             .publish(s, true, consts::REASON_RUN_FAILED, "Schedule", message)
