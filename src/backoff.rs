@@ -14,7 +14,7 @@ use std::time::Duration;
 /// First retry delay.
 pub const BASE: Duration = Duration::from_secs(2);
 /// Longest retry delay.
-pub const CAP: Duration = Duration::from_secs(300);
+pub const CAP: Duration = Duration::from_secs(120);
 /// Keys remembered at most (a forgotten key just starts again from attempt 1).
 const KEPT: usize = 10_000;
 

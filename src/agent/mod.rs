@@ -688,8 +688,18 @@ pub async fn run(
                 match heartbeat(&agent).await {
                     Ok(()) => {
                         let _ = ready_tx.send(true);
+                        let failed = agent.failures.succeeded("heartbeat");
+                        if failed > 0 {
+                            tracing::info!(failed, "heartbeat works again");
+                        }
                     }
-                    Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+                    Err(e) => {
+                        // Bounded: attempts 1, 2, 4, 8, ... of a failure that lasts.
+                        let retry = agent.failures.failed("heartbeat");
+                        if retry.log {
+                            tracing::warn!(error = %e, attempt = retry.attempt, "heartbeat failed");
+                        }
+                    }
                 }
                 tokio::time::sleep(agent.config.heartbeat).await;
             }
@@ -707,8 +717,16 @@ pub async fn run(
                 if files_ready.wait_for(|r| *r).await.is_err() {
                     break;
                 }
-                if let Err(e) = sync::sync_dir(&agent).await {
-                    tracing::warn!(error = %e, "directory sync failed");
+                match sync::sync_dir(&agent).await {
+                    Err(e) => {
+                        let retry = agent.failures.failed("dir-sync");
+                        if retry.log {
+                            tracing::warn!(error = %e, attempt = retry.attempt, "directory sync failed");
+                        }
+                    }
+                    Ok(_) => {
+                        agent.failures.succeeded("dir-sync");
+                    }
                 }
             }
         })

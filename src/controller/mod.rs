@@ -446,9 +446,21 @@ pub async fn run_controllers(parts: ContextParts) {
         .for_each(|_| async {});
     let s3_sync = async {
         loop {
-            if let Err(e) = sync::sync_s3(&ctx).await {
-                ctx.metrics.record_reconcile_error("s3-sync", e.reason());
-                tracing::warn!(error = %e, "S3 sync failed");
+            match sync::sync_s3(&ctx).await {
+                Err(e) => {
+                    ctx.metrics.record_reconcile_error("s3-sync", e.reason());
+                    // Bounded: attempts 1, 2, 4, 8, ... of a failure that lasts.
+                    let retry = ctx.failures.failed("s3-sync");
+                    if retry.log {
+                        tracing::warn!(error = %e, attempt = retry.attempt, "S3 sync failed");
+                    }
+                }
+                Ok(()) => {
+                    let failed = ctx.failures.succeeded("s3-sync");
+                    if failed > 0 {
+                        tracing::info!(failed, "S3 sync works again");
+                    }
+                }
             }
             tokio::time::sleep(ctx.config.s3_sync_interval).await;
         }
