@@ -51,6 +51,12 @@ struct StorageSchedule {
     schedule: String,
 }
 
+/// Labels {schedule}.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScheduleLabel {
+    schedule: String,
+}
+
 /// Labels {controller}.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ControllerLabel {
@@ -83,6 +89,8 @@ struct Inner {
     failures: Family<StorageReason, Counter>,
     pruned: Family<StorageSchedule, Counter>,
     prune_failures: Family<StorageSchedule, Counter>,
+    backups_healthy: Family<ScheduleLabel, Gauge>,
+    schedule_period: Family<ScheduleLabel, Gauge>,
     verify_failures: Counter,
     verified: Counter,
     last_verified: Gauge,
@@ -161,6 +169,19 @@ impl Metrics {
             "Attempts to delete a stored copy that retention (or a user) deleted the record of, and that failed",
             prune_failures.clone(),
         );
+        let backups_healthy = Family::default();
+        registry.register(
+            "etcd_snapshot_schedule_backups_healthy",
+            "1 while a schedule's BackupsHealthy condition is True, 0 while it is False (no sample while Unknown); controller",
+            backups_healthy.clone(),
+        );
+        let schedule_period = Family::default();
+        registry.register_with_unit(
+            "etcd_snapshot_schedule_period",
+            "Time between two ticks of a schedule (freshness alerts compare against twice this); controller",
+            Unit::Seconds,
+            schedule_period.clone(),
+        );
         let verify_failures = Counter::default();
         registry.register(
             "etcd_snapshot_verify_failures",
@@ -216,6 +237,8 @@ impl Metrics {
                 failures,
                 pruned,
                 prune_failures,
+                backups_healthy,
+                schedule_period,
                 verify_failures,
                 verified,
                 last_verified,
@@ -294,6 +317,28 @@ impl Metrics {
                 schedule: schedule.to_owned(),
             })
             .inc();
+    }
+
+    /// Set a schedule's health (`None`: Unknown, no sample) and period.
+    pub fn set_schedule_health(&self, schedule: &str, healthy: Option<bool>, period_seconds: i64) {
+        let labels = ScheduleLabel {
+            schedule: schedule.to_owned(),
+        };
+        match healthy {
+            Some(h) => {
+                self.inner
+                    .backups_healthy
+                    .get_or_create(&labels)
+                    .set(i64::from(h));
+            }
+            None => {
+                self.inner.backups_healthy.remove(&labels);
+            }
+        }
+        self.inner
+            .schedule_period
+            .get_or_create(&labels)
+            .set(period_seconds);
     }
 
     /// Record one snapshot that passed verification, at `unix` seconds.

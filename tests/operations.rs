@@ -1,7 +1,8 @@
 //! Operations (issue 15) on the real API server, SeaweedFS and etcd, with the real controller and
 //! agent processes: the S3 storage preflight names a refused permission with exactly one Warning,
 //! and a copy retention cannot delete is loud (`PruneFailed`, metric, `BackupsHealthy` False)
-//! until it can be deleted. One environment for both (the `make test` budget).
+//! until it can be deleted; the chart's PrometheusRule, rendered by real Helm, uses only metrics
+//! the running controller and agent export. One environment for all (the `make test` budget).
 
 #[path = "support/operator.rs"]
 mod operator_support;
@@ -13,14 +14,16 @@ use etcd_snapshot::consts;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::Api;
 use operator_support::{OperatorEnv, OperatorOptions, SECRET, is_local, local_path};
+use std::collections::BTreeSet;
+use std::process::Command;
 use std::time::Duration;
 
 /// Time for one on-demand run of a small database to finish, or a condition to show.
 const RUN: Duration = Duration::from_secs(30);
 /// A cron that does not fire during the test.
 const NEW_YEAR_ONLY: &str = "0 0 1 1 *";
-/// The limited SeaweedFS identity may read, write and tag, but not list.
-const WITHOUT_LIST: &[&str] = &["Read", "Write", "Tagging"];
+/// The limited SeaweedFS identity may read, list and tag, but not write.
+const WITHOUT_WRITE: &[&str] = &["Read", "List", "Tagging"];
 
 async fn condition(env: &OperatorEnv, schedule: &str, type_: &str) -> Option<Condition> {
     Api::<ETCDSnapshotSchedule>::all(env.admin.clone())
@@ -72,14 +75,14 @@ async fn count_events(env: &OperatorEnv, name: &str, reason: &str) -> usize {
 async fn refused_s3_permissions_and_failed_prunes_are_reported_once_and_recover() {
     let env = OperatorEnv::start(OperatorOptions {
         s3: S3Options {
-            limited_actions: Some(WITHOUT_LIST),
+            limited_actions: Some(WITHOUT_WRITE),
             ..S3Options::default()
         },
         ..OperatorOptions::default()
     })
     .await;
 
-    // 1. Storage preflight: an S3 user without List.
+    // 1. Storage preflight: an S3 user without Write.
     let limited = env.s3.limited_keys.clone().expect("limited identity");
     env.create_s3_secret_with_keys(limited).await;
     env.apply(&format!(
@@ -106,14 +109,15 @@ spec:
     assert!(
         storage
             .message
-            .starts_with("ListObjects refused: S3 sync and S3 retention cannot see"),
+            .starts_with("PutObject refused: snapshots cannot be uploaded"),
         "{}",
         storage.message
     );
     // The schedule stays Ready (kstatus): the preflight is information.
     let ready = condition(&env, "limited", consts::conditions::READY).await;
     assert_eq!(ready.map(|c| c.status).as_deref(), Some("True"));
-    // More reconciles (a run, its records' updates) do not repeat the Warning.
+    // More reconciles (a run, its records' updates) do not repeat the Warning. (The run's S3
+    // copy fails: the user may not write.)
     let run = env.request_run("limited").await;
     env.wait_run_finished(&run, 2, RUN).await;
     let events = count_events(&env, "limited", consts::REASON_STORAGE_CHECK_FAILED).await;
@@ -208,7 +212,140 @@ spec:
         Duration::from_secs(90),
     )
     .await;
+
+    // 3. The chart's alerts use only metrics these processes export (they have now stored,
+    // failed and failed to prune copies, and judged schedules).
+    let metrics = format!(
+        "{}\n{}",
+        env.metrics_text("controller ctl-1").await,
+        env.metrics_text("agent node0").await
+    );
+    let rules = rendered_rules();
+    let alerts: Vec<&str> = rules.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(alerts, ALERTS);
+    for (alert, expr) in &rules {
+        let names = metric_names(expr);
+        assert!(!names.is_empty(), "{alert}: no metric in {expr}");
+        for name in names {
+            assert!(
+                exported(&metrics, &name),
+                "{alert} uses {name}, which the controller and agent do not export:\n{metrics}"
+            );
+        }
+    }
     env.assert_no_forbidden();
+}
+
+/// The alerts the README describes.
+const ALERTS: [&str; 5] = [
+    "EtcdSnapshotStale",
+    "EtcdSnapshotBackupsUnhealthy",
+    "EtcdSnapshotFailing",
+    "EtcdSnapshotPruneFailing",
+    "EtcdSnapshotVerifyFailed",
+];
+
+/// `helm template` of the chart with the PrometheusRule enabled: its (alert, expr) pairs.
+fn rendered_rules() -> Vec<(String, String)> {
+    let helm = eso_testenv::helm().unwrap_or_else(|e| {
+        panic!("real Helm is needed ({e}): run scripts/install-test-deps.sh (make test-deps)")
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(helm)
+        .current_dir(eso_testenv::repo_root())
+        .args([
+            "template",
+            "etcd-snapshot",
+            "charts/etcd-snapshot-operator",
+            "--namespace",
+            "etcd-snapshot",
+            "--set",
+            "prometheusRule.enabled=true",
+        ])
+        .env("HELM_CONFIG_HOME", dir.path().join("config"))
+        .env("HELM_CACHE_HOME", dir.path().join("cache"))
+        .env("HELM_DATA_HOME", dir.path().join("data"))
+        .output()
+        .expect("run helm");
+    assert!(
+        out.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    let mut rules = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let v: serde_yaml::Value = serde::Deserialize::deserialize(doc).expect("YAML document");
+        if v["kind"].as_str() != Some("PrometheusRule") {
+            continue;
+        }
+        for group in v["spec"]["groups"].as_sequence().expect("groups") {
+            for rule in group["rules"].as_sequence().expect("rules") {
+                rules.push((
+                    rule["alert"].as_str().expect("alert name").to_string(),
+                    rule["expr"].as_str().expect("expr").to_string(),
+                ));
+            }
+        }
+    }
+    rules
+}
+
+/// Metric names (`etcd_snapshot_…`) an expression uses.
+fn metric_names(expr: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("etcd_snapshot_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.insert(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// Whether `/metrics` text declares the sample name `name`: a family of that name, or a counter
+/// family it is the `_total` of, or a histogram it is the `_bucket`/`_sum`/`_count` of.
+fn exported(metrics: &str, name: &str) -> bool {
+    let declared = |family: &str, kind: &str| {
+        metrics
+            .lines()
+            .any(|l| l == format!("# TYPE {family} {kind}"))
+    };
+    let any_kind = |family: &str| {
+        metrics
+            .lines()
+            .any(|l| l.starts_with(&format!("# TYPE {family} ")))
+    };
+    if any_kind(name) && !declared(name, "counter") && !declared(name, "histogram") {
+        return true;
+    }
+    if let Some(family) = name.strip_suffix("_total") {
+        return declared(family, "counter");
+    }
+    ["_bucket", "_sum", "_count"].iter().any(|suffix| {
+        name.strip_suffix(suffix)
+            .is_some_and(|family| declared(family, "histogram"))
+    })
+}
+
+#[test]
+fn metric_names_are_found_and_matched_to_their_families() {
+    assert_eq!(
+        metric_names("time() - max(etcd_snapshot_a_seconds{x=\"y\"}) > 2 * etcd_snapshot_b"),
+        BTreeSet::from([
+            "etcd_snapshot_a_seconds".to_string(),
+            "etcd_snapshot_b".to_string()
+        ])
+    );
+    let text = "# TYPE etcd_snapshot_failures counter\n# TYPE etcd_snapshot_leader gauge\n# TYPE etcd_snapshot_duration_seconds histogram\n";
+    assert!(exported(text, "etcd_snapshot_failures_total"));
+    assert!(!exported(text, "etcd_snapshot_failures"));
+    assert!(exported(text, "etcd_snapshot_leader"));
+    assert!(exported(text, "etcd_snapshot_duration_seconds_bucket"));
+    assert!(!exported(text, "etcd_snapshot_missing_total"));
 }
 
 /// The value of the sample starting with `series` in an OpenMetrics text.

@@ -685,10 +685,11 @@ fn backup_health(
         .as_ref()
         .map(from_time)
         .unwrap_or(now);
-    backups::decide(&backups::HealthInput {
+    let period = valid.schedule.period_estimate(now);
+    let health = backups::decide(&backups::HealthInput {
         copies: &facts,
         storages: &status.storages,
-        period: valid.schedule.period_estimate(now),
+        period,
         created,
         now,
         suspended: s.spec.suspend,
@@ -697,7 +698,15 @@ fn backup_health(
         per_node: valid.members == Members::All,
         nodes: &nodes,
         last_run_failure,
-    })
+    });
+    let healthy = match health.status {
+        "True" => Some(true),
+        "False" => Some(false),
+        _ => None,
+    };
+    ctx.metrics
+        .set_schedule_health(&s.name_any(), healthy, period.num_seconds());
+    health
 }
 
 /// A record as health sees it. A record being deleted whose `status.error` is newer than its
