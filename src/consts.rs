@@ -78,6 +78,13 @@ pub const REASON_PRUNE_FAILED: &str = "PruneFailed";
 /// distinct failure, not once per reconcile).
 pub const REASON_STORAGE_CHECK_FAILED: &str = "StoragePreflightFailed";
 
+/// Name of k3s's and rke2's own ETCDSnapshotFile CRD. When it is installed too, `kubectl get
+/// etcdsnapshotfile` is ambiguous; the controller warns once at start.
+pub const K3S_SNAPSHOT_FILE_CRD: &str = "etcdsnapshotfiles.k3s.cattle.io";
+/// Event reason: k3s's ETCDSnapshotFile CRD is installed beside ours (Warning, on that CRD, once
+/// per controller start); the note gives the commands to tell the records apart.
+pub const REASON_K3S_DETECTED: &str = "K3sSnapshotFilesDetected";
+
 /// Condition types and reasons. The schedule follows kstatus (the status convention that Helm 4's
 /// `--wait`, Flux and Argo CD health checks read): `Ready` True while the spec is valid,
 /// `Stalled` True (and `Ready` False) while it cannot be acted on, `Reconciling` True while a new

@@ -2,7 +2,8 @@
 //! agent processes: the S3 storage preflight names a refused permission with exactly one Warning,
 //! and a copy retention cannot delete is loud (`PruneFailed`, metric, `BackupsHealthy` False)
 //! until it can be deleted; the chart's PrometheusRule, rendered by real Helm, uses only metrics
-//! the running controller and agent export. One environment for all (the `make test` budget).
+//! the running controller and agent export; with k3s's own ETCDSnapshotFile CRD installed, a
+//! starting controller warns once. One environment for all (the `make test` budget).
 
 #[path = "support/operator.rs"]
 mod operator_support;
@@ -233,8 +234,66 @@ spec:
             );
         }
     }
+
+    // 4. k3s and rke2: their own ETCDSnapshotFile CRD is installed; a controller starting then
+    // warns once (event on that CRD and a log line) with the commands to tell records apart.
+    env.apply(K3S_CRD);
+    env.terminate("controller ctl-1", Duration::from_secs(20));
+    env.start_controller("ctl-2");
+    env.wait_for_leader("ctl-2", RUN).await;
+    let note = env
+        .wait_until("the k3s coexistence warning", RUN, async || {
+            env.events_about(consts::K3S_SNAPSHOT_FILE_CRD)
+                .await
+                .into_iter()
+                .find(|(reason, _)| reason == consts::REASON_K3S_DETECTED)
+                .map(|(_, note)| note)
+        })
+        .await;
+    for part in [
+        "kubectl get etcdsnapshotfiles.k3s.cattle.io",
+        "kubectl get etcdsnapshotfiles.etcdsnapshot.io",
+        "--etcd-disable-snapshots",
+    ] {
+        assert!(note.contains(part), "{part:?} in {note}");
+    }
+    let warnings = count_events(
+        &env,
+        consts::K3S_SNAPSHOT_FILE_CRD,
+        consts::REASON_K3S_DETECTED,
+    )
+    .await;
+    assert_eq!(warnings, 1);
+    assert_eq!(
+        env.log("controller ctl-2")
+            .matches("k3s snapshot records found")
+            .count(),
+        1
+    );
     env.assert_no_forbidden();
 }
+
+/// k3s's ETCDSnapshotFile CRD, as a k3s server installs it (the schema trimmed).
+const K3S_CRD: &str = "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: etcdsnapshotfiles.k3s.cattle.io
+spec:
+  group: k3s.cattle.io
+  names:
+    kind: ETCDSnapshotFile
+    plural: etcdsnapshotfiles
+    singular: etcdsnapshotfile
+  scope: Cluster
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          x-kubernetes-preserve-unknown-fields: true
+";
 
 /// The alerts the README describes.
 const ALERTS: [&str; 5] = [

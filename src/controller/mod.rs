@@ -6,6 +6,7 @@
 pub mod backups;
 mod files;
 pub mod health;
+pub mod k3s;
 pub mod preflight;
 mod schedule;
 mod sync;
@@ -511,12 +512,14 @@ pub async fn run(
     if became_leader {
         tracing::info!(%identity, "became leader");
         metrics.set_leader(true);
+        let events = Events::new(
+            client.clone(),
+            &identity,
+            resolve_namespace(&client, config.events_namespace).await,
+        );
+        tokio::spawn(k3s::warn_if_present(client.clone(), events.clone()));
         let parts = ContextParts {
-            events: Events::new(
-                client.clone(),
-                &identity,
-                resolve_namespace(&client, config.events_namespace).await,
-            ),
+            events,
             client,
             namespace,
             metrics: metrics.clone(),
