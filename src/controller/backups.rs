@@ -134,6 +134,11 @@ pub fn newest_backup(storages: &[StorageBackupStatus]) -> Option<DateTime<Utc>> 
         .max()
 }
 
+/// A time for people (and stable across reconciles).
+fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 /// A duration for people: `3d4h`, `5h12m`, `7m`, `42s`.
 pub fn human(d: Duration) -> String {
     let s = d.num_seconds().max(0);
@@ -184,7 +189,7 @@ pub fn decide(input: &HealthInput<'_>) -> Health {
             .iter()
             .find(|s| s.storage == Storage::S3.as_str());
         groups.push((
-            "S3".to_string(),
+            "S3 copy".to_string(),
             s3.and_then(|s| s.last_success_time.as_ref().map(from_time)),
         ));
     }
@@ -206,7 +211,7 @@ pub fn decide(input: &HealthInput<'_>) -> Health {
             let newest = local
                 .filter_map(|s| s.last_success_time.as_ref().map(from_time))
                 .max();
-            groups.push(("local".to_string(), newest));
+            groups.push(("local copy".to_string(), newest));
         }
     }
     let any_success = groups.iter().any(|(_, t)| t.is_some());
@@ -217,12 +222,13 @@ pub fn decide(input: &HealthInput<'_>) -> Health {
             if let Some(t) = newest
                 && input.now - *t > threshold
             {
+                // No age in the message: it would change at every reconcile (and every status
+                // write wakes the schedule again).
                 problems.push((
                     c::REASON_STALE,
                     format!(
-                        "the newest {what} copy is {} old (from {}), more than two schedule periods ({})",
-                        human(input.now - *t),
-                        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        "the newest {what} is from {}, more than two schedule periods ({}) ago",
+                        stamp(*t),
                         human(threshold)
                     ),
                 ));
@@ -232,8 +238,9 @@ pub fn decide(input: &HealthInput<'_>) -> Health {
             problems.push((
                 c::REASON_STALE,
                 format!(
-                    "no copy was stored in the {} since the schedule was created (two schedule periods)",
-                    human(input.now - input.created)
+                    "no copy was stored since the schedule was created at {}, more than two schedule periods ({}) ago",
+                    stamp(input.created),
+                    human(threshold)
                 ),
             ));
         }
@@ -262,13 +269,13 @@ pub fn decide(input: &HealthInput<'_>) -> Health {
             reason: c::REASON_HEALTHY,
             message: if input.suspended {
                 format!(
-                    "the schedule is suspended; the newest copy is {} old and nothing failed",
-                    human(input.now - t)
+                    "the schedule is suspended; the newest copy is from {} and nothing failed",
+                    stamp(t)
                 )
             } else {
                 format!(
-                    "the newest copy is {} old; every storage has a copy newer than two schedule periods ({}) and nothing failed",
-                    human(input.now - t),
+                    "the newest copy is from {}; every storage has a copy newer than two schedule periods ({}) and nothing failed",
+                    stamp(t),
                     human(threshold)
                 )
             },
@@ -320,10 +327,9 @@ mod tests {
         assert_eq!((h.status, h.reason), ("Unknown", "NoBackupYet"));
         let h = check(&[], 2 * HOUR + 60, false, None);
         assert_eq!((h.status, h.reason), ("False", "BackupTooOld"));
-        assert!(
-            h.message.starts_with("no copy was stored in the 2h1m"),
-            "{}",
-            h.message
+        assert_eq!(
+            h.message,
+            "no copy was stored since the schedule was created at 2027-01-15T08:00:00Z, more than two schedule periods (2h0m) ago"
         );
     }
 
@@ -335,7 +341,14 @@ mod tests {
         ];
         let h = check(&copies, 2 * HOUR, false, None);
         assert_eq!((h.status, h.reason), ("True", "Healthy"), "{}", h.message);
-        assert!(h.message.starts_with("the newest copy is 1h0m old"));
+        assert!(
+            h.message
+                .starts_with("the newest copy is from 2027-01-15T09:00:00Z;"),
+            "{}",
+            h.message
+        );
+        // The message does not change as time passes (no status write per reconcile).
+        assert_eq!(check(&copies, 2 * HOUR + 60, false, None), h);
     }
 
     #[test]
@@ -348,10 +361,9 @@ mod tests {
         assert_eq!(check(&copies, 3 * HOUR, false, None).status, "True");
         let h = check(&copies, 3 * HOUR + 1, false, None);
         assert_eq!((h.status, h.reason), ("False", "BackupTooOld"));
-        assert!(
-            h.message.starts_with("the newest S3 copy is 2h0m old"),
-            "{}",
-            h.message
+        assert_eq!(
+            h.message,
+            "the newest S3 copy is from 2027-01-15T09:00:00Z, more than two schedule periods (2h0m) ago"
         );
     }
 
@@ -367,7 +379,8 @@ mod tests {
         let h = check(&copies, 10 * HOUR, true, None);
         assert_eq!(h.status, "False");
         assert!(
-            h.message.contains("local copy on n2 copy is 9h0m old"),
+            h.message
+                .contains("the newest local copy on n2 is from 2027-01-15T09:00:00Z"),
             "{}",
             h.message
         );

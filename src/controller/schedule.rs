@@ -1,5 +1,6 @@
 //! Reconcile of an ETCDSnapshotSchedule: validate -> dereference S3 -> decide what is due ->
-//! create the tick's Pending ETCDSnapshotFiles (idempotently) -> retention -> status.
+//! create the tick's Pending ETCDSnapshotFiles (idempotently) -> retention -> storage preflight
+//! -> status (conditions, backup health) -> events.
 
 use super::backups;
 use super::health::{
@@ -189,14 +190,27 @@ async fn reconcile_schedule(
     }
 
     let storage_check = storage_preflight(&s, &ctx, s3.as_ref()).await;
-    update_status(&s, &ctx, &valid, &mut status, &files, next, now).await?;
-    let generation = s.meta().generation;
-    if let Some(message) = preflight::apply(
+    let run_failed = update_status(&s, &ctx, &valid, &mut status, &files, next, now);
+    let storage_failed = preflight::apply(
         &mut status.conditions,
         storage_check.as_ref(),
-        generation,
+        s.meta().generation,
         now,
-    ) {
+    );
+    write_status(&s, &ctx, &status).await?;
+    // Announced once the status says so (a failed write retries the whole reconcile).
+    if let Some(message) = run_failed {
+        ctx.events
+            .publish(
+                s.as_ref(),
+                true,
+                consts::REASON_RUN_FAILED,
+                "Schedule",
+                message,
+            )
+            .await;
+    }
+    if let Some(message) = storage_failed {
         tracing::warn!(%schedule, %message, "S3 storage preflight failed");
         ctx.events
             .publish(
@@ -208,7 +222,6 @@ async fn reconcile_schedule(
             )
             .await;
     }
-    write_status(&s, &ctx, &status).await?;
     let mut wait = next
         .map(|n| (n - now).to_std().unwrap_or_default() + Duration::from_secs(1))
         .unwrap_or(Duration::from_secs(3600))
@@ -584,7 +597,10 @@ async fn prune(
     Ok(())
 }
 
-async fn update_status(
+/// Fill in the status from the records (counts, times, `Ready`, `LastRunSucceeded`,
+/// `BackupsHealthy`). Returns the message of a failed run the status did not show yet (to be
+/// announced once the status is written).
+fn update_status(
     s: &ETCDSnapshotSchedule,
     ctx: &Context,
     valid: &ValidSchedule,
@@ -592,7 +608,7 @@ async fn update_status(
     files: &[ETCDSnapshotFile],
     next: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
-) -> Result<(), ControllerError> {
+) -> Option<String> {
     let live: Vec<&ETCDSnapshotFile> = files
         .iter()
         .filter(|f| f.meta().deletion_timestamp.is_none())
@@ -651,12 +667,7 @@ async fn update_status(
         generation,
         now,
     );
-    if let Some(message) = failure.filter(|m| already.as_ref() != Some(m)) {
-        ctx.events
-            .publish(s, true, consts::REASON_RUN_FAILED, "Schedule", message)
-            .await;
-    }
-    Ok(())
+    failure.filter(|m| already.as_ref() != Some(m))
 }
 
 /// Advance `status.storages` and `status.newestBackupTime` from the records, and decide
