@@ -7,6 +7,7 @@ pub mod api;
 pub mod cli;
 pub mod consts;
 pub mod controller;
+pub mod duration;
 pub mod events;
 pub mod http;
 pub mod leader;

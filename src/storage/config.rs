@@ -350,7 +350,7 @@ impl Raw {
             .timeout
             .as_deref()
             .unwrap_or(consts::DEFAULT_S3_TIMEOUT);
-        let timeout = parse_go_duration(timeout_text)
+        let timeout = crate::duration::parse_go(timeout_text)
             .filter(|d| !d.is_zero())
             .ok_or_else(|| invalid(n.timeout, timeout_text, TIMEOUT_RULES))?;
         let (ak, sk, token) = (&self.access_key, &self.secret_key, &self.session_token);
@@ -808,53 +808,6 @@ fn decode_b64(text: &str) -> Option<Vec<u8>> {
         .filter(|bytes| !bytes.is_empty())
 }
 
-/// A Go `time.Duration` string (`5m`, `90s`, `1m30s`, `1.5h`, `300ms`, `0`); `None` if
-/// malformed, negative or too large.
-pub fn parse_go_duration(s: &str) -> Option<Duration> {
-    let mut rest = s.strip_prefix('+').unwrap_or(s);
-    if rest == "0" {
-        return Some(Duration::ZERO);
-    }
-    if rest.is_empty() {
-        return None;
-    }
-    let mut nanos: u128 = 0;
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(rest.len());
-        let (int, frac) = rest[..n].split_once('.').unwrap_or((&rest[..n], ""));
-        if (int.is_empty() && frac.is_empty()) || frac.contains('.') || int.len() > 20 {
-            return None;
-        }
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit: u128 = match &rest[..u] {
-            "ns" => 1,
-            "us" | "µs" | "μs" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            _ => return None,
-        };
-        rest = &rest[u..];
-        let frac = &frac[..frac.len().min(18)];
-        let int_v: u128 = if int.is_empty() { 0 } else { int.parse().ok()? };
-        let frac_v: u128 = if frac.is_empty() {
-            0
-        } else {
-            frac.parse().ok()?
-        };
-        let part = int_v * unit + frac_v * unit / 10u128.pow(frac.len() as u32);
-        nanos = nanos.checked_add(part)?;
-    }
-    let nanos = u64::try_from(nanos).ok()?;
-    Some(Duration::from_nanos(nanos))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1016,10 +969,6 @@ Af8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIQDmt7pgsm7cP8/kzdSAbHgzi09S
                 "{s}: {m}"
             );
         }
-        assert_eq!(
-            parse_go_duration("1µs2ns"),
-            Some(Duration::from_nanos(1002))
-        );
     }
 
     #[test]
