@@ -9,7 +9,7 @@ use eso_testenv::Cluster;
 use etcd_snapshot::api::{ETCDSnapshotFile, Phase};
 use etcd_snapshot::consts;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::ListParams;
+use kube::api::{ListParams, LogParams};
 use kube::{Api, Client, ResourceExt};
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -101,19 +101,33 @@ pub async fn agent_pod_deleted_during_a_large_snapshot(cluster: &Cluster, client
         &["delete", "pod", "-n", OPERATOR_NS, &old, "--wait=false"],
     );
     assert!(ok, "kubectl delete pod {old}: {out}\n{err}");
+    // When its container exits (the agent's own shutdown; its log up to then), then when
+    // kubelet has finished with the pod and the object is gone.
+    let mut exited: Option<(Duration, String)> = None;
     wait_for(
         "the deleted agent pod gone",
         Duration::from_secs(60),
         async || {
-            pods.get_opt(&old)
-                .await
-                .expect("get pod")
-                .is_none()
-                .then_some(())
+            let Some(pod) = pods.get_opt(&old).await.expect("get pod") else {
+                return Some(());
+            };
+            if exited.is_none() && container_terminated(&pod) {
+                let params = LogParams {
+                    timestamps: true,
+                    ..LogParams::default()
+                };
+                let log = pods.logs(&old, &params).await.unwrap_or_default();
+                exited = Some((deleted.elapsed(), shutdown_lines(&log)));
+            }
+            None
         },
     )
     .await;
     let gone = deleted.elapsed();
+    let (exit, log) = exited.unwrap_or_else(|| (gone, "(not seen)".to_string()));
+    eprintln!(
+        "e2e: the old agent's container exited after {exit:.1?}; its log from SIGTERM:\n{log}"
+    );
     let new = wait_for(
         "the replacement agent pod Running",
         Duration::from_secs(120),
@@ -194,4 +208,24 @@ pub async fn agent_pod_deleted_during_a_large_snapshot(cluster: &Cluster, client
         t.elapsed(),
         node_etcd_db_size(&mut etcd).await >> 20
     );
+}
+
+fn container_terminated(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some()))
+        })
+}
+
+/// The agent's log lines from "agent stopping" on.
+fn shutdown_lines(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    let from = lines
+        .iter()
+        .position(|l| l.contains("stopping"))
+        .unwrap_or(lines.len().saturating_sub(10));
+    lines[from..].join("\n")
 }

@@ -131,9 +131,14 @@ pub async fn helm_uninstall_keeps_every_snapshot_and_reinstall_shows_them(
     let before = snapshot_files(client, "").await;
     let mut names: Vec<String> = before.iter().map(|f| f.name_any()).collect();
     names.sort();
-    let locals: Vec<PathBuf> = before.iter().filter_map(local_path).collect();
+    // The stored copies: those of Ready records (a Failed one never had a file).
+    let ready = |f: &&ETCDSnapshotFile| {
+        f.status.as_ref().and_then(|s| s.phase) == Some(etcd_snapshot::api::Phase::Ready)
+    };
+    let locals: Vec<PathBuf> = before.iter().filter(ready).filter_map(local_path).collect();
     let objects: Vec<(String, String)> = before
         .iter()
+        .filter(ready)
         .filter(|f| f.spec.location.starts_with("s3://"))
         .map(|f| s3_bucket_key(&f.spec.location))
         .collect();
@@ -182,8 +187,9 @@ pub async fn helm_uninstall_keeps_every_snapshot_and_reinstall_shows_them(
 
     let victim = after
         .iter()
+        .filter(ready)
         .find(|f| local_path(f).is_some())
-        .expect("a local record");
+        .expect("a Ready local record");
     let victim_name = victim.name_any();
     let victim_path = local_path(victim).expect("local path");
     let t = Instant::now();
