@@ -84,6 +84,7 @@ async fn scenarios(cluster: &Cluster) {
     storage::verified_inside_the_agent_pod(&client, applied).await;
     storage::one_snapshot_per_minute_and_retention_keeps_its_count(cluster, &client, &s3, applied)
         .await;
+    storage::suspend_gitops_schedule(cluster, &client).await;
 
     let t = Instant::now();
     agent_restart::agent_pod_deleted_during_a_large_snapshot(cluster, &client).await;

@@ -95,38 +95,53 @@ pub async fn agent_pod_deleted_during_a_large_snapshot(cluster: &Cluster, client
         requested.elapsed()
     );
 
+    // The old agent's log, followed to its end: what it did after SIGTERM.
+    let follow = {
+        let (pods, old) = (pods.clone(), old.clone());
+        tokio::spawn(async move {
+            use futures::{AsyncBufReadExt, TryStreamExt};
+            let params = LogParams {
+                follow: true,
+                timestamps: true,
+                ..LogParams::default()
+            };
+            let mut lines = Vec::new();
+            if let Ok(stream) = pods.log_stream(&old, &params).await {
+                let mut stream = stream.lines();
+                while let Ok(Some(line)) = stream.try_next().await {
+                    lines.push(line);
+                }
+            }
+            lines
+        })
+    };
     let deleted = Instant::now();
     let (ok, out, err) = kubectl(
         cluster,
         &["delete", "pod", "-n", OPERATOR_NS, &old, "--wait=false"],
     );
     assert!(ok, "kubectl delete pod {old}: {out}\n{err}");
-    // When its container exits (the agent's own shutdown; its log up to then), then when
-    // kubelet has finished with the pod and the object is gone.
-    let mut exited: Option<(Duration, String)> = None;
     wait_for(
         "the deleted agent pod gone",
         Duration::from_secs(60),
         async || {
-            let Some(pod) = pods.get_opt(&old).await.expect("get pod") else {
-                return Some(());
-            };
-            if exited.is_none() && container_terminated(&pod) {
-                let params = LogParams {
-                    timestamps: true,
-                    ..LogParams::default()
-                };
-                let log = pods.logs(&old, &params).await.unwrap_or_default();
-                exited = Some((deleted.elapsed(), shutdown_lines(&log)));
-            }
-            None
+            pods.get_opt(&old)
+                .await
+                .expect("get pod")
+                .is_none()
+                .then_some(())
         },
     )
     .await;
     let gone = deleted.elapsed();
-    let (exit, log) = exited.unwrap_or_else(|| (gone, "(not seen)".to_string()));
+    let log = tokio::time::timeout(Duration::from_secs(10), follow)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
     eprintln!(
-        "e2e: the old agent's container exited after {exit:.1?}; its log from SIGTERM:\n{log}"
+        "e2e: the old agent's log from SIGTERM on:\n{}",
+        shutdown_lines(&log)
     );
     let new = wait_for(
         "the replacement agent pod Running",
@@ -210,19 +225,8 @@ pub async fn agent_pod_deleted_during_a_large_snapshot(cluster: &Cluster, client
     );
 }
 
-fn container_terminated(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some()))
-        })
-}
-
 /// The agent's log lines from "agent stopping" on.
-fn shutdown_lines(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
+fn shutdown_lines(lines: &[String]) -> String {
     let from = lines
         .iter()
         .position(|l| l.contains("stopping"))

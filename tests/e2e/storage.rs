@@ -223,8 +223,7 @@ struct Tick {
 /// One Ready snapshot (a local and an S3 copy) per minute, one run per tick (no duplicate
 /// across the leader failover that happened meanwhile), and after [`RETENTION`] + 1 ticks
 /// retention keeps exactly [`RETENTION`]: the newest records, their files on the host and
-/// their objects in SeaweedFS, nothing else. Then the schedule is suspended, as a GitOps
-/// change would, so later scenarios are not disturbed.
+/// their objects in SeaweedFS, nothing else.
 pub async fn one_snapshot_per_minute_and_retention_keeps_its_count(
     cluster: &Cluster,
     client: &Client,
@@ -312,7 +311,11 @@ pub async fn one_snapshot_per_minute_and_retention_keeps_its_count(
         applied.elapsed(),
         kept.len()
     );
+}
 
+/// Suspend the GitOps schedule, as a GitOps change would (`suspend: true` applied server-side):
+/// no more ticks disturb the later scenarios; the schedule stays healthy (reason Suspended).
+pub async fn suspend_gitops_schedule(cluster: &Cluster, client: &Client) {
     apply_server_side(cluster, MANAGER, &schedule_yaml(true));
     let schedules: Api<ETCDSnapshotSchedule> = Api::all(client.clone());
     wait_for(
