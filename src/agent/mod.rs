@@ -597,9 +597,11 @@ pub async fn run(
     let syncer = {
         let agent = agent.clone();
         let mut files_ready = files_ready;
+        // The first pass as soon as the cache is loaded, so that snapshots whose records are
+        // gone (a reinstall after `helm uninstall`, files of the CLI or an older install) are
+        // listed again at start and not one sync interval later.
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(agent.config.sync_interval).await;
                 // Never compare the directory with a half-loaded cache: every file would look
                 // unrecorded.
                 if files_ready.wait_for(|r| *r).await.is_err() {
@@ -608,6 +610,7 @@ pub async fn run(
                 if let Err(e) = sync::sync_dir(&agent).await {
                     tracing::warn!(error = %e, "directory sync failed");
                 }
+                tokio::time::sleep(agent.config.sync_interval).await;
             }
         })
     };

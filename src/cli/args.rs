@@ -537,7 +537,8 @@ pub struct AgentArgs {
     /// How often the agent renews its registration and checks its etcd member (e.g. 10s).
     #[arg(long, default_value = "10s")]
     pub heartbeat: String,
-    /// How often the snapshot directory is compared with the ETCDSnapshotFiles (e.g. 10m).
+    /// How often the snapshot directory is compared with the ETCDSnapshotFiles, after a first
+    /// comparison at start (e.g. 10m).
     #[arg(long = "sync-interval", default_value = "10m")]
     pub sync_interval: String,
     /// On SIGTERM, how long a snapshot in progress may take to finish before it is cancelled
