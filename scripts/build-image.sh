@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the operator image without a registry or a container engine: a docker-archive tar
-# (manifest.json, repositories, the config JSON and one layer.tar, named by their sha256), which
+# Builds the operator image without a registry or a container engine: assembles its root file system
+# and packs it with scripts/docker-archive.sh into a docker-archive tar (manifest.json,
+# repositories, the config JSON and one layer.tar, named by their sha256), which
 # `ctr images import`, `docker load` and `podman load` accept.
 #
 # The image's root file system (one layer):
@@ -39,7 +40,6 @@ TAG=
 EPOCH=${SOURCE_DATE_EPOCH:-0}
 # The image config; the Dockerfile's final stage says the same (tests/image.rs checks it).
 IMAGE_USER=65532:65532
-IMAGE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 ENTRYPOINT=/usr/local/bin/etcd-snapshot
 
 log() { echo "build-image: $*" >&2; }
@@ -60,7 +60,7 @@ done
 [ -x "$BIN" ] || die "no etcd-snapshot binary at $BIN (make build, or pass --bin)"
 [ -x "$ETCDUTL" ] || die "no etcdutl at $ETCDUTL (scripts/install-test-deps.sh, or pass --etcdutl)"
 [ -f "$CA_BUNDLE" ] || die "no CA bundle at $CA_BUNDLE (apt-get install ca-certificates)"
-for tool in ldd tar sha256sum; do
+for tool in ldd tar sha256sum; do  # tar, sha256sum: scripts/docker-archive.sh
   command -v "$tool" >/dev/null || die "$tool is missing"
 done
 
@@ -121,44 +121,9 @@ if [ -z "$REPOSITORY" ]; then
   [ -n "$REPOSITORY" ] || die "no image.repository in the chart's values.yaml"
 fi
 TAG=${TAG:-$version}
-case "$(uname -m)" in
-  x86_64) arch=amd64 ;;
-  aarch64) arch=arm64 ;;
-  *) arch=$(uname -m) ;;
-esac
-created=$(date -u -d "@$EPOCH" +%Y-%m-%dT%H:%M:%SZ)
-
-# Reproducible tar: sorted names, fixed mtime, numeric root ownership, no atime/ctime.
-det_tar() {
-  local dir=$1 file=$2
-  shift 2
-  tar --sort=name --mtime="@$EPOCH" --owner=0 --group=0 --numeric-owner --format=posix \
-    --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
-    -C "$dir" -cf "$file" "$@"
-}
-
-archive=$work/archive
-mkdir -p "$archive"
-det_tar "$rootfs" "$work/layer.tar" $(cd "$rootfs" && ls -A | sort)
-layer=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
-mkdir -p "$archive/$layer"
-mv "$work/layer.tar" "$archive/$layer/layer.tar"
-
-printf '{"architecture":"%s","os":"linux","created":"%s","config":{"User":"%s","Env":["PATH=%s"],"Entrypoint":["%s"],"Cmd":["--help"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created":"%s","created_by":"scripts/build-image.sh"}]}' \
-  "$arch" "$created" "$IMAGE_USER" "$IMAGE_PATH" "$ENTRYPOINT" "$layer" "$created" \
-  >"$work/config.json"
-config=$(sha256sum "$work/config.json" | cut -d' ' -f1)
-mv "$work/config.json" "$archive/$config.json"
-
-printf '[{"Config":"%s.json","RepoTags":["%s:%s"],"Layers":["%s/layer.tar"]}]' \
-  "$config" "$REPOSITORY" "$TAG" "$layer" >"$archive/manifest.json"
-printf '{"%s":{"%s":"%s"}}' "$REPOSITORY" "$TAG" "$layer" >"$archive/repositories"
-find "$archive" -type d -exec chmod 0755 {} +
-find "$archive" -type f -exec chmod 0644 {} +
-
 mkdir -p "$OUT"
 out=$OUT/etcd-snapshot-$TAG.tar
-det_tar "$archive" "$out.tmp.$$" manifest.json repositories "$config.json" "$layer"
-mv -f "$out.tmp.$$" "$out"
-log "$REPOSITORY:$TAG ($(du -h "$out" | cut -f1), config sha256:$config) in $out"
+"$here/scripts/docker-archive.sh" --user "$IMAGE_USER" --cmd --help --epoch "$EPOCH" \
+  --created-by scripts/build-image.sh "$rootfs" "$REPOSITORY:$TAG" "$out" "$ENTRYPOINT" >/dev/null
+log "$REPOSITORY:$TAG ($(du -h "$out" | cut -f1)) in $out"
 echo "$out"

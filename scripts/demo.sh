@@ -249,24 +249,25 @@ printf '%s\n' "$secret_yaml" | kubectl apply -f - | sed 's/^/    /'
 unset secret_yaml
 kubectl apply -f examples/schedule.yaml | sed 's/^/    /'
 
-invalid_status() {
+condition() { # condition TYPE FIELD
   kubectl get etcdsnapshotschedule "$schedule" \
-    -o jsonpath='{.status.conditions[?(@.type=="Invalid")].status}' 2>/dev/null
+    -o jsonpath="{.status.conditions[?(@.type==\"$1\")].$2}" 2>/dev/null
 }
-valid() { alive && [ "$(invalid_status)" = False ]; }
+# kstatus: a valid schedule is Ready=True at once (before its first run); an invalid one is
+# Stalled=True with the reason in its message.
+valid() { alive && [ "$(condition Ready status)" = True ]; }
 deadline=$(($(date +%s) + 60))
 until valid; do
   alive || die "the controller or the agent exited"
-  if [ "$(invalid_status)" = True ]; then
-    kubectl get etcdsnapshotschedule "$schedule" \
-      -o jsonpath='{.status.conditions[?(@.type=="Invalid")].message}' >&2
+  if [ "$(condition Stalled status)" = True ]; then
+    condition Stalled message >&2
     echo >&2
-    die "schedule $schedule is Invalid"
+    die "schedule $schedule is invalid (Stalled=True)"
   fi
-  [ "$(date +%s)" -lt "$deadline" ] || die "schedule $schedule has no Invalid=False condition after 60s"
+  [ "$(date +%s)" -lt "$deadline" ] || die "schedule $schedule is not Ready=True after 60s"
   sleep 0.5
 done
-step "schedule $schedule is valid (condition Invalid=False)"
+step "schedule $schedule is valid (condition Ready=True)"
 
 # ------------------------------------------------------------------------------------------------
 section "7. etcd-snapshot trigger $schedule --wait"

@@ -1,6 +1,6 @@
 //! etcd-snapshot-operator: takes, stores, lists, prunes, verifies and restores etcd snapshots,
 //! as a standalone CLI and as a Kubernetes operator (controller + per-node agents).
-#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod agent;
 pub mod api;
@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod cli;
 pub mod consts;
 pub mod controller;
+pub mod duration;
 pub mod events;
 pub mod http;
 pub mod leader;

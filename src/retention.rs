@@ -73,90 +73,12 @@ impl Policy {
     }
 }
 
-/// Seconds per unit accepted by [`parse_duration`].
-const UNITS: [(&str, i64); 5] = [
-    ("w", 7 * 86_400),
-    ("d", 86_400),
-    ("h", 3_600),
-    ("m", 60),
-    ("s", 1),
-];
-
-/// Parse a duration such as `90s`, `5m`, `36h`, `1h30m`, `7d`, `2w` or `5m0s` (Go's form plus
-/// days and weeks): one or more `<whole number><unit>` parts, units `s m h d w`. Surrounding
-/// whitespace is ignored. Empty, negative, zero, fractional, unit-less and overflowing values
-/// are refused with a message naming the value.
+/// Parse a retention duration (`maxAge`): see [`crate::duration::parse_human`].
 pub fn parse_duration(s: &str) -> Result<Duration, RetentionError> {
-    let bad = |reason: String| RetentionError::InvalidDuration {
-        value: s.to_string(),
-        reason,
-    };
-    let too_large = || bad("it is too large".to_string());
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err(bad("it is empty".to_string()));
-    }
-    if rest.starts_with('-') {
-        return Err(bad("it must not be negative".to_string()));
-    }
-    rest = rest.strip_prefix('+').unwrap_or(rest);
-    let mut total: i64 = 0;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(bad(format!(
-                "expected a number at {rest:?} (e.g. 90s, 1h30m, 7d)"
-            )));
-        }
-        let (number, after) = rest.split_at(digits);
-        let unit_len = after
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(after.len());
-        let (unit, next) = after.split_at(unit_len);
-        let per = match UNITS.iter().find(|(u, _)| *u == unit) {
-            Some((_, per)) => *per,
-            None if unit.is_empty() => {
-                return Err(bad(format!(
-                    "missing unit after {number} (use s, m, h, d or w)"
-                )));
-            }
-            None if unit.starts_with('.') => {
-                return Err(bad(
-                    "fractions are not supported (write 90m, not 1.5h)".to_string()
-                ));
-            }
-            None => return Err(bad(format!("unknown unit {unit:?} (use s, m, h, d or w)"))),
-        };
-        let n: i64 = number.parse().map_err(|_| too_large())?;
-        total = n
-            .checked_mul(per)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(too_large)?;
-        rest = next;
-    }
-    if total == 0 {
-        return Err(bad("it must be greater than zero".to_string()));
-    }
-    Duration::try_seconds(total).ok_or_else(too_large)
-}
-
-/// Format a duration as [`parse_duration`] reads it, in days, hours, minutes and seconds
-/// (`7d`, `1d12h`, `1h30m`); sub-second parts are dropped and anything below a second is `0s`.
-pub fn format_duration(d: Duration) -> String {
-    let mut secs = d.num_seconds();
-    if secs <= 0 {
-        return "0s".to_string();
-    }
-    let mut out = String::new();
-    for (unit, per) in UNITS.iter().skip(1) {
-        if secs >= *per {
-            out.push_str(&format!("{}{unit}", secs / per));
-            secs %= per;
-        }
-    }
-    out
+    crate::duration::parse_human(s).map_err(|e| RetentionError::InvalidDuration {
+        value: e.value,
+        reason: e.reason,
+    })
 }
 
 /// One snapshot retention may decide about.
@@ -260,7 +182,11 @@ impl fmt::Display for Reason {
             Reason::BeyondCount { count } => write!(f, "beyond the newest {count}"),
             Reason::NoRule => f.write_str("kept by no retention rule"),
             Reason::TooOld { max_age } => {
-                write!(f, "older than max age {}", format_duration(*max_age))
+                write!(
+                    f,
+                    "older than max age {}",
+                    crate::duration::format_human(*max_age)
+                )
             }
         }
     }
@@ -437,57 +363,6 @@ mod tests {
             .filter(|d| d.keep)
             .map(|d| d.key.as_str())
             .collect()
-    }
-
-    #[test]
-    fn durations_in_go_and_human_forms_parse() {
-        for (s, secs) in [
-            ("90s", 90),
-            ("5m", 300),
-            ("36h", 36 * 3600),
-            ("1h30m", 5400),
-            ("7d", 7 * 86_400),
-            ("2w", 14 * 86_400),
-            ("5m0s", 300),
-            (" 1d12h ", 36 * 3600),
-            ("+10m", 600),
-        ] {
-            assert_eq!(parse_duration(s), Ok(Duration::seconds(secs)), "{s}");
-        }
-    }
-
-    #[test]
-    fn bad_durations_are_refused_with_the_value_named() {
-        for (s, why) in [
-            ("", "empty"),
-            ("  ", "empty"),
-            ("-5m", "negative"),
-            ("0s", "greater than zero"),
-            ("0h0m", "greater than zero"),
-            ("30", "missing unit"),
-            ("7y", "unknown unit \"y\""),
-            ("5ms", "unknown unit \"ms\""),
-            ("1.5h", "fractions"),
-            ("h", "expected a number"),
-            ("1h 30m", "unknown unit \"h \""),
-            ("99999999999999999999s", "too large"),
-            ("9999999999999999w", "too large"),
-            ("9223372036854776s", "too large"),
-        ] {
-            let msg = parse_duration(s).expect_err(s).to_string();
-            assert!(msg.contains(&format!("{s:?}")), "{msg}");
-            assert!(msg.contains(why), "{s}: {msg}");
-            assert!(!msg.contains('\n'), "{msg}");
-        }
-    }
-
-    #[test]
-    fn durations_format_in_days_hours_minutes_seconds() {
-        assert_eq!(format_duration(Duration::days(7)), "7d");
-        assert_eq!(format_duration(Duration::hours(36)), "1d12h");
-        assert_eq!(format_duration(Duration::seconds(5400)), "1h30m");
-        assert_eq!(format_duration(Duration::seconds(61)), "1m1s");
-        assert_eq!(format_duration(Duration::zero()), "0s");
     }
 
     #[test]
@@ -728,70 +603,63 @@ mod tests {
     }
 
     proptest! {
-        #[test]
-        fn newest_ready_is_never_deleted(cs in arb_candidates(), p in arb_policy()) {
-            let ds = decide(&cs, &p, now());
-            if let Some(first) = ds.iter().find(|d| cs.iter().any(|c| c.key == d.key && c.ready)) {
-                prop_assert!(first.keep, "{:?}", first);
-            }
-        }
-
-        #[test]
-        fn count_alone_keeps_exactly_the_newest_n_ready(cs in arb_candidates(), n in 1u32..10) {
-            let ds = decide(&cs, &Policy::count_only(n), now());
-            let ready = |k: &u32| cs.iter().any(|c| c.key == *k && c.ready);
-            let kept_ready: Vec<u32> = ds.iter().filter(|d| d.keep && ready(&d.key)).map(|d| d.key).collect();
-            let mut newest: Vec<&Candidate<u32>> = cs.iter().filter(|c| c.ready).collect();
-            newest.sort_by(|a, b| b.time.cmp(&a.time).then(a.key.cmp(&b.key)));
-            let expect: Vec<u32> = newest.iter().take(n as usize).map(|c| c.key).collect();
-            prop_assert_eq!(kept_ready, expect);
-        }
-
-        #[test]
-        fn not_ready_is_never_deleted(cs in arb_candidates(), p in arb_policy()) {
-            for d in decide(&cs, &p, now()) {
-                if cs.iter().any(|c| c.key == d.key && !c.ready) {
-                    prop_assert!(d.keep && d.reason == Reason::NotReady);
-                }
-            }
-        }
-
-        #[test]
-        fn decide_ignores_input_order(
-            (cs, shuffled) in arb_candidates().prop_flat_map(|v| (Just(v.clone()), Just(v).prop_shuffle())),
-            p in arb_policy(),
-        ) {
-            prop_assert_eq!(decide(&cs, &p, now()), decide(&shuffled, &p, now()));
-        }
-
-        #[test]
-        fn every_key_appears_once_newest_first(cs in arb_candidates(), p in arb_policy()) {
-            let ds = decide(&cs, &p, now());
-            let mut keys: Vec<u32> = ds.iter().map(|d| d.key).collect();
-            let time = |k: u32| cs.iter().find(|c| c.key == k).map(|c| c.time);
-            prop_assert!(keys.windows(2).all(|w| time(w[0]) >= time(w[1])));
-            keys.sort_unstable();
-            let mut want: Vec<u32> = cs.iter().map(|c| c.key).collect();
-            want.sort_unstable();
-            prop_assert_eq!(keys, want);
-            prop_assert!(ds.iter().all(|d| d.keep == d.reason.keeps()));
-        }
-
-        #[test]
-        fn gfs_rules_never_delete_more_than_count_alone(cs in arb_candidates(), p in arb_policy()) {
-            let base = Policy { keep_hourly: None, keep_daily: None, keep_weekly: None, keep_monthly: None, ..p.clone() };
-            let with = decide(&cs, &p, now());
-            let without = decide(&cs, &base, now());
-            for (a, b) in with.iter().zip(&without) {
-                prop_assert_eq!(a.key, b.key);
-                prop_assert!(a.keep || !b.keep, "{:?} deleted with GFS, kept without: {:?}", a, b);
-            }
-        }
-
-        #[test]
-        fn formatted_durations_parse_back(secs in 1i64..10_000_000_000) {
-            let d = Duration::seconds(secs);
-            prop_assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+    #[test]
+    fn newest_ready_is_never_deleted(cs in arb_candidates(), p in arb_policy()) {
+        let ds = decide(&cs, &p, now());
+        if let Some(first) = ds.iter().find(|d| cs.iter().any(|c| c.key == d.key && c.ready)) {
+            prop_assert!(first.keep, "{:?}", first);
         }
     }
+
+    #[test]
+    fn count_alone_keeps_exactly_the_newest_n_ready(cs in arb_candidates(), n in 1u32..10) {
+        let ds = decide(&cs, &Policy::count_only(n), now());
+        let ready = |k: &u32| cs.iter().any(|c| c.key == *k && c.ready);
+        let kept_ready: Vec<u32> = ds.iter().filter(|d| d.keep && ready(&d.key)).map(|d| d.key).collect();
+        let mut newest: Vec<&Candidate<u32>> = cs.iter().filter(|c| c.ready).collect();
+        newest.sort_by(|a, b| b.time.cmp(&a.time).then(a.key.cmp(&b.key)));
+        let expect: Vec<u32> = newest.iter().take(n as usize).map(|c| c.key).collect();
+        prop_assert_eq!(kept_ready, expect);
+    }
+
+    #[test]
+    fn not_ready_is_never_deleted(cs in arb_candidates(), p in arb_policy()) {
+        for d in decide(&cs, &p, now()) {
+            if cs.iter().any(|c| c.key == d.key && !c.ready) {
+                prop_assert!(d.keep && d.reason == Reason::NotReady);
+            }
+        }
+    }
+
+    #[test]
+    fn decide_ignores_input_order(
+        (cs, shuffled) in arb_candidates().prop_flat_map(|v| (Just(v.clone()), Just(v).prop_shuffle())),
+        p in arb_policy(),
+    ) {
+        prop_assert_eq!(decide(&cs, &p, now()), decide(&shuffled, &p, now()));
+    }
+
+    #[test]
+    fn every_key_appears_once_newest_first(cs in arb_candidates(), p in arb_policy()) {
+        let ds = decide(&cs, &p, now());
+        let mut keys: Vec<u32> = ds.iter().map(|d| d.key).collect();
+        let time = |k: u32| cs.iter().find(|c| c.key == k).map(|c| c.time);
+        prop_assert!(keys.windows(2).all(|w| time(w[0]) >= time(w[1])));
+        keys.sort_unstable();
+        let mut want: Vec<u32> = cs.iter().map(|c| c.key).collect();
+        want.sort_unstable();
+        prop_assert_eq!(keys, want);
+        prop_assert!(ds.iter().all(|d| d.keep == d.reason.keeps()));
+    }
+
+    #[test]
+    fn gfs_rules_never_delete_more_than_count_alone(cs in arb_candidates(), p in arb_policy()) {
+        let base = Policy { keep_hourly: None, keep_daily: None, keep_weekly: None, keep_monthly: None, ..p.clone() };
+        let with = decide(&cs, &p, now());
+        let without = decide(&cs, &base, now());
+        for (a, b) in with.iter().zip(&without) {
+            prop_assert_eq!(a.key, b.key);
+            prop_assert!(a.keep || !b.keep, "{:?} deleted with GFS, kept without: {:?}", a, b);
+        }
+    }    }
 }

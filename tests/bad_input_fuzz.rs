@@ -12,13 +12,14 @@
 use etcd_snapshot::api::{ETCDSnapshotScheduleSpec, S3Storage};
 use etcd_snapshot::consts::secret_keys as k;
 use etcd_snapshot::controller::validate::validate;
+use etcd_snapshot::duration::parse_go;
 use etcd_snapshot::naming::{
     Storage, esf_name, is_dns1123_subdomain, is_label_value, label_value, parse_snapshot_name,
     validate_snapshot_name,
 };
 use etcd_snapshot::restore::Source;
 use etcd_snapshot::schedule::Schedule;
-use etcd_snapshot::storage::config::{S3Config, parse_go_duration};
+use etcd_snapshot::storage::config::S3Config;
 use etcd_snapshot::storage::local::LocalDir;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -185,11 +186,11 @@ proptest! {
     /// Go durations: no panic, and `Ns`/`Nm`/`Nh` mean what they say.
     #[test]
     fn go_durations(s in text(), n in 0u64..1_000_000) {
-        let _ = parse_go_duration(&s);
-        prop_assert_eq!(parse_go_duration(&format!("{n}s")).map(|d| d.as_secs()), Some(n));
-        prop_assert_eq!(parse_go_duration(&format!("{n}m")).map(|d| d.as_secs()), Some(n * 60));
-        prop_assert_eq!(parse_go_duration(&format!("{n}h")).map(|d| d.as_secs()), Some(n * 3600));
-        prop_assert_eq!(parse_go_duration(&format!("-{n}s")), None);
+        let _ = parse_go(&s);
+        prop_assert_eq!(parse_go(&format!("{n}s")).map(|d| d.as_secs()), Some(n));
+        prop_assert_eq!(parse_go(&format!("{n}m")).map(|d| d.as_secs()), Some(n * 60));
+        prop_assert_eq!(parse_go(&format!("{n}h")).map(|d| d.as_secs()), Some(n * 3600));
+        prop_assert_eq!(parse_go(&format!("-{n}s")), None);
     }
 
     /// Retention durations, cron expressions and time zones: no panic.

@@ -8,10 +8,16 @@
 mod e2e_support;
 mod support;
 
+#[path = "e2e/agent_restart.rs"]
+mod agent_restart;
+#[path = "e2e/storage.rs"]
+mod storage;
+#[path = "e2e/upgrade.rs"]
+mod upgrade;
+
 use e2e_support::{
     OPERATOR_NS, OPERATOR_TAG, RELEASE, TOLERATE_MASTER, kubectl, pod_ready, snapshot_dir,
 };
-use eso_testenv::cluster::docker_archive;
 use eso_testenv::{Cluster, HostState};
 use etcd_snapshot::api::{ETCDSnapshotFile, Phase};
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
@@ -22,7 +28,6 @@ use std::time::{Duration, Instant};
 
 const NS: &str = "default";
 const PAUSE_IMAGE: &str = "localhost/eso-e2e/pause:3.4";
-const ETCDCTL_IMAGE: &str = "localhost/eso-e2e/etcdctl:test";
 #[test]
 fn e2e_cluster_runs_pods_reaches_etcd_and_leaves_the_machine_as_it_was() {
     let Some(mut cluster) = Cluster::claim().expect("claim the machine for the e2e cluster") else {
@@ -69,7 +74,30 @@ async fn scenarios(cluster: &Cluster) {
         "e2e: controller metrics through its Service in {:.1?}",
         t.elapsed()
     );
+    // The GitOps schedule ticks once a minute from here on, during the failover too.
+    let s3 = storage::s3_for_the_pods(cluster).await;
+    let applied = storage::apply_gitops_schedule(cluster, &client).await;
     leader_pod_deleted_standby_takes_over(cluster, &client).await;
+    // The upgrade's image while the schedule ticks (host side only).
+    e2e_support::build_and_import_operator_image(cluster, upgrade::UPGRADE_TAG);
+    storage::s3_copy_ready_and_in_seaweedfs(&client, &s3, applied).await;
+    storage::verified_inside_the_agent_pod(&client, applied).await;
+    storage::one_snapshot_per_minute_and_retention_keeps_its_count(cluster, &client, &s3, applied)
+        .await;
+    storage::suspend_gitops_schedule(cluster, &client).await;
+
+    let t = Instant::now();
+    agent_restart::agent_pod_deleted_during_a_large_snapshot(cluster, &client).await;
+    eprintln!("e2e: agent pod deletion scenario in {:.1?}", t.elapsed());
+
+    let work = tempfile::tempdir().expect("temp dir");
+    let values = work.path().join("upgraded-values.yaml");
+    std::fs::write(&values, upgrade::upgraded_values(cluster)).expect("write values");
+    upgrade::helm_upgrade_rolls_out_and_takes_effect(cluster, &client, &values).await;
+    upgrade::helm_uninstall_keeps_every_snapshot_and_reinstall_shows_them(
+        cluster, &client, &s3, &values,
+    )
+    .await;
 }
 
 /// The operator image (built from the binary under test, imported into the node), installed by
@@ -291,13 +319,9 @@ async fn leader_pod_deleted_standby_takes_over(cluster: &Cluster, client: &Clien
         pods.get_opt(&old).await.expect("get pod").is_some(),
         "the Lease holder {old} is not a pod of the release"
     );
-    let files: Api<ETCDSnapshotFile> = Api::all(client.clone());
-    let before = files
-        .list(&Default::default())
-        .await
-        .expect("list ESFs")
-        .items
-        .len();
+    // Only the release schedule's records: another schedule ticks meanwhile.
+    let selector = format!("{}={RELEASE}", etcd_snapshot::consts::LABEL_SCHEDULE);
+    let before = e2e_support::snapshot_files(client, &selector).await.len();
 
     let t = Instant::now();
     let (ok, out, err) = kubectl(
@@ -330,11 +354,7 @@ async fn leader_pod_deleted_standby_takes_over(cluster: &Cluster, client: &Clien
         "e2e: on-demand snapshot after failover in {:.1?}",
         t.elapsed()
     );
-    let after = files
-        .list(&Default::default())
-        .await
-        .expect("list ESFs")
-        .items;
+    let after = e2e_support::snapshot_files(client, &selector).await;
     assert_eq!(
         after.len(),
         before + 1,
@@ -393,20 +413,20 @@ async fn pod_network_pod_runs(client: &Client) {
 /// certificate from the host path, as the operator's agent will; its log is read through
 /// kube-apiserver -> kubelet.
 async fn host_network_pod_reads_etcd_with_kubeadm_client_cert(cluster: &Cluster, client: &Client) {
-    import_etcdctl_image(cluster);
-    let pki = cluster.etcd_pki_dir();
+    e2e_support::import_etcdctl_image(cluster);
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-    let pod = pod_from_json(&format!(
-        r#"{{"metadata":{{"name":"etcdctl-host"}},"spec":{{"hostNetwork":true,"restartPolicy":"Never",
-            "tolerations":{TOLERATE_MASTER},
-            "volumes":[{{"name":"pki","hostPath":{{"path":"{pki}","type":"Directory"}}}}],
-            "containers":[{{"name":"etcdctl","image":"{ETCDCTL_IMAGE}","imagePullPolicy":"Never",
-              "args":["--endpoints=https://127.0.0.1:2379","--cacert=/pki/ca.crt",
-                "--cert=/pki/healthcheck-client.crt","--key=/pki/healthcheck-client.key",
-                "get","--prefix","--keys-only","/registry/namespaces/"],
-              "volumeMounts":[{{"name":"pki","mountPath":"/pki","readOnly":true}}]}}]}}}}"#,
-        pki = pki.display()
-    ));
+    let pod = e2e_support::etcdctl_pod(
+        cluster,
+        "etcdctl-host",
+        true,
+        &[
+            "--endpoints=https://127.0.0.1:2379",
+            "get",
+            "--prefix",
+            "--keys-only",
+            "/registry/namespaces/",
+        ],
+    );
     pods.create(&PostParams::default(), &pod)
         .await
         .expect("create hostNetwork etcdctl pod");
@@ -448,21 +468,22 @@ async fn pod_reaches_a_cluster_ip_through_kube_proxy(cluster: &Cluster, client: 
         .spec
         .and_then(|s| s.cluster_ip)
         .expect("Service has a ClusterIP");
-    let pki = cluster.etcd_pki_dir();
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
     // The server certificate does not name the ClusterIP; the client certificate still has to be
     // accepted, so the request proves the path end to end.
-    let pod = pod_from_json(&format!(
-        r#"{{"metadata":{{"name":"etcdctl-svc"}},"spec":{{"restartPolicy":"Never",
-            "tolerations":{TOLERATE_MASTER},
-            "volumes":[{{"name":"pki","hostPath":{{"path":"{pki}","type":"Directory"}}}}],
-            "containers":[{{"name":"etcdctl","image":"{ETCDCTL_IMAGE}","imagePullPolicy":"Never",
-              "args":["--endpoints=https://{cluster_ip}:2379","--insecure-skip-tls-verify",
-                "--cacert=/pki/ca.crt","--cert=/pki/healthcheck-client.crt",
-                "--key=/pki/healthcheck-client.key","--command-timeout=20s","endpoint","health"],
-              "volumeMounts":[{{"name":"pki","mountPath":"/pki","readOnly":true}}]}}]}}}}"#,
-        pki = pki.display()
-    ));
+    let endpoint = format!("--endpoints=https://{cluster_ip}:2379");
+    let pod = e2e_support::etcdctl_pod(
+        cluster,
+        "etcdctl-svc",
+        false,
+        &[
+            &endpoint,
+            "--insecure-skip-tls-verify",
+            "--command-timeout=20s",
+            "endpoint",
+            "health",
+        ],
+    );
     pods.create(&PostParams::default(), &pod)
         .await
         .expect("create etcdctl Service pod");
@@ -479,20 +500,6 @@ async fn pod_reaches_a_cluster_ip_through_kube_proxy(cluster: &Cluster, client: 
         phase, "Succeeded",
         "etcdctl through {cluster_ip}:2379 failed:\n{log}"
     );
-}
-
-/// An image holding only the static `etcdctl` 3.5 binary (entrypoint), imported into the node.
-fn import_etcdctl_image(cluster: &Cluster) {
-    let etcdctl = eso_testenv::EtcdVersion::V3_5
-        .etcdctl()
-        .expect("etcdctl 3.5 installed");
-    let work = tempfile::tempdir().expect("temp dir");
-    let rootfs = work.path().join("rootfs");
-    std::fs::create_dir_all(&rootfs).expect("rootfs dir");
-    std::fs::copy(&etcdctl, rootfs.join("etcdctl")).expect("copy etcdctl");
-    let tar = work.path().join("etcdctl.tar");
-    docker_archive(&rootfs, ETCDCTL_IMAGE, &tar, &["/etcdctl"]).expect("pack etcdctl image");
-    cluster.import_image(&tar).expect("import etcdctl image");
 }
 
 fn pod_from_json(json: &str) -> Pod {

@@ -381,17 +381,19 @@ async fn requested_at_annotation_runs_the_schedule_once_per_new_value() {
             f.spec.snapshot_name
         );
     }
-    let status = env
-        .wait_until(
-            "status.lastRequestedAt to record the handled value",
-            Duration::from_secs(10),
-            async || {
-                let s = schedule_status(&env, "on-demand").await.status?;
-                (s.last_requested_at.as_deref() == Some(first.as_str())).then_some(s)
-            },
-        )
-        .await;
-    assert!(status.last_successful_time.is_some(), "{status:?}");
+    // The controller records the handled value when it creates the run, and the success once
+    // its watch has seen every copy Ready (which may come a moment after the test saw them).
+    env.wait_until(
+        "status.lastRequestedAt to record the handled value and lastSuccessfulTime the run",
+        Duration::from_secs(30),
+        async || {
+            let s = schedule_status(&env, "on-demand").await.status?;
+            (s.last_requested_at.as_deref() == Some(first.as_str())
+                && s.last_successful_time.is_some())
+            .then_some(s)
+        },
+    )
+    .await;
 
     // A new value is a new run; the handled one is not run again.
     let second = env.request_run("on-demand").await;

@@ -3,6 +3,8 @@
 //! into fresh data dirs and started with a real etcd. No mocks. (The runbook, the revision bump
 //! and the version refusals: `restore_safety.rs`.)
 
+#[path = "support/etcdctl.rs"]
+mod etcdctl;
 mod support;
 
 use eso_testenv::{EtcdCluster, EtcdOptions, EtcdVersion, Proc, S3Options, S3Server, free_port};
@@ -11,6 +13,7 @@ use etcd_snapshot::restore::{
     cluster_reset, restore_into,
 };
 use etcd_snapshot::storage::local::LocalDir;
+use etcdctl::{ctl, get, put_keys, revision};
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -50,48 +53,6 @@ fn toolbox(version: EtcdVersion) -> Toolbox {
 /// The default revision bump when the version's tool can do it (3.5.30), else none.
 fn bump(version: EtcdVersion) -> Option<u64> {
     version.can_bump().then_some(DEFAULT_BUMP_REVISION)
-}
-
-fn ctl(version: EtcdVersion, endpoint: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(version.etcdctl().expect("etcdctl"))
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoint}"))
-        .arg("--command-timeout=5s")
-        .args(args)
-        .output()
-        .expect("run etcdctl");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn put_keys(version: EtcdVersion, endpoint: &str, prefix: &str, n: usize) {
-    for i in 0..n {
-        let (ok, _, err) = ctl(
-            version,
-            endpoint,
-            &["put", &format!("{prefix}{i}"), &format!("v{i}")],
-        );
-        assert!(ok, "etcdctl put: {err}");
-    }
-}
-
-fn get(version: EtcdVersion, endpoint: &str, key: &str) -> Option<String> {
-    let (ok, out, err) = ctl(version, endpoint, &["get", key, "--print-value-only"]);
-    assert!(ok, "etcdctl get: {err}");
-    let v = out.trim();
-    (!v.is_empty()).then(|| v.to_string())
-}
-
-fn revision(version: EtcdVersion, endpoint: &str) -> i64 {
-    let (ok, out, err) = ctl(version, endpoint, &["endpoint", "status", "-w", "json"]);
-    assert!(ok, "etcdctl endpoint status: {err}");
-    let v: serde_json::Value = serde_json::from_str(&out).expect("status JSON");
-    v[0]["Status"]["header"]["revision"]
-        .as_i64()
-        .expect("revision")
 }
 
 /// `etcdctl snapshot save` of member `i`, with the cluster's own etcdctl version.

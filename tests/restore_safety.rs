@@ -4,10 +4,13 @@
 //! refusals that come before anything is touched (a snapshot of a newer etcd than the tool, a
 //! bump the tool cannot do): the data dir stays byte for byte as it was, one error line.
 
+#[path = "support/etcdctl.rs"]
+mod etcdctl;
 mod support;
 
 use eso_testenv::{EtcdCluster, EtcdOptions, EtcdVersion, Proc, free_port};
 use etcd_snapshot::restore::DEFAULT_BUMP_REVISION;
+use etcdctl::{ctl, local_get, put_keys, revision};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -28,53 +31,6 @@ fn start(version: EtcdVersion, members: usize) -> EtcdCluster {
         tls: false,
     })
     .expect("start etcd")
-}
-
-fn ctl(version: EtcdVersion, endpoint: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(version.etcdctl().expect("etcdctl"))
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoint}"))
-        .arg("--command-timeout=10s")
-        .args(args)
-        .output()
-        .expect("run etcdctl");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn put_keys(version: EtcdVersion, endpoint: &str, prefix: &str, n: usize) {
-    for i in 0..n {
-        let (ok, _, err) = ctl(
-            version,
-            endpoint,
-            &["put", &format!("{prefix}{i}"), &format!("v{i}")],
-        );
-        assert!(ok, "etcdctl put: {err}");
-    }
-}
-
-/// A serializable read: what this member itself holds.
-fn local_get(version: EtcdVersion, endpoint: &str, key: &str) -> Option<String> {
-    let (ok, out, err) = ctl(
-        version,
-        endpoint,
-        &["get", key, "--consistency=s", "--print-value-only"],
-    );
-    assert!(ok, "etcdctl get: {err}");
-    let v = out.trim();
-    (!v.is_empty()).then(|| v.to_string())
-}
-
-fn revision(version: EtcdVersion, endpoint: &str) -> i64 {
-    let (ok, out, err) = ctl(version, endpoint, &["endpoint", "status", "-w", "json"]);
-    assert!(ok, "etcdctl endpoint status: {err}");
-    let v: serde_json::Value = serde_json::from_str(&out).expect("status JSON");
-    v[0]["Status"]["header"]["revision"]
-        .as_i64()
-        .expect("revision")
 }
 
 /// Put `a0..a2`, snapshot member 0 into `<scratch>/snap.db`, then put `b0..b2`. Returns the

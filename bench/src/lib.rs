@@ -3,7 +3,6 @@
 //!
 //! The benchmark binaries live in `src/bin/`; each starts its own real servers through
 //! `eso-testenv` and writes its results table to `target/bench/`.
-#![forbid(unsafe_code)]
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

@@ -4,12 +4,13 @@
 //! deleted, and keeps its directory and the records in step. It never decides when.
 
 mod execute;
+pub mod plan;
 mod sync;
 mod verify;
 
-use crate::api::{ETCDSnapshotFile, ETCDSnapshotFileStatus, Phase, SnapshotError};
+use crate::api::{ETCDSnapshotFile, ETCDSnapshotFileStatus, Phase};
 use crate::consts;
-use crate::controller::util::{can_remove_finalizer, phase, remove_finalizer, storage, to_time};
+use crate::controller::util::{can_remove_finalizer, phase, remove_finalizer, storage};
 use crate::events::{EventsNamespace, resolve_namespace};
 use crate::metrics::Metrics;
 use crate::naming::{Storage, label_value};
@@ -27,7 +28,7 @@ use kube::runtime::watcher;
 
 /// Reconciles the agent runs at once (snapshots themselves run in their own tasks).
 const RECONCILE_CONCURRENCY: u16 = 8;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -144,14 +145,10 @@ impl Agent {
             .collect()
     }
 
-    /// Whether `esf` is this agent's to act on: its node label and its `spec.nodeName` both name
-    /// this node. RBAC cannot restrict an agent's writes to its own node's records (rules have no
-    /// label conditions), so this is the one guard every path goes through before running,
-    /// patching or releasing a record: the watch already selects by the label, and a record whose
-    /// label and `spec.nodeName` disagree (made or edited by hand) is never touched.
+    /// Whether `esf` is this agent's to act on ([`plan::owns`]): the one guard every path goes
+    /// through before running, patching or releasing a record.
     pub(crate) fn owns(&self, esf: &ETCDSnapshotFile) -> bool {
-        esf.spec.node_name == self.config.node
-            && esf.labels().get(consts::LABEL_NODE) == Some(&label_value(&self.config.node))
+        plan::owns(esf, &self.config.node)
     }
 
     /// Write the status of record `name`, retrying with backoff for [`STATUS_RETRY_FOR`] while
@@ -191,15 +188,7 @@ impl Agent {
 
     /// Mark `esf` Failed with `message` and publish the Warning event.
     async fn fail(&self, esf: &ETCDSnapshotFile, message: &str, reason: &'static str) {
-        let status = ETCDSnapshotFileStatus {
-            phase: Some(Phase::Failed),
-            ready_to_use: Some(false),
-            error: Some(SnapshotError {
-                time: Some(to_time(chrono::Utc::now())),
-                message: Some(message.to_string()),
-            }),
-            ..esf.status.clone().unwrap_or_default()
-        };
+        let status = plan::failed_status(esf, message, chrono::Utc::now());
         if let Err(e) = self.record_status(&esf.name_any(), &status).await {
             tracing::warn!(file = %esf.name_any(), error = %e, "could not record the failure");
         }
@@ -210,10 +199,7 @@ impl Agent {
                 true,
                 consts::REASON_FAILED,
                 "Save",
-                format!(
-                    "Failed to save snapshot {} on {}: {message}",
-                    esf.spec.snapshot_name, self.config.node
-                ),
+                plan::failed_note(esf, &self.config.node, message),
             )
             .await;
     }
@@ -238,27 +224,19 @@ async fn reconcile_file(
     agent: Arc<Agent>,
 ) -> Result<Action, AgentError> {
     let _timer = agent.metrics.reconcile_started("agent");
-    if agent.stopping.is_cancelled() {
-        // Stopping: what is left is the next agent's (a Pending record waits for it).
-        return Ok(Action::await_change());
+    match plan::next_step(&esf, &agent.config.node, agent.stopping.is_cancelled()) {
+        plan::Next::Wait => {}
+        plan::Next::DeleteLocalFile => return delete_local(&esf, &agent).await,
+        plan::Next::VerifyIfRequested => verify::start_if_requested(&agent, &esf),
+        plan::Next::TakeSnapshot => return Ok(take_soon(&esf, &agent)),
     }
-    if !agent.owns(&esf) {
-        tracing::debug!(file = %esf.name_any(), node = %esf.spec.node_name, "not this node's record; left alone");
-        return Ok(Action::await_change());
-    }
-    if esf.meta().deletion_timestamp.is_some() {
-        if storage(&esf) == Storage::Local
-            && esf.finalizers().iter().any(|f| f == consts::FINALIZER)
-        {
-            return delete_local(&esf, &agent).await;
-        }
-        return Ok(Action::await_change());
-    }
-    if phase(&esf) == Phase::Ready {
-        verify::start_if_requested(&agent, &esf);
-        return Ok(Action::await_change());
-    }
-    if phase(&esf) == Phase::Pending {
+    Ok(Action::await_change())
+}
+
+/// Start taking `esf`'s snapshot in a task of its own, unless a stream for it is running (the
+/// copies still Pending when it ends get a stream of their own).
+fn take_soon(esf: &ETCDSnapshotFile, agent: &Arc<Agent>) -> Action {
+    {
         let name = esf.spec.snapshot_name.clone();
         let fresh = agent
             .running
@@ -267,7 +245,7 @@ async fn reconcile_file(
             .unwrap_or(false);
         if !fresh {
             // A stream for this snapshot is running; look again when it is done.
-            return Ok(Action::requeue(Duration::from_secs(2)));
+            return Action::requeue(Duration::from_secs(2));
         }
         let task = tokio::spawn({
             let agent = agent.clone();
@@ -284,7 +262,7 @@ async fn reconcile_file(
         });
         agent.track(task);
     }
-    Ok(Action::await_change())
+    Action::await_change()
 }
 
 /// Take snapshot `name` for every Pending copy of it, until none is left (or the agent stops:
@@ -308,18 +286,8 @@ async fn take_all(agent: &Agent, name: &str) {
 
 /// Every Pending copy of snapshot `name` on this node, as the watch sees them now.
 fn pending_copies(agent: &Agent, name: &str) -> Vec<ETCDSnapshotFile> {
-    agent
-        .files
-        .state()
-        .iter()
-        .filter(|f| {
-            f.spec.snapshot_name == name
-                && agent.owns(f)
-                && phase(f) == Phase::Pending
-                && f.meta().deletion_timestamp.is_none()
-        })
-        .map(|f| f.as_ref().clone())
-        .collect()
+    let state = agent.files.state();
+    plan::pending_copies(state.iter().map(AsRef::as_ref), &agent.config.node, name)
 }
 
 /// Delete the local file of a deleted record, then release its finalizer. A record whose
@@ -709,9 +677,11 @@ pub async fn run(
     let syncer = {
         let agent = agent.clone();
         let mut files_ready = files_ready;
+        // The first pass as soon as the cache is loaded, so that snapshots whose records are
+        // gone (a reinstall after `helm uninstall`, files of the CLI or an older install) are
+        // listed again at start and not one sync interval later.
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(agent.config.sync_interval).await;
                 // Never compare the directory with a half-loaded cache: every file would look
                 // unrecorded.
                 if files_ready.wait_for(|r| *r).await.is_err() {
@@ -728,6 +698,7 @@ pub async fn run(
                         agent.failures.succeeded("dir-sync");
                     }
                 }
+                tokio::time::sleep(agent.config.sync_interval).await;
             }
         })
     };

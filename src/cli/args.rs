@@ -270,12 +270,16 @@ pub struct SnapshotFlags {
     /// k3s's server token: accepted for compatibility, not used.
     #[arg(long = "etcd-token", short = 't', value_name = "TOKEN")]
     pub etcd_token: Option<String>,
+    /// The local snapshot folder.
     #[command(flatten)]
     pub dir: DirArgs,
+    /// How to reach etcd.
     #[command(flatten)]
     pub etcd: EtcdArgs,
+    /// S3 storage.
     #[command(flatten)]
     pub s3: S3Args,
+    /// Encryption at rest.
     #[command(flatten)]
     pub encryption: EncryptionArgs,
 }
@@ -298,6 +302,7 @@ pub struct SaveArgs {
     /// Store only in S3, no local copy.
     #[arg(long = "s3-only")]
     pub s3_only: bool,
+    /// The flags k3s accepts on every `etcd-snapshot` subcommand.
     #[command(flatten)]
     pub flags: SnapshotFlags,
 }
@@ -324,6 +329,7 @@ pub struct LsArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+    /// The flags k3s accepts on every `etcd-snapshot` subcommand.
     #[command(flatten)]
     pub flags: SnapshotFlags,
 }
@@ -334,6 +340,7 @@ pub struct DeleteArgs {
     /// Snapshot names to delete.
     #[arg(required = true)]
     pub names: Vec<String>,
+    /// The flags k3s accepts on every `etcd-snapshot` subcommand.
     #[command(flatten)]
     pub flags: SnapshotFlags,
 }
@@ -419,10 +426,13 @@ pub struct RestoreArgs {
     /// everything that watches the API server must be restarted by hand.
     #[arg(long = "no-bump-revision", conflicts_with = "bump_revision")]
     pub no_bump_revision: bool,
+    /// Encryption at rest.
     #[command(flatten)]
     pub encryption: EncryptionArgs,
+    /// The local snapshot folder.
     #[command(flatten)]
     pub dir: DirArgs,
+    /// S3 storage.
     #[command(flatten)]
     pub s3: S3Args,
 }
@@ -433,6 +443,7 @@ pub struct VerifyArgs {
     /// Snapshot to verify: a path, a name in `--dir`, or (with `--s3`) an S3 object name.
     #[arg(id = "snapshot", value_name = "SNAPSHOT")]
     pub snapshot: String,
+    /// The flags k3s accepts on every `etcd-snapshot` subcommand.
     #[command(flatten)]
     pub flags: SnapshotFlags,
 }
@@ -530,7 +541,8 @@ pub struct AgentArgs {
     /// How often the agent renews its registration and checks its etcd member (e.g. 10s).
     #[arg(long, default_value = "10s")]
     pub heartbeat: String,
-    /// How often the snapshot directory is compared with the ETCDSnapshotFiles (e.g. 10m).
+    /// How often the snapshot directory is compared with the ETCDSnapshotFiles, after a first
+    /// comparison at start (e.g. 10m).
     #[arg(long = "sync-interval", default_value = "10m")]
     pub sync_interval: String,
     /// On SIGTERM, how long a snapshot in progress may take to finish before it is cancelled
@@ -542,8 +554,10 @@ pub struct AgentArgs {
     /// before Kubernetes 1.22 (the only one it accepts) and default from 1.22 on.
     #[arg(long = "events-namespace", value_enum, default_value_t = EventsNamespace::Auto)]
     pub events_namespace: EventsNamespace,
+    /// The local snapshot folder.
     #[command(flatten)]
     pub dir: DirArgs,
+    /// How to reach etcd.
     #[command(flatten)]
     pub etcd: EtcdArgs,
 }

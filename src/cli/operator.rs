@@ -5,19 +5,17 @@ use super::args::{AgentArgs, ControllerArgs};
 use super::common;
 use crate::agent::AgentConfig;
 use crate::controller::ControllerConfig;
+use crate::duration::parse_go;
 use crate::leader::LeaseConfig;
 use crate::shutdown::Shutdown;
-use crate::storage::config::parse_go_duration;
 use std::time::Duration;
 
 fn duration(flag: &str, value: &str) -> Result<Duration, CliError> {
-    parse_go_duration(value)
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| {
-            CliError::Usage(format!(
-                "--{flag} {value:?} is not a duration like 10s, 5m or 500ms"
-            ))
-        })
+    parse_go(value).filter(|d| !d.is_zero()).ok_or_else(|| {
+        CliError::Usage(format!(
+            "--{flag} {value:?} is not a duration like 10s, 5m or 500ms"
+        ))
+    })
 }
 
 /// SIGTERM and SIGINT handlers, installed before anything else starts.
@@ -91,7 +89,7 @@ pub async fn agent(args: AgentArgs) -> Result<(), CliError> {
         etcd: common::etcd_config(&args.etcd),
         heartbeat: duration("heartbeat", &args.heartbeat)?,
         sync_interval: duration("sync-interval", &args.sync_interval)?,
-        shutdown_grace: parse_go_duration(&args.shutdown_grace).ok_or_else(|| {
+        shutdown_grace: parse_go(&args.shutdown_grace).ok_or_else(|| {
             CliError::Usage(format!(
                 "--shutdown-grace {:?} is not a duration like 0s, 5s or 500ms",
                 args.shutdown_grace

@@ -6,15 +6,15 @@ use super::CliError;
 use super::args::TriggerArgs;
 use crate::api::{ETCDSnapshotFile, ETCDSnapshotSchedule, Phase};
 use crate::consts;
+use crate::duration::parse_go;
 use crate::naming::request_label;
-use crate::storage::config::parse_go_duration;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use std::time::{Duration, Instant};
 
 /// Request the run; with `--wait`, print its records when all are Ready or Failed.
 pub async fn run(args: TriggerArgs) -> Result<(), CliError> {
-    let timeout = parse_go_duration(&args.timeout)
+    let timeout = parse_go(&args.timeout)
         .filter(|d| !d.is_zero())
         .ok_or_else(|| {
             CliError::Usage(format!(

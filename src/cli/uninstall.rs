@@ -19,7 +19,7 @@ use super::args::UninstallArgs;
 use crate::api::ETCDSnapshotFile;
 use crate::consts;
 use crate::controller::util::release_for_uninstall;
-use crate::storage::config::parse_go_duration;
+use crate::duration::parse_go;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -41,7 +41,7 @@ fn api_error(what: String) -> impl FnOnce(kube::Error) -> CliError {
 
 /// Stop the operator, then release every record's finalizer.
 pub async fn run(args: UninstallArgs) -> Result<(), CliError> {
-    let timeout = parse_go_duration(&args.timeout)
+    let timeout = parse_go(&args.timeout)
         .filter(|d| !d.is_zero())
         .ok_or_else(|| {
             CliError::Usage(format!(

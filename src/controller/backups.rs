@@ -12,6 +12,7 @@
 use super::util::{from_time, to_time};
 use crate::api::{Phase, StorageBackupStatus};
 use crate::consts::conditions as c;
+use crate::duration::format_human;
 use crate::naming::Storage;
 use chrono::{DateTime, Duration, Utc};
 
@@ -139,21 +140,6 @@ fn stamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// A duration for people: `3d4h`, `5h12m`, `7m`, `42s`.
-pub fn human(d: Duration) -> String {
-    let s = d.num_seconds().max(0);
-    let (days, hours, mins) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
-    if days > 0 {
-        format!("{days}d{hours}h")
-    } else if hours > 0 {
-        format!("{hours}h{mins}m")
-    } else if mins > 0 {
-        format!("{mins}m")
-    } else {
-        format!("{s}s")
-    }
-}
-
 /// Decide `BackupsHealthy`.
 pub fn decide(input: &HealthInput<'_>) -> Health {
     let threshold = input.period * 2;
@@ -229,7 +215,7 @@ pub fn decide(input: &HealthInput<'_>) -> Health {
                     format!(
                         "the newest {what} is from {}, more than two schedule periods ({}) ago",
                         stamp(*t),
-                        human(threshold)
+                        format_human(threshold)
                     ),
                 ));
             }
@@ -240,7 +226,7 @@ pub fn decide(input: &HealthInput<'_>) -> Health {
                 format!(
                     "no copy was stored since the schedule was created at {}, more than two schedule periods ({}) ago",
                     stamp(input.created),
-                    human(threshold)
+                    format_human(threshold)
                 ),
             ));
         }
@@ -276,7 +262,7 @@ pub fn decide(input: &HealthInput<'_>) -> Health {
                 format!(
                     "the newest copy is from {}; every storage has a copy newer than two schedule periods ({}) and nothing failed",
                     stamp(t),
-                    human(threshold)
+                    format_human(threshold)
                 )
             },
         },
@@ -329,7 +315,7 @@ mod tests {
         assert_eq!((h.status, h.reason), ("False", "BackupTooOld"));
         assert_eq!(
             h.message,
-            "no copy was stored since the schedule was created at 2027-01-15T08:00:00Z, more than two schedule periods (2h0m) ago"
+            "no copy was stored since the schedule was created at 2027-01-15T08:00:00Z, more than two schedule periods (2h) ago"
         );
     }
 
@@ -363,7 +349,7 @@ mod tests {
         assert_eq!((h.status, h.reason), ("False", "BackupTooOld"));
         assert_eq!(
             h.message,
-            "the newest S3 copy is from 2027-01-15T09:00:00Z, more than two schedule periods (2h0m) ago"
+            "the newest S3 copy is from 2027-01-15T09:00:00Z, more than two schedule periods (2h) ago"
         );
     }
 
@@ -478,14 +464,5 @@ mod tests {
         assert_eq!(newest_backup(&again), Some(t(100)));
         // S3 turned off: its entry goes.
         assert!(merge_storages(&first, &[], true, false, &[]).is_empty());
-    }
-
-    #[test]
-    fn durations_read_like_kubectl_ages() {
-        assert_eq!(human(Duration::seconds(42)), "42s");
-        assert_eq!(human(Duration::seconds(420)), "7m");
-        assert_eq!(human(Duration::minutes(312)), "5h12m");
-        assert_eq!(human(Duration::hours(76)), "3d4h");
-        assert_eq!(human(Duration::seconds(-5)), "0s");
     }
 }

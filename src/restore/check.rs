@@ -3,7 +3,7 @@
 //! confirmed from the first (plain) bytes, and etcd's trailing sha256 is checked as the
 //! decompressed bytes go by, on their way to the output file (if one is written).
 
-use super::fetch::{Checks, Decrypt, OwnedTarget, Prepared, Recorded};
+use super::prepared::{Checks, Decrypt, OwnedTarget, Prepared, Recorded};
 use super::{RestoreError, io_err, sibling_name};
 use crate::api::Compression;
 use crate::snapshot::crypt::EncryptionKey;

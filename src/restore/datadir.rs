@@ -2,7 +2,7 @@
 //! aside (never delete it), rename the new one into place; and membership reset of an existing
 //! data dir.
 
-use super::fetch::Prepared;
+use super::prepared::Prepared;
 use super::tools::Tools;
 use super::version::DataVersion;
 use super::{RestoreError, data_version_of, io_err, sibling_name, unix_now};

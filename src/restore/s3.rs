@@ -6,7 +6,7 @@
 //! file.
 
 use super::check::{check_local, check_stream, compare};
-use super::fetch::{Decrypt, OwnedTarget, Prepared, Recorded};
+use super::prepared::{Decrypt, OwnedTarget, Prepared, Recorded};
 use super::version::RecordedRelease;
 use super::{RestoreError, Target, blocking, sibling_name};
 use crate::api::Compression;

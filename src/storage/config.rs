@@ -350,7 +350,7 @@ impl Raw {
             .timeout
             .as_deref()
             .unwrap_or(consts::DEFAULT_S3_TIMEOUT);
-        let timeout = parse_go_duration(timeout_text)
+        let timeout = crate::duration::parse_go(timeout_text)
             .filter(|d| !d.is_zero())
             .ok_or_else(|| invalid(n.timeout, timeout_text, TIMEOUT_RULES))?;
         let (ak, sk, token) = (&self.access_key, &self.secret_key, &self.session_token);
@@ -757,31 +757,27 @@ fn pem_or_base64(text: &str) -> String {
     }
 }
 
-const BEGIN_CERT: &str = "-----BEGIN CERTIFICATE-----";
-const END_CERT: &str = "-----END CERTIFICATE-----";
-
-/// The certificate blocks of a PEM bundle, each checked (markers, base64 DER body), joined.
-/// Other block types are ignored.
+/// The certificate blocks of a PEM bundle (parsed by `rustls-pki-types`, each body checked to be
+/// DER), written out again as PEM and joined. Other block types are ignored.
 fn validate_ca(field: &'static str, text: &str) -> Result<String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::{Error as PemError, PemObject};
     let bad = |reason| S3ConfigError::BadCertificate { field, reason };
     let mut certs = Vec::new();
-    let mut rest = text;
-    while let Some(b) = rest.find(BEGIN_CERT) {
-        let after = &rest[b + BEGIN_CERT.len()..];
-        let e = after
-            .find(END_CERT)
-            .ok_or_else(|| bad("a BEGIN CERTIFICATE line has no END CERTIFICATE line"))?;
-        let body = &after[..e];
-        if body.contains("-----") {
-            return Err(bad(
-                "a certificate block is not closed before the next block",
-            ));
-        }
-        if decode_b64(body).is_none_or(|der| der.first() != Some(&0x30)) {
+    for cert in CertificateDer::pem_slice_iter(text.as_bytes()) {
+        let der = cert.map_err(|e| {
+            bad(match e {
+                PemError::MissingSectionEnd { .. } => "a PEM block has no END line",
+                PemError::IllegalSectionStart { .. } => "a BEGIN line is not a PEM block start",
+                PemError::Base64Decode(_) => "a certificate body is not base64-encoded DER",
+                _ => "the PEM text cannot be read",
+            })
+        })?;
+        // A DER certificate is a SEQUENCE.
+        if der.first() != Some(&0x30) {
             return Err(bad("a certificate body is not base64-encoded DER"));
         }
-        certs.push(format!("{BEGIN_CERT}\n{}\n{END_CERT}\n", body.trim()));
-        rest = &after[e + END_CERT.len()..];
+        certs.push(pem_certificate(&der));
     }
     if certs.is_empty() {
         return Err(S3ConfigError::NoCertificate { field });
@@ -789,83 +785,27 @@ fn validate_ca(field: &'static str, text: &str) -> Result<String> {
     Ok(certs.concat())
 }
 
-/// Standard base64 with padding; whitespace ignored. `None` if malformed or empty.
-fn decode_b64(text: &str) -> Option<Vec<u8>> {
-    let s: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    if s.is_empty() || !s.len().is_multiple_of(4) {
-        return None;
+/// One `CERTIFICATE` PEM block, base64 in lines of 64 characters.
+fn pem_certificate(der: &[u8]) -> String {
+    use base64::Engine;
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in body.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
     }
-    let pad = s.iter().rev().take_while(|&&b| b == b'=').count();
-    if pad > 2 {
-        return None;
-    }
-    let val = |b: u8| match b {
-        b'A'..=b'Z' => Some(b - b'A'),
-        b'a'..=b'z' => Some(b - b'a' + 26),
-        b'0'..=b'9' => Some(b - b'0' + 52),
-        b'+' => Some(62),
-        b'/' => Some(63),
-        _ => None,
-    };
-    let mut out = Vec::with_capacity(s.len() / 4 * 3);
-    let body = &s[..s.len() - pad];
-    for chunk in body.chunks(4) {
-        let mut acc: u32 = 0;
-        for &c in chunk {
-            acc = acc << 6 | u32::from(val(c)?);
-        }
-        acc <<= 6 * (4 - chunk.len() as u32);
-        let bytes = acc.to_be_bytes();
-        out.extend_from_slice(&bytes[1..chunk.len()]);
-    }
-    (!out.is_empty()).then_some(out)
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
 }
 
-/// A Go `time.Duration` string (`5m`, `90s`, `1m30s`, `1.5h`, `300ms`, `0`); `None` if
-/// malformed, negative or too large.
-pub fn parse_go_duration(s: &str) -> Option<Duration> {
-    let mut rest = s.strip_prefix('+').unwrap_or(s);
-    if rest == "0" {
-        return Some(Duration::ZERO);
-    }
-    if rest.is_empty() {
-        return None;
-    }
-    let mut nanos: u128 = 0;
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(rest.len());
-        let (int, frac) = rest[..n].split_once('.').unwrap_or((&rest[..n], ""));
-        if (int.is_empty() && frac.is_empty()) || frac.contains('.') || int.len() > 20 {
-            return None;
-        }
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit: u128 = match &rest[..u] {
-            "ns" => 1,
-            "us" | "µs" | "μs" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            _ => return None,
-        };
-        rest = &rest[u..];
-        let frac = &frac[..frac.len().min(18)];
-        let int_v: u128 = if int.is_empty() { 0 } else { int.parse().ok()? };
-        let frac_v: u128 = if frac.is_empty() {
-            0
-        } else {
-            frac.parse().ok()?
-        };
-        let part = int_v * unit + frac_v * unit / 10u128.pow(frac.len() as u32);
-        nanos = nanos.checked_add(part)?;
-    }
-    let nanos = u64::try_from(nanos).ok()?;
-    Some(Duration::from_nanos(nanos))
+/// Standard base64 with padding; whitespace ignored. `None` if malformed or empty.
+fn decode_b64(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .ok()
+        .filter(|bytes| !bytes.is_empty())
 }
 
 #[cfg(test)]
@@ -1029,10 +969,6 @@ Af8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIQDmt7pgsm7cP8/kzdSAbHgzi09S
                 "{s}: {m}"
             );
         }
-        assert_eq!(
-            parse_go_duration("1µs2ns"),
-            Some(Duration::from_nanos(1002))
-        );
     }
 
     #[test]
@@ -1207,10 +1143,7 @@ Af8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIQDmt7pgsm7cP8/kzdSAbHgzi09S
             "etcd-s3-endpoint-ca does not contain a PEM certificate"
         );
         let broken = [
-            (
-                "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n",
-                "no END CERTIFICATE",
-            ),
+            ("-----BEGIN CERTIFICATE-----\nMAMCAQE=\n", "has no END line"),
             (
                 "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----",
                 "not base64",
@@ -1221,7 +1154,11 @@ Af8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIQDmt7pgsm7cP8/kzdSAbHgzi09S
             ),
             (
                 "-----BEGIN CERTIFICATE-----\nMAMC\n-----BEGIN X-----\n-----END CERTIFICATE-----",
-                "not closed",
+                "has no END line",
+            ),
+            (
+                "-----BEGIN CERTIFICATE\nMAMCAQE=\n-----END CERTIFICATE-----",
+                "not a PEM block start",
             ),
         ];
         for (v, want) in broken {

@@ -8,7 +8,6 @@
 //! Every child process is started under `setpriv --pdeathsig KILL`, so even a test binary that is
 //! killed outright leaves nothing running. Start environments from the test's own thread (not from
 //! a short-lived helper thread): the death signal follows the thread that spawned the child.
-#![forbid(unsafe_code)]
 
 mod apiserver;
 pub mod cluster;

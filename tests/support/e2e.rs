@@ -142,3 +142,249 @@ pub fn pod_ready(pod: &Pod) -> bool {
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
+
+// ---------------------------------------------------------------------------------------------
+// Pods, etcd, S3, GitOps-style apply and polling, for the scenarios after the install.
+
+/// An image holding only the static `etcdctl` 3.5 binary (its entrypoint).
+pub const ETCDCTL_IMAGE: &str = "localhost/eso-e2e/etcdctl:test";
+
+/// Build the [`ETCDCTL_IMAGE`] and import it into the node.
+pub fn import_etcdctl_image(cluster: &Cluster) {
+    let etcdctl = eso_testenv::EtcdVersion::V3_5
+        .etcdctl()
+        .expect("etcdctl 3.5 installed");
+    let work = tempfile::tempdir().expect("temp dir");
+    let rootfs = work.path().join("rootfs");
+    std::fs::create_dir_all(&rootfs).expect("rootfs dir");
+    std::fs::copy(&etcdctl, rootfs.join("etcdctl")).expect("copy etcdctl");
+    let tar = work.path().join("etcdctl.tar");
+    eso_testenv::cluster::docker_archive(&rootfs, ETCDCTL_IMAGE, &tar, &["/etcdctl"])
+        .expect("pack etcdctl image");
+    cluster.import_image(&tar).expect("import etcdctl image");
+}
+
+/// A pod that runs `etcdctl ARGS` once ([`ETCDCTL_IMAGE`]) with kubeadm's healthcheck client
+/// certificate of the node (its pki folder mounted at `/pki`: `--cacert`, `--cert` and `--key`
+/// are added); `host_network` puts it in the node's network namespace, where etcd answers on
+/// 127.0.0.1:2379.
+pub fn etcdctl_pod(cluster: &Cluster, name: &str, host_network: bool, args: &[&str]) -> Pod {
+    let tolerations: serde_json::Value =
+        serde_json::from_str(TOLERATE_MASTER).expect("tolerations JSON");
+    let mut argv = vec![
+        "--cacert=/pki/ca.crt".to_string(),
+        "--cert=/pki/healthcheck-client.crt".to_string(),
+        "--key=/pki/healthcheck-client.key".to_string(),
+    ];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {
+            "hostNetwork": host_network,
+            "restartPolicy": "Never",
+            "tolerations": tolerations,
+            "volumes": [{"name": "pki", "hostPath": {
+                "path": cluster.etcd_pki_dir(), "type": "Directory"}}],
+            "containers": [{
+                "name": "etcdctl",
+                "image": ETCDCTL_IMAGE,
+                "imagePullPolicy": "Never",
+                "args": argv,
+                "volumeMounts": [{"name": "pki", "mountPath": "/pki", "readOnly": true}],
+            }],
+        },
+    }))
+    .expect("etcdctl pod JSON")
+}
+
+/// Poll `check` every half second until it gives a value; panics after `timeout` saying what
+/// was awaited. Timeouts are generous: the machine has 2 busy cores.
+pub async fn wait_for<T>(
+    what: &str,
+    timeout: std::time::Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not after {timeout:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+/// `kubectl apply --server-side --field-manager=MANAGER -f` of `yaml`, as a GitOps tool applies
+/// manifests (Flux and Argo CD use server-side apply); panics with kubectl's output on failure.
+pub fn apply_server_side(cluster: &Cluster, manager: &str, yaml: &str) {
+    let work = tempfile::tempdir().expect("temp dir");
+    let file = work.path().join("manifest.yaml");
+    std::fs::write(&file, yaml).expect("write manifest");
+    let file = file.display().to_string();
+    let (ok, out, err) = kubectl(
+        cluster,
+        &[
+            "apply",
+            "--server-side",
+            &format!("--field-manager={manager}"),
+            "-f",
+            &file,
+        ],
+    );
+    assert!(ok, "kubectl apply --server-side failed:\n{out}\n{err}");
+}
+
+/// The S3 config Secret as the README documents it (`examples/s3-secret.yaml`: k3s's keys, type
+/// `etcdsnapshot.io/s3-config-secret`, in the operator's namespace) for a SeaweedFS reachable
+/// from the pods (plain HTTP, path-style).
+pub fn s3_secret_yaml(
+    name: &str,
+    s3: &eso_testenv::S3Server,
+    bucket: &str,
+    folder: &str,
+) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata:
+  name: {name}
+  namespace: {OPERATOR_NS}
+type: etcdsnapshot.io/s3-config-secret
+stringData:
+  etcd-s3-endpoint: "{endpoint}"
+  etcd-s3-bucket: {bucket}
+  etcd-s3-folder: {folder}
+  etcd-s3-region: {region}
+  etcd-s3-access-key: {access}
+  etcd-s3-secret-key: {secret}
+  etcd-s3-bucket-lookup-type: path
+  etcd-s3-insecure: "true"
+"#,
+        endpoint = s3.host_port(),
+        region = s3.region,
+        access = s3.access_key,
+        secret = s3.secret_key,
+    )
+}
+
+/// Every key in `bucket` under `folder/`, except the `.metadata/` side objects.
+pub async fn s3_keys(s3: &eso_testenv::S3Server, bucket: &str, folder: &str) -> Vec<String> {
+    let listed = support::s3_client(s3)
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(format!("{folder}/"))
+        .send()
+        .await
+        .expect("list S3 objects");
+    let mut keys: Vec<String> = listed
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_string))
+        .filter(|k| !k.contains("/.metadata/"))
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// `(bucket, key)` of an `s3://bucket/key` location.
+pub fn s3_bucket_key(location: &str) -> (String, String) {
+    let rest = location
+        .strip_prefix("s3://")
+        .unwrap_or_else(|| panic!("not an S3 location: {location}"));
+    let (bucket, key) = rest
+        .split_once('/')
+        .unwrap_or_else(|| panic!("no key in {location}"));
+    (bucket.to_string(), key.to_string())
+}
+
+/// The ETCDSnapshotFiles matching a label selector (`""`: all).
+pub async fn snapshot_files(
+    client: &kube::Client,
+    selector: &str,
+) -> Vec<etcd_snapshot::api::ETCDSnapshotFile> {
+    let api: kube::Api<etcd_snapshot::api::ETCDSnapshotFile> = kube::Api::all(client.clone());
+    api.list(&kube::api::ListParams::default().labels(selector))
+        .await
+        .expect("list ETCDSnapshotFiles")
+        .items
+}
+
+/// Entries of the node's snapshot folder (no hidden entries but the temp files, whose names
+/// carry `.partial-`).
+pub fn snapshot_dir_entries(cluster: &Cluster) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(snapshot_dir(cluster))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.') || n.contains(".partial-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// A client of the node's etcd from the host (`https://NODE_IP:2379`, kubeadm's healthcheck
+/// client certificate).
+pub async fn node_etcd(cluster: &Cluster) -> etcd_client::Client {
+    use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
+    let pki = cluster.etcd_pki_dir();
+    let read = |name: &str| std::fs::read(pki.join(name)).expect("read etcd pki file");
+    let tls = TlsOptions::new()
+        .ca_certificate(Certificate::from_pem(read("ca.crt")))
+        .identity(Identity::from_pem(
+            read("healthcheck-client.crt"),
+            read("healthcheck-client.key"),
+        ));
+    etcd_client::Client::connect(
+        [format!("https://{}:2379", cluster.node_ip())],
+        Some(ConnectOptions::new().with_tls(tls)),
+    )
+    .await
+    .expect("connect to the node's etcd")
+}
+
+/// etcd's `dbSize` of the node's member.
+pub async fn node_etcd_db_size(etcd: &mut etcd_client::Client) -> i64 {
+    etcd.status().await.expect("etcd status").db_size()
+}
+
+/// Put `mib` MiB of incompressible values (1 MiB each, keys `PREFIX0000`...) into the node's
+/// etcd, so that a snapshot of it takes a while.
+pub async fn fill_node_etcd(etcd: &mut etcd_client::Client, prefix: &str, mib: usize) {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in 0..mib {
+        let mut value = Vec::with_capacity(1 << 20);
+        while value.len() < (1 << 20) {
+            // xorshift64: cheap bytes that do not compress.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            value.extend_from_slice(&x.to_le_bytes());
+        }
+        etcd.put(format!("{prefix}{i:04}"), value, None)
+            .await
+            .expect("etcd put");
+    }
+}
+
+/// Delete every key under `prefix`, compact the history physically and defragment, so the
+/// node's etcd (and every later snapshot of it) is small again.
+pub async fn drop_node_etcd_prefix(etcd: &mut etcd_client::Client, prefix: &str) {
+    use etcd_client::{CompactionOptions, DeleteOptions};
+    let deleted = etcd
+        .delete(prefix, Some(DeleteOptions::new().with_prefix()))
+        .await
+        .expect("etcd delete prefix");
+    let revision = deleted.header().map_or(0, |h| h.revision());
+    match etcd
+        .compact(revision, Some(CompactionOptions::new().with_physical()))
+        .await
+    {
+        Ok(_) => {}
+        // kube-apiserver compacts too; already compacted is as good.
+        Err(e) if e.to_string().contains("compacted") => {}
+        Err(e) => panic!("etcd compact: {e}"),
+    }
+    etcd.defragment().await.expect("etcd defragment");
+}
