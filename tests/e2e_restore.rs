@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 const NS: &str = "drill";
-const BUCKET: &str = "dr";
+const BUCKET: &str = "restore-drill";
 const FOLDER: &str = "cluster";
 const PAUSE_IMAGE: &str = "localhost/eso-e2e/pause:3.4";
 /// Objects made before the snapshot (restored) and after it (gone after the restore).
@@ -385,8 +385,7 @@ fn etcd_revision(cluster: &Cluster) -> i64 {
         .unwrap_or_else(|| panic!("no revision in {out}"))
 }
 
-/// The ConfigMaps of the drill's namespace as `kubectl get` lists them (kube-root-ca.crt does
-/// not exist in 1.20).
+/// The drill's ConfigMaps as `kubectl get` lists them.
 fn config_map_names(cluster: &Cluster) -> Vec<String> {
     let (ok, out, err) = kubectl(
         cluster,
@@ -405,6 +404,7 @@ fn config_map_names(cluster: &Cluster) -> Vec<String> {
     }
     out.lines()
         .map(|l| l.trim_start_matches("configmap/").to_string())
+        .filter(|n| n != "kube-root-ca.crt") // made in every namespace by kube-controller-manager
         .collect()
 }
 
