@@ -214,6 +214,19 @@ async fn drill(cluster: &Cluster, s3: &S3Server, bump: bool) {
         ok,
         &format!("{:.1?}: {out}{err}", t.elapsed()),
     );
+    // The snapshot's own records were Running when it was taken: the agent settles them by
+    // their stored copies (Ready), so nothing holds the schedule's retention.
+    let files: Api<ETCDSnapshotFile> = Api::all(client.clone());
+    let took = wait_until(RECOVERY, || async {
+        files.list(&Default::default()).await.is_ok_and(|l| {
+            !l.items.is_empty()
+                && l.items
+                    .iter()
+                    .all(|f| f.status.as_ref().and_then(|s| s.phase) == Some(Phase::Ready))
+        })
+    })
+    .await;
+    report.timed("every snapshot record Ready (none left Running)", took);
     let (_, esf, _) = kubectl(cluster, &["get", "esf"]);
     eprintln!("e2e-restore: kubectl get esf after the drill:\n{esf}");
     eprintln!(

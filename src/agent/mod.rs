@@ -4,6 +4,7 @@
 //! deleted, and keeps its directory and the records in step. It never decides when.
 
 mod execute;
+mod settle;
 mod sync;
 mod verify;
 
@@ -98,6 +99,14 @@ pub enum AgentError {
     /// Local storage failed.
     #[error(transparent)]
     Local(#[from] crate::storage::local::LocalError),
+    /// S3 failed.
+    #[error("{op}: {source}")]
+    S3 {
+        /// What was being done.
+        op: &'static str,
+        /// The error.
+        source: crate::storage::s3::S3Error,
+    },
 }
 
 impl AgentError {
@@ -110,6 +119,7 @@ impl AgentError {
             AgentError::Kube { .. } => "KubernetesAPI",
             AgentError::Operator(e) => e.reason(),
             AgentError::Local(_) => "LocalStorage",
+            AgentError::S3 { source, .. } => source.reason(),
         }
     }
 }
@@ -182,6 +192,14 @@ impl Agent {
         }
     }
 
+    /// Whether a stream of this agent is taking (or about to take) snapshot `esf`.
+    fn is_taking(&self, esf: &ETCDSnapshotFile) -> bool {
+        self.running
+            .lock()
+            .map(|r| r.contains(&esf.spec.snapshot_name))
+            .unwrap_or(true)
+    }
+
     /// The label selector of this node's records.
     fn selector(&self) -> String {
         format!("{}={}", consts::LABEL_NODE, label_value(&self.config.node))
@@ -238,6 +256,11 @@ async fn reconcile(esf: Arc<ETCDSnapshotFile>, agent: Arc<Agent>) -> Result<Acti
     }
     if phase(&esf) == Phase::Ready {
         verify::start_if_requested(&agent, &esf);
+        return Ok(Action::await_change());
+    }
+    if phase(&esf) == Phase::Running && !agent.is_taking(&esf) {
+        // E.g. restored from a snapshot taken while it was being saved: see `settle`.
+        settle::settle(&agent, &esf).await?;
         return Ok(Action::await_change());
     }
     if phase(&esf) == Phase::Pending {
