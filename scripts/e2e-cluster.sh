@@ -768,8 +768,10 @@ guard)
   ;;
 exec) exec "${NSENTER[@]}" "$@" ;;
 stop-control-plane)
-  # As kubelet does for a static pod whose manifest is moved away: SIGTERM, a grace period.
-  stop kube-apiserver 30
+  # As kubelet does for a static pod whose manifest is moved away: SIGTERM, a grace period
+  # (kube-apiserver 1.20 stops listening at once but lingers on its open watches: 15 s, not
+  # kubelet's 30, then SIGKILL).
+  stop kube-apiserver 15
   stop etcd 30
   log "kube-apiserver and etcd stopped"
   ;;
