@@ -16,6 +16,9 @@
 #   make fresh-check  `make demo` then `make test` in a clean debootstrapped Debian bookworm root
 #                   (slow: a cold build of everything; before a release and after changing
 #                   dependencies or install scripts). FRESH_FLAGS=--keep keeps the root fs
+#   make outage-drill  a 10-minute S3 outage against the real controller and agent
+#                   (tests/outage.rs with ESO_OUTAGE_SECONDS=600; `make test` runs it for 75 s):
+#                   prints the events and log lines it caused (recorded in RELIABILITY.md)
 #   make bench      every benchmark (results in target/bench/, pasted into BENCHMARKS.md)
 #   make bench-snapshot  the snapshot pipeline against etcdctl and the k3s-style pipeline on a
 #                   real etcd filled to BENCH_SIZE (256MiB; 1GiB optional), BENCH_RUNS rounds (5)
@@ -29,7 +32,7 @@ BENCH_SIZE ?= 256MiB
 BENCH_RUNS ?= 5
 TARGET_DIR = $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: test test-deps e2e lint crds chart build image demo fresh-check bench bench-snapshot bench-controller
+.PHONY: test test-deps e2e lint crds chart build image demo fresh-check outage-drill bench bench-snapshot bench-controller
 
 test: test-deps lint
 	$(CARGO) test --workspace --all-targets --locked
@@ -63,6 +66,9 @@ demo:
 
 fresh-check:
 	scripts/fresh-check.sh $(FRESH_FLAGS)
+
+outage-drill: test-deps
+	ESO_OUTAGE_SECONDS=$(or $(OUTAGE_SECONDS),600) $(CARGO) test --locked --test outage -- --nocapture
 
 bench: bench-snapshot bench-controller
 

@@ -69,6 +69,22 @@ pub const REASON_INVALID: &str = "InvalidSchedule";
 /// schedule; the message says which and why. Information only: the schedule stays Ready.
 pub const REASON_RUN_FAILED: &str = "SnapshotRunFailed";
 
+/// Event reason: retention (or a user) deleted a record, and its stored copy could not be deleted
+/// (Warning, on the record; repeats continue one series). The record keeps its finalizer and the
+/// deletion is retried with backoff; the schedule's `BackupsHealthy` goes False.
+pub const REASON_PRUNE_FAILED: &str = "PruneFailed";
+
+/// Event reason: a schedule's S3 storage preflight failed (Warning, on the schedule; once per
+/// distinct failure, not once per reconcile).
+pub const REASON_STORAGE_CHECK_FAILED: &str = "StoragePreflightFailed";
+
+/// Name of k3s's and rke2's own ETCDSnapshotFile CRD. When it is installed too, `kubectl get
+/// etcdsnapshotfile` is ambiguous; the controller warns once at start.
+pub const K3S_SNAPSHOT_FILE_CRD: &str = "etcdsnapshotfiles.k3s.cattle.io";
+/// Event reason: k3s's ETCDSnapshotFile CRD is installed beside ours (Warning, on that CRD, once
+/// per controller start); the note gives the commands to tell the records apart.
+pub const REASON_K3S_DETECTED: &str = "K3sSnapshotFilesDetected";
+
 /// Condition types and reasons. The schedule follows kstatus (the status convention that Helm 4's
 /// `--wait`, Flux and Argo CD health checks read): `Ready` True while the spec is valid,
 /// `Stalled` True (and `Ready` False) while it cannot be acted on, `Reconciling` True while a new
@@ -87,6 +103,17 @@ pub mod conditions {
     /// had a failed copy (False), or no run has finished yet (Unknown). Not a kstatus condition:
     /// a failed run does not make the schedule unhealthy to Helm or GitOps tools.
     pub const LAST_RUN_SUCCEEDED: &str = "LastRunSucceeded";
+    /// Condition type on schedules: whether the backups can be relied on. False when a
+    /// storage's newest stored copy (local per node, S3) is older than two schedule periods,
+    /// when the newest finished run failed, or when retention could not delete a copy it
+    /// pruned; Unknown before the first backup; True otherwise. Not a kstatus condition (like
+    /// `LastRunSucceeded`): alert on it, it does not make Helm or GitOps tools fail the release.
+    pub const BACKUPS_HEALTHY: &str = "BackupsHealthy";
+    /// Condition type on schedules that store to S3: the storage preflight (list the bucket,
+    /// write, read and delete a probe object under the folder) passed (True) or not (False, the
+    /// message names the refused action and what it breaks). Checked when the S3 settings or
+    /// their Secret change, and periodically. Information, not a kstatus condition.
+    pub const STORAGE_READY: &str = "StorageReady";
     /// Condition type on snapshot files: the verification result.
     pub const VERIFIED: &str = "Verified";
     /// Condition type earlier versions wrote on schedules (replaced by [`STALLED`]); removed at
@@ -109,6 +136,22 @@ pub mod conditions {
     pub const REASON_RUN_FAILED: &str = "Failed";
     /// `LastRunSucceeded` reason: no run of the schedule has finished yet.
     pub const REASON_NO_RUN_YET: &str = "NoRunYet";
+    /// `BackupsHealthy` reason: every storage has a fresh copy and nothing failed.
+    pub const REASON_HEALTHY: &str = "Healthy";
+    /// `BackupsHealthy` reason: no copy stored yet, and the schedule is younger than two periods.
+    pub const REASON_NO_BACKUP_YET: &str = "NoBackupYet";
+    /// `BackupsHealthy` reason: a storage has no copy newer than two schedule periods.
+    pub const REASON_STALE: &str = "BackupTooOld";
+    /// `BackupsHealthy` reason: the newest finished run has a failed copy.
+    pub const REASON_LAST_RUN_FAILED: &str = "LastRunFailed";
+    /// `BackupsHealthy` reason: retention could not delete a copy it pruned.
+    pub const REASON_PRUNE_FAILED: &str = "PruneFailed";
+    /// `StorageReady` reason: list, write, read and delete all worked.
+    pub const REASON_STORAGE_CHECKED: &str = "Checked";
+    /// `StorageReady` reason: S3 refused an action the operator needs.
+    pub const REASON_PERMISSION_DENIED: &str = "PermissionDenied";
+    /// `StorageReady` reason: a step failed for another reason (unreachable, no bucket, TLS...).
+    pub const REASON_CHECK_FAILED: &str = "CheckFailed";
     /// `Ready` reason of a stored snapshot file.
     pub const REASON_SAVED: &str = "Saved";
     /// `Ready` reason of a record the agent found Running with no stream taking it (restored

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod backoff;
 pub mod cli;
 pub mod consts;
 pub mod controller;

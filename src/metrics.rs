@@ -51,6 +51,12 @@ struct StorageSchedule {
     schedule: String,
 }
 
+/// Labels {schedule}.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScheduleLabel {
+    schedule: String,
+}
+
 /// Labels {controller}.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ControllerLabel {
@@ -82,6 +88,9 @@ struct Inner {
     last_success: Family<ScheduleNodeStorage, Gauge>,
     failures: Family<StorageReason, Counter>,
     pruned: Family<StorageSchedule, Counter>,
+    prune_failures: Family<StorageSchedule, Counter>,
+    backups_healthy: Family<ScheduleLabel, Gauge>,
+    schedule_period: Family<ScheduleLabel, Gauge>,
     verify_failures: Counter,
     verified: Counter,
     last_verified: Gauge,
@@ -154,6 +163,25 @@ impl Metrics {
             "Snapshot copies deleted by retention",
             pruned.clone(),
         );
+        let prune_failures = Family::default();
+        registry.register(
+            "etcd_snapshot_prune_failures",
+            "Attempts to delete a stored copy that retention (or a user) deleted the record of, and that failed",
+            prune_failures.clone(),
+        );
+        let backups_healthy = Family::default();
+        registry.register(
+            "etcd_snapshot_schedule_backups_healthy",
+            "1 while a schedule's BackupsHealthy condition is True, 0 while it is False (no sample while Unknown); controller",
+            backups_healthy.clone(),
+        );
+        let schedule_period = Family::default();
+        registry.register_with_unit(
+            "etcd_snapshot_schedule_period",
+            "Time between two ticks of a schedule (freshness alerts compare against twice this); controller",
+            Unit::Seconds,
+            schedule_period.clone(),
+        );
         let verify_failures = Counter::default();
         registry.register(
             "etcd_snapshot_verify_failures",
@@ -208,6 +236,9 @@ impl Metrics {
                 last_success,
                 failures,
                 pruned,
+                prune_failures,
+                backups_healthy,
+                schedule_period,
                 verify_failures,
                 verified,
                 last_verified,
@@ -274,6 +305,40 @@ impl Metrics {
                 schedule: schedule.to_owned(),
             })
             .inc_by(n);
+    }
+
+    /// Record one failed attempt to delete a stored copy of `schedule` (`""` for copies of no
+    /// schedule) whose record was deleted.
+    pub fn record_prune_failure(&self, storage: Storage, schedule: &str) {
+        self.inner
+            .prune_failures
+            .get_or_create(&StorageSchedule {
+                storage: storage.as_str(),
+                schedule: schedule.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Set a schedule's health (`None`: Unknown, no sample) and period.
+    pub fn set_schedule_health(&self, schedule: &str, healthy: Option<bool>, period_seconds: i64) {
+        let labels = ScheduleLabel {
+            schedule: schedule.to_owned(),
+        };
+        match healthy {
+            Some(h) => {
+                self.inner
+                    .backups_healthy
+                    .get_or_create(&labels)
+                    .set(i64::from(h));
+            }
+            None => {
+                self.inner.backups_healthy.remove(&labels);
+            }
+        }
+        self.inner
+            .schedule_period
+            .get_or_create(&labels)
+            .set(period_seconds);
     }
 
     /// Record one snapshot that passed verification, at `unix` seconds.
@@ -357,6 +422,7 @@ mod tests {
         );
         m.record_failure(Storage::Local, "HashMismatch");
         m.record_prune(Storage::Local, "daily", 2);
+        m.record_prune_failure(Storage::S3, "daily");
         drop(m.reconcile_started("schedule"));
         m.record_reconcile_error("schedule", "InvalidSchedule");
         m.set_leader(true);
@@ -369,6 +435,7 @@ mod tests {
             "etcd_snapshot_last_success_timestamp_seconds",
             "etcd_snapshot_failures",
             "etcd_snapshot_pruned",
+            "etcd_snapshot_prune_failures",
             "etcd_snapshot_verify_failures",
             "etcd_snapshot_reconcile",
             "etcd_snapshot_reconcile_errors",
@@ -387,6 +454,9 @@ mod tests {
             )
         );
         assert!(text.contains(r#"etcd_snapshot_pruned_total{storage="local",schedule="daily"} 2"#));
+        assert!(
+            text.contains(r#"etcd_snapshot_prune_failures_total{storage="s3",schedule="daily"} 1"#)
+        );
         assert!(
             text.contains(
                 r#"etcd_snapshot_duration_seconds_bucket{le="60.0",storage="s3",node="n1"} 1"#

@@ -338,11 +338,12 @@ fn chart_crds_are_the_generated_crds() {
 const LINT_VALUE_SETS: &[(&str, &str)] = &[
     ("defaults", ""),
     (
-        "S3 with the chart's Secret, retention, encryption, ServiceMonitor",
+        "S3 with the chart's Secret, retention, encryption, ServiceMonitor, PrometheusRule",
         "s3:\n  enabled: true\n  bucket: snapshots\n  accessKey: AKIA\n  secretKey: s3cr3t\n  \
          retention: 10\n  retentionScope: Cluster\nschedule:\n  compression: zstd\n  \
          startingDeadlineSeconds: 300\n  encryption:\n    keySecretName: snap-key\n\
-         metrics:\n  serviceMonitor:\n    enabled: true\n    labels:\n      release: prom\n",
+         metrics:\n  serviceMonitor:\n    enabled: true\n    labels:\n      release: prom\n\
+         prometheusRule:\n  enabled: true\n  labels:\n    release: prom\n",
     ),
     (
         "k3s preset, S3 only from an existing Secret, no default schedule",

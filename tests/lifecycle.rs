@@ -256,7 +256,7 @@ async fn schedules_are_ready_when_valid_stalled_when_invalid_and_a_failed_run_is
         );
     }
 
-    // `kubectl get ess` shows the kstatus verdict and the last run.
+    // `kubectl get ess` shows the kstatus verdict, the backup health and the last run.
     let (ok, out, err) = support::run(env.kubectl().args(["get", "ess", "healthy"]));
     assert!(ok, "kubectl get ess: {err}");
     eprintln!("$ kubectl get ess healthy\n{out}");
@@ -268,15 +268,18 @@ async fn schedules_are_ready_when_valid_stalled_when_invalid_and_a_failed_run_is
         let start = header
             .find(&format!("{name} "))
             .or_else(|| header.rfind(name))?;
-        let end = header[start..]
+        // Column names may contain a space ("LAST RUN"): the cell ends where the next name starts.
+        let after = start + name.len();
+        let end = header[after..]
             .char_indices()
-            .skip_while(|(_, ch)| !ch.is_whitespace())
             .find(|(_, ch)| !ch.is_whitespace())
-            .map_or(row.len(), |(i, _)| start + i);
+            .map_or(row.len(), |(i, _)| after + i);
         row.get(start..end.min(row.len())).map(str::trim)
     };
     assert_eq!(cell("READY"), Some("True"), "{out}");
-    assert_eq!(cell("LASTRUN"), Some("Failed"), "{out}");
+    assert_eq!(cell("LAST RUN"), Some("Failed"), "{out}");
+    // Backup health is information: False after the failed run, while READY stays True.
+    assert_eq!(cell("BACKUPS HEALTHY"), Some("False"), "{out}");
     env.assert_no_forbidden();
 }
 

@@ -758,6 +758,7 @@ async fn rotated_secret_is_used_by_the_next_run_without_restart() {
 
     let run = env.request_run("rotation").await;
     env.wait_run_ready(&run, 2, RUN).await;
+    wait_backups_healthy(&env, "rotation", "True", "Healthy").await;
 
     env.create_s3_secret(Some(WRONG)).await;
     let run = env.request_run("rotation").await;
@@ -783,9 +784,45 @@ async fn rotated_secret_is_used_by_the_next_run_without_restart() {
         "no S3 object for the failed copy"
     );
 
+    // A failed run makes the backups unhealthy at once (the schedule stays Ready), and the
+    // S3 storage records when it last failed.
+    let message = wait_backups_healthy(&env, "rotation", "False", "LastRunFailed").await;
+    assert!(message.contains("1 of 2 copies failed"), "{message}");
+    let status = schedule_status(&env, "rotation")
+        .await
+        .status
+        .unwrap_or_default();
+    let s3 = status
+        .storages
+        .iter()
+        .find(|s| s.storage == "s3")
+        .expect("S3 storage status");
+    assert!(
+        s3.last_failure_time.is_some() && s3.last_success_time.is_some(),
+        "{s3:?}"
+    );
+    let local = status
+        .storages
+        .iter()
+        .find(|s| s.storage == "local")
+        .expect("local storage status");
+    assert_eq!(local.node.as_deref(), Some("node0"));
+    assert!(local.last_failure_time.is_none(), "{local:?}");
+    assert!(status.newest_backup_time.is_some());
+    let (ok, table, err) = support::run(env.kubectl().args(["get", "ess", "rotation"]));
+    assert!(ok, "kubectl get ess: {err}");
+    println!("kubectl get ess (a failed run):\n{table}");
+    assert!(
+        table.contains("BACKUPS HEALTHY") && table.contains("NEWEST BACKUP"),
+        "{table}"
+    );
+
     env.create_s3_secret(None).await;
     let run = env.request_run("rotation").await;
     env.wait_run_ready(&run, 2, RUN).await;
+    wait_backups_healthy(&env, "rotation", "True", "Healthy").await;
+    let (_, table, _) = support::run(env.kubectl().args(["get", "ess", "-o", "wide"]));
+    println!("kubectl get ess -o wide (after a successful run):\n{table}");
 
     // Same processes all along, and no credential in any log.
     let mut logs = String::new();
@@ -806,6 +843,22 @@ async fn rotated_secret_is_used_by_the_next_run_without_restart() {
         "the secret key appears in a log"
     );
     env.assert_no_forbidden();
+}
+
+/// Wait until the schedule's `BackupsHealthy` condition has `status` and `reason`, with `Ready`
+/// still True (backup health is information, never kstatus readiness); its message.
+async fn wait_backups_healthy(env: &OperatorEnv, name: &str, status: &str, reason: &str) -> String {
+    let what = format!("schedule {name}: BackupsHealthy={status} ({reason}) and Ready=True");
+    env.wait_until(&what, RUN, async || {
+        let s = schedule_status(env, name).await;
+        let conditions = s.status.map(|st| st.conditions).unwrap_or_default();
+        let find = |t: &str| conditions.iter().find(|c| c.type_ == t).cloned();
+        let ready = find(consts::conditions::READY)?;
+        let health = find(consts::conditions::BACKUPS_HEALTHY)?;
+        assert_eq!(ready.status, "True", "Ready stays True: {ready:?}");
+        (health.status == status && health.reason == reason).then_some(health.message)
+    })
+    .await
 }
 
 /// Must show: leader failover. Two controllers; the leader is killed (SIGKILL) right after it

@@ -81,6 +81,8 @@ pub struct Agent {
     cancel: CancellationToken,
     /// Snapshot tasks, awaited on shutdown.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Consecutive failures per record, for jittered backoff and bounded logging.
+    failures: crate::backoff::Failures,
 }
 
 /// Why an agent operation failed.
@@ -221,13 +223,29 @@ impl Agent {
     }
 }
 
+/// Key of a record's reconciles in [`Agent::failures`].
+fn reconcile_key(esf: &ETCDSnapshotFile) -> String {
+    format!("reconcile/{}", esf.name_any())
+}
+
 /// Reconcile one of this node's records.
 async fn reconcile(esf: Arc<ETCDSnapshotFile>, agent: Arc<Agent>) -> Result<Action, AgentError> {
+    let result = reconcile_file(esf.clone(), agent.clone()).await;
+    if result.is_ok() {
+        agent.failures.succeeded(&reconcile_key(&esf));
+    }
+    result
+}
+
+async fn reconcile_file(
+    esf: Arc<ETCDSnapshotFile>,
+    agent: Arc<Agent>,
+) -> Result<Action, AgentError> {
     let _timer = agent.metrics.reconcile_started("agent");
     let stopping = agent.stopping.is_cancelled();
     match plan::next_step(&esf, &agent.config.node, stopping, agent.is_taking(&esf)) {
         plan::Next::Wait => {}
-        plan::Next::DeleteLocalFile => delete_local(&esf, &agent).await?,
+        plan::Next::DeleteLocalFile => return delete_local(&esf, &agent).await,
         plan::Next::VerifyIfRequested => verify::start_if_requested(&agent, &esf),
         // E.g. restored from a snapshot taken while it was being saved: see `settle`.
         plan::Next::SettleOrphan => settle::settle(&agent, &esf).await?,
@@ -296,9 +314,9 @@ fn pending_copies(agent: &Agent, name: &str) -> Vec<ETCDSnapshotFile> {
 /// Delete the local file of a deleted record, then release its finalizer. A record whose
 /// location is not in this agent's snapshot directory (made by hand) is released without
 /// touching any file.
-async fn delete_local(esf: &ETCDSnapshotFile, agent: &Agent) -> Result<(), AgentError> {
+async fn delete_local(esf: &ETCDSnapshotFile, agent: &Agent) -> Result<Action, AgentError> {
     if !agent.owns(esf) {
-        return Ok(());
+        return Ok(Action::await_change());
     }
     let name = &esf.spec.snapshot_name;
     let inside = agent.config.dir.path_of(name).is_ok()
@@ -311,7 +329,12 @@ async fn delete_local(esf: &ETCDSnapshotFile, agent: &Agent) -> Result<(), Agent
             "checking that the finalizer can be released (nothing was deleted)",
         ))?;
     let note = if inside {
-        if agent.config.dir.delete(name)? {
+        let deleted = match agent.config.dir.delete(name) {
+            Ok(deleted) => deleted,
+            Err(e) => return delete_failed(esf, agent, &e.to_string()).await,
+        };
+        agent.failures.succeeded(&esf.name_any());
+        if deleted {
             format!("Snapshot {name} deleted")
         } else {
             format!(
@@ -333,15 +356,61 @@ async fn delete_local(esf: &ETCDSnapshotFile, agent: &Agent) -> Result<(), Agent
         .events
         .publish(esf, !inside, consts::REASON_DELETED, "Delete", note)
         .await;
-    Ok(())
+    Ok(Action::await_change())
 }
 
-fn error_policy(_: Arc<ETCDSnapshotFile>, error: &AgentError, agent: Arc<Agent>) -> Action {
+/// Deleting the local file of a deleted record failed: a `PruneFailed` Warning (one event
+/// series), `etcd_snapshot_prune_failures_total`, the error in `status.error` (the schedule's
+/// `BackupsHealthy` goes False), bounded log lines, and a retry after a jittered backoff. The
+/// record keeps its finalizer: the file is still there.
+async fn delete_failed(
+    esf: &ETCDSnapshotFile,
+    agent: &Agent,
+    error: &str,
+) -> Result<Action, AgentError> {
+    let retry = agent.failures.failed(&esf.name_any());
+    let schedule = esf.spec.schedule_name.clone().unwrap_or_default();
+    agent
+        .metrics
+        .record_prune_failure(Storage::Local, &schedule);
+    if retry.log {
+        tracing::warn!(file = %esf.name_any(), attempt = retry.attempt, retry_in = ?retry.after, error = %error, "could not delete the local file of a deleted record");
+    }
+    let message = format!("could not delete the local file: {error}");
+    if let Err(e) =
+        crate::operator::record_delete_failure(&agent.api(), esf, &message, consts::MANAGER_AGENT)
+            .await
+        && retry.log
+    {
+        tracing::warn!(file = %esf.name_any(), error = %e, "could not record the failed deletion");
+    }
+    agent
+        .events
+        .publish(
+            esf,
+            true,
+            consts::REASON_PRUNE_FAILED,
+            "Delete",
+            format!(
+                "Snapshot {} was NOT deleted from {} ({error}); the record stays until it is, retrying",
+                esf.spec.snapshot_name, agent.config.node
+            ),
+        )
+        .await;
+    Ok(Action::requeue(retry.after))
+}
+
+/// A failed reconcile: retried after a jittered, capped exponential backoff (reset by the next
+/// successful reconcile of the record) and logged at attempts 1, 2, 4, 8, ... only.
+fn error_policy(esf: Arc<ETCDSnapshotFile>, error: &AgentError, agent: Arc<Agent>) -> Action {
     agent
         .metrics
         .record_reconcile_error("agent", error.reason());
-    tracing::warn!(error = %error, "agent reconcile failed");
-    Action::requeue(Duration::from_secs(5))
+    let retry = agent.failures.failed(&reconcile_key(&esf));
+    if retry.log {
+        tracing::warn!(file = %esf.name_any(), attempt = retry.attempt, retry_in = ?retry.after, error = %error, "agent reconcile failed");
+    }
+    Action::requeue(retry.after)
 }
 
 /// Renew the registration Lease, with the etcd member's health.
@@ -585,6 +654,7 @@ pub async fn run(
         stopping: CancellationToken::new(),
         cancel: CancellationToken::new(),
         tasks: Mutex::new(Vec::new()),
+        failures: Default::default(),
     });
     if let Err(e) = fail_interrupted(&agent).await {
         tracing::warn!(error = %e, "cannot check for interrupted snapshots");
@@ -607,8 +677,18 @@ pub async fn run(
                 match heartbeat(&agent).await {
                     Ok(()) => {
                         let _ = ready_tx.send(true);
+                        let failed = agent.failures.succeeded("heartbeat");
+                        if failed > 0 {
+                            tracing::info!(failed, "heartbeat works again");
+                        }
                     }
-                    Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+                    Err(e) => {
+                        // Bounded: attempts 1, 2, 4, 8, ... of a failure that lasts.
+                        let retry = agent.failures.failed("heartbeat");
+                        if retry.log {
+                            tracing::warn!(error = %e, attempt = retry.attempt, "heartbeat failed");
+                        }
+                    }
                 }
                 tokio::time::sleep(agent.config.heartbeat).await;
             }
@@ -628,8 +708,16 @@ pub async fn run(
                 if files_ready.wait_for(|r| *r).await.is_err() {
                     break;
                 }
-                if let Err(e) = sync::sync_dir(&agent).await {
-                    tracing::warn!(error = %e, "directory sync failed");
+                match sync::sync_dir(&agent).await {
+                    Err(e) => {
+                        let retry = agent.failures.failed("dir-sync");
+                        if retry.log {
+                            tracing::warn!(error = %e, attempt = retry.attempt, "directory sync failed");
+                        }
+                    }
+                    Ok(_) => {
+                        agent.failures.succeeded("dir-sync");
+                    }
                 }
                 tokio::time::sleep(agent.config.sync_interval).await;
             }

@@ -14,7 +14,7 @@ pub use file::{
 pub use schedule::{
     CompressionKind, CompressionSpec, ETCDSnapshotSchedule, ETCDSnapshotScheduleSpec,
     ETCDSnapshotScheduleStatus, LocalStorage, Members, RetentionScope, S3Storage, SecretRef,
-    VerifySpec,
+    StorageBackupStatus, VerifySpec,
 };
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{

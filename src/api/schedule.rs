@@ -22,11 +22,14 @@ use std::collections::BTreeMap;
     printcolumn = r#"{"name":"Schedule","type":"string","jsonPath":".spec.schedule"}"#,
     printcolumn = r#"{"name":"Suspend","type":"boolean","jsonPath":".spec.suspend"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"LastRun","type":"string","jsonPath":".status.conditions[?(@.type==\"LastRunSucceeded\")].reason"}"#,
-    printcolumn = r#"{"name":"LastSchedule","type":"date","jsonPath":".status.lastScheduleTime"}"#,
-    printcolumn = r#"{"name":"LastSuccess","type":"date","jsonPath":".status.lastSuccessfulTime"}"#,
+    printcolumn = r#"{"name":"Backups Healthy","type":"string","jsonPath":".status.conditions[?(@.type==\"BackupsHealthy\")].status"}"#,
+    printcolumn = r#"{"name":"Newest Backup","type":"date","jsonPath":".status.newestBackupTime"}"#,
+    printcolumn = r#"{"name":"Last Run","type":"string","jsonPath":".status.conditions[?(@.type==\"LastRunSucceeded\")].reason"}"#,
     printcolumn = r#"{"name":"Next","type":"string","format":"date-time","jsonPath":".status.nextScheduleTime"}"#,
     printcolumn = r#"{"name":"Snapshots","type":"integer","jsonPath":".status.readySnapshots"}"#,
+    printcolumn = r#"{"name":"Health Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"BackupsHealthy\")].reason","priority":1}"#,
+    printcolumn = r#"{"name":"Last Schedule","type":"date","jsonPath":".status.lastScheduleTime","priority":1}"#,
+    printcolumn = r#"{"name":"Last Success","type":"date","jsonPath":".status.lastSuccessfulTime","priority":1}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","priority":1}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -260,6 +263,13 @@ pub struct ETCDSnapshotScheduleStatus {
     /// Number of Failed snapshot copies of this schedule.
     #[serde(default)]
     pub failed_snapshots: u32,
+    /// Time of the newest Ready copy of this schedule, in any storage (the `Newest Backup`
+    /// column shows its age).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_backup_time: Option<Time>,
+    /// Last success and last failure per storage: `local` copies of each node, and `s3`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub storages: Vec<StorageBackupStatus>,
     /// Runs created since the last verification request (with `spec.verify`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runs_since_verify: Option<u32>,
@@ -267,7 +277,26 @@ pub struct ETCDSnapshotScheduleStatus {
     /// (True as soon as the spec is valid, before any run), `Stalled` (True while the spec or
     /// its Secret is unusable; the reason and message say why), `Reconciling` (True while a new
     /// generation could not be reconciled yet). `LastRunSucceeded` (True, False, or Unknown
-    /// before the first run finishes) is information only and does not affect `Ready`.
+    /// before the first run finishes) and `BackupsHealthy` (False when a storage's newest copy is
+    /// older than two schedule periods, the last run failed, or retention could not delete a
+    /// copy; Unknown before the first backup) are information only and do not affect `Ready`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// Backup state of one storage of a schedule.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageBackupStatus {
+    /// `local` or `s3`.
+    pub storage: String,
+    /// The node, for local copies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Time of the newest copy stored successfully here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success_time: Option<Time>,
+    /// Time of the newest copy that failed here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_time: Option<Time>,
 }

@@ -516,6 +516,10 @@ pub struct ControllerArgs {
     /// this long is released WITHOUT deleting the object, with a Warning event naming it (e.g. 1h).
     #[arg(long = "s3-release-after", default_value = "1h")]
     pub s3_release_after: String,
+    /// How often each schedule's S3 storage is checked again (list, write, read and delete a
+    /// probe object; also checked whenever its settings or Secret change), e.g. 1h.
+    #[arg(long = "s3-preflight-interval", default_value = "1h")]
+    pub s3_preflight_interval: String,
     /// Namespace of the events about schedules and records (cluster-scoped objects): `auto` is
     /// kube-system before Kubernetes 1.22 (the only one it accepts) and default from 1.22 on.
     #[arg(long = "events-namespace", value_enum, default_value_t = EventsNamespace::Auto)]

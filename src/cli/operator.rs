@@ -48,6 +48,7 @@ pub async fn controller(args: ControllerArgs) -> Result<(), CliError> {
         failed_ttl: duration("failed-ttl", &args.failed_ttl)?,
         s3_sync_interval: duration("s3-sync-interval", &args.s3_sync_interval)?,
         s3_release_after: duration("s3-release-after", &args.s3_release_after)?,
+        s3_preflight_interval: duration("s3-preflight-interval", &args.s3_preflight_interval)?,
         lease,
         events_namespace: args.events_namespace,
     };

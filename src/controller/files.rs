@@ -24,6 +24,17 @@ pub async fn reconcile(
     esf: Arc<ETCDSnapshotFile>,
     ctx: Arc<Context>,
 ) -> Result<Action, ControllerError> {
+    let result = reconcile_file(esf.clone(), ctx.clone()).await;
+    if result.is_ok() {
+        ctx.failures.succeeded(&super::reconcile_key(esf.as_ref()));
+    }
+    result
+}
+
+async fn reconcile_file(
+    esf: Arc<ETCDSnapshotFile>,
+    ctx: Arc<Context>,
+) -> Result<Action, ControllerError> {
     let _timer = ctx.metrics.reconcile_started("file");
     let api: Api<ETCDSnapshotFile> = Api::all(ctx.client.clone());
     if esf.meta().deletion_timestamp.is_some() {
@@ -133,8 +144,15 @@ async fn delete_s3_copy(
     }
     let inside = cfg.location(name) == esf.spec.location;
     let note = if inside {
-        let store = S3Store::connect(&cfg).await?;
-        let found = store.delete(name).await?;
+        let deleted = match S3Store::connect(&cfg).await {
+            Ok(store) => store.delete(name).await,
+            Err(e) => Err(e),
+        };
+        let found = match deleted {
+            Ok(found) => found,
+            Err(e) => return delete_failed(esf, api, ctx, &e.to_string()).await,
+        };
+        ctx.failures.succeeded(&esf.name_any());
         if found {
             format!("Snapshot {name} deleted")
         } else {
@@ -153,6 +171,46 @@ async fn delete_s3_copy(
         .publish(esf, !inside, consts::REASON_DELETED, "Delete", note)
         .await;
     Ok(Action::await_change())
+}
+
+/// Deleting the S3 object of a deleted record failed (S3 down, DeleteObject refused): say so
+/// loudly but without a storm — a `PruneFailed` Warning (repeats continue one event series),
+/// `etcd_snapshot_prune_failures_total`, the error in the record's `status.error` (the schedule's
+/// `BackupsHealthy` goes False), a log line at attempts 1, 2, 4, 8, ... — and retry with a
+/// jittered, capped exponential backoff. The record keeps its finalizer: the object is still
+/// there.
+async fn delete_failed(
+    esf: &ETCDSnapshotFile,
+    api: &Api<ETCDSnapshotFile>,
+    ctx: &Context,
+    error: &str,
+) -> Result<Action, ControllerError> {
+    let retry = ctx.failures.failed(&esf.name_any());
+    let schedule = esf.spec.schedule_name.clone().unwrap_or_default();
+    ctx.metrics.record_prune_failure(Storage::S3, &schedule);
+    let message = format!("could not delete the S3 object: {error}");
+    if retry.log {
+        tracing::warn!(file = %esf.name_any(), attempt = retry.attempt, retry_in = ?retry.after, error = %error, "could not delete the S3 object of a deleted record");
+    }
+    if let Err(e) =
+        crate::operator::record_delete_failure(api, esf, &message, consts::MANAGER_CONTROLLER).await
+        && retry.log
+    {
+        tracing::warn!(file = %esf.name_any(), error = %e, "could not record the failed deletion");
+    }
+    ctx.events
+        .publish(
+            esf,
+            true,
+            consts::REASON_PRUNE_FAILED,
+            "Delete",
+            format!(
+                "Snapshot {} was NOT deleted from S3 ({error}); the record stays until it is, retrying",
+                esf.spec.snapshot_name
+            ),
+        )
+        .await;
+    Ok(Action::requeue(retry.after))
 }
 
 /// The S3 settings of a deleted S3 copy cannot be read (its Secret was deleted or is invalid).

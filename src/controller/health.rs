@@ -303,6 +303,16 @@ mod tests {
         ];
         let outcome = last_finished_run(&copies).unwrap();
         apply_last_run(&mut conditions, Some(&outcome), Some(3), now());
+        // BackupsHealthy False is information too.
+        set_condition_status(
+            &mut conditions,
+            c::BACKUPS_HEALTHY,
+            "False",
+            c::REASON_LAST_RUN_FAILED,
+            "the run failed",
+            Some(3),
+            now(),
+        );
         assert_eq!(kstatus(false, Some(3), Some(3), &conditions), "Current");
         let last = find(&conditions, "LastRunSucceeded").unwrap();
         assert_eq!(last.status, "False");

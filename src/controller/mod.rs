@@ -3,8 +3,11 @@
 //! S3 copies on ESF deletion, releases local copies of vanished nodes, and garbage-collects
 //! failed records. It never talks to etcd.
 
+pub mod backups;
 mod files;
 pub mod health;
+pub mod k3s;
+pub mod preflight;
 mod schedule;
 mod sync;
 pub mod util;
@@ -43,6 +46,8 @@ pub struct ControllerConfig {
     /// A deleted S3 record whose S3 settings stay unreadable this long is released without
     /// deleting its object (a Warning event says where the object is).
     pub s3_release_after: Duration,
+    /// How often each schedule's S3 storage is checked again (also at every settings change).
+    pub s3_preflight_interval: Duration,
     /// Leader election timing.
     pub lease: LeaseConfig,
     /// Where events about the (cluster-scoped) schedules and records go.
@@ -56,6 +61,7 @@ impl Default for ControllerConfig {
             failed_ttl: Duration::from_secs(24 * 3600),
             s3_sync_interval: Duration::from_secs(600),
             s3_release_after: Duration::from_secs(3600),
+            s3_preflight_interval: Duration::from_secs(3600),
             lease: LeaseConfig::default(),
             events_namespace: EventsNamespace::Auto,
         }
@@ -81,6 +87,10 @@ pub struct Context {
     /// The newest run (unix second) this process created per schedule: the cache may not show
     /// a run's records yet when the next reconcile comes, and a run must never reuse a second.
     runs: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    /// Consecutive failures per object, for jittered backoff and bounded logging.
+    pub failures: crate::backoff::Failures,
+    /// The S3 settings each schedule's storage was last checked with, and when.
+    pub preflights: preflight::Checked,
 }
 
 /// Caches of the watched objects, filled by the controllers' watches. Reading them costs no API
@@ -227,13 +237,34 @@ fn lease_fingerprint(lease: &Lease) -> String {
     )
 }
 
-fn error_policy<K>(_: Arc<K>, error: &ControllerError, ctx: Arc<Context>) -> Action {
+/// Key of an object in [`Context::failures`] for its reconciles.
+pub fn reconcile_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!(
+        "{}/{}",
+        K::kind(&()),
+        obj.meta().name.as_deref().unwrap_or_default()
+    )
+}
+
+/// A failed reconcile: retried after a jittered, capped exponential backoff (reset by the next
+/// successful reconcile), and logged at attempts 1, 2, 4, 8, ... only, so an outage of S3 or the
+/// API server gives a bounded number of log lines. A configuration error waits for a change
+/// (the objects it depends on are watched) or a minute.
+fn error_policy<K: Resource<DynamicType = ()>>(
+    obj: Arc<K>,
+    error: &ControllerError,
+    ctx: Arc<Context>,
+) -> Action {
     ctx.metrics
         .record_reconcile_error("controller", error.reason());
-    tracing::warn!(error = %error, "reconcile failed");
+    let key = reconcile_key(obj.as_ref());
+    let retry = ctx.failures.failed(&key);
+    if retry.log {
+        tracing::warn!(object = %key, attempt = retry.attempt, retry_in = ?retry.after, error = %error, "reconcile failed");
+    }
     match error {
         ControllerError::Operator(e) if e.is_config() => Action::requeue(Duration::from_secs(60)),
-        _ => Action::requeue(Duration::from_secs(5)),
+        _ => Action::requeue(retry.after),
     }
 }
 
@@ -315,6 +346,8 @@ pub async fn run_controllers(parts: ContextParts) {
         },
         ready: vec![files_ready, schedules_ready, agents_ready],
         runs: Default::default(),
+        failures: Default::default(),
+        preflights: Default::default(),
     });
 
     let store = schedule_ctl.store();
@@ -414,9 +447,21 @@ pub async fn run_controllers(parts: ContextParts) {
         .for_each(|_| async {});
     let s3_sync = async {
         loop {
-            if let Err(e) = sync::sync_s3(&ctx).await {
-                ctx.metrics.record_reconcile_error("s3-sync", e.reason());
-                tracing::warn!(error = %e, "S3 sync failed");
+            match sync::sync_s3(&ctx).await {
+                Err(e) => {
+                    ctx.metrics.record_reconcile_error("s3-sync", e.reason());
+                    // Bounded: attempts 1, 2, 4, 8, ... of a failure that lasts.
+                    let retry = ctx.failures.failed("s3-sync");
+                    if retry.log {
+                        tracing::warn!(error = %e, attempt = retry.attempt, "S3 sync failed");
+                    }
+                }
+                Ok(()) => {
+                    let failed = ctx.failures.succeeded("s3-sync");
+                    if failed > 0 {
+                        tracing::info!(failed, "S3 sync works again");
+                    }
+                }
             }
             tokio::time::sleep(ctx.config.s3_sync_interval).await;
         }
@@ -467,12 +512,14 @@ pub async fn run(
     if became_leader {
         tracing::info!(%identity, "became leader");
         metrics.set_leader(true);
+        let events = Events::new(
+            client.clone(),
+            &identity,
+            resolve_namespace(&client, config.events_namespace).await,
+        );
+        tokio::spawn(k3s::warn_if_present(client.clone(), events.clone()));
         let parts = ContextParts {
-            events: Events::new(
-                client.clone(),
-                &identity,
-                resolve_namespace(&client, config.events_namespace).await,
-            ),
+            events,
             client,
             namespace,
             metrics: metrics.clone(),

@@ -1,10 +1,13 @@
 //! Reconcile of an ETCDSnapshotSchedule: validate -> dereference S3 -> decide what is due ->
-//! create the tick's Pending ETCDSnapshotFiles (idempotently) -> retention -> status.
+//! create the tick's Pending ETCDSnapshotFiles (idempotently) -> retention -> storage preflight
+//! -> status (conditions, backup health) -> events.
 
+use super::backups;
 use super::health::{
     RunCopy, Verdict, apply_last_run, apply_verdict, failure_message, last_finished_run,
 };
-use super::util::{as_copy, from_time, phase, storage, to_time};
+use super::preflight;
+use super::util::{as_copy, from_time, phase, set_condition_status, storage, to_time};
 use super::validate::{S3Source, ValidSchedule, validate};
 use super::{Context, ControllerError};
 use crate::api::{
@@ -45,6 +48,9 @@ pub async fn reconcile(
 ) -> Result<Action, ControllerError> {
     let _timer = ctx.metrics.reconcile_started("schedule");
     let result = reconcile_schedule(s.clone(), ctx.clone()).await;
+    if result.is_ok() {
+        ctx.failures.succeeded(&super::reconcile_key(s.as_ref()));
+    }
     if let Err(e) = &result {
         let observed = s.status.as_ref().and_then(|st| st.observed_generation);
         if observed != s.meta().generation
@@ -183,12 +189,74 @@ async fn reconcile_schedule(
         prune(&s, &ctx, &valid, &files, now).await?;
     }
 
-    update_status(&s, &ctx, &mut status, &files, next, now).await?;
-    let wait = next
+    let storage_check = storage_preflight(&s, &ctx, s3.as_ref()).await;
+    let run_failed = update_status(&s, &ctx, &valid, &mut status, &files, next, now);
+    let storage_failed = preflight::apply(
+        &mut status.conditions,
+        storage_check.as_ref(),
+        s.meta().generation,
+        now,
+    );
+    write_status(&s, &ctx, &status).await?;
+    // Announced once the status says so (a failed write retries the whole reconcile).
+    if let Some(message) = run_failed {
+        ctx.events
+            .publish(
+                s.as_ref(),
+                true,
+                consts::REASON_RUN_FAILED,
+                "Schedule",
+                message,
+            )
+            .await;
+    }
+    if let Some(message) = storage_failed {
+        tracing::warn!(%schedule, %message, "S3 storage preflight failed");
+        ctx.events
+            .publish(
+                s.as_ref(),
+                true,
+                consts::REASON_STORAGE_CHECK_FAILED,
+                "Preflight",
+                message,
+            )
+            .await;
+    }
+    let mut wait = next
         .map(|n| (n - now).to_std().unwrap_or_default() + Duration::from_secs(1))
         .unwrap_or(Duration::from_secs(3600))
         .min(ctx.config.resync);
+    if storage_check.is_some() {
+        wait = wait.min(ctx.config.s3_preflight_interval + Duration::from_secs(1));
+    }
     Ok(Action::requeue(wait))
+}
+
+/// The S3 storage check of the schedule: the remembered outcome while the settings are the same
+/// and the interval has not passed, else a new preflight. `None` without S3 storage.
+async fn storage_preflight(
+    s: &ETCDSnapshotSchedule,
+    ctx: &Context,
+    secret_cfg: Option<&(S3Config, Option<String>)>,
+) -> Option<preflight::Outcome> {
+    let cfg = match secret_cfg {
+        Some((cfg, _)) => cfg.clone(),
+        None => {
+            let inline = s.spec.s3.as_ref().filter(|s3| s3.enabled)?;
+            S3Config::from_schedule_inline(inline).ok()?
+        }
+    };
+    let schedule = s.name_any();
+    if let Some(o) = ctx
+        .preflights
+        .fresh(&schedule, &cfg, ctx.config.s3_preflight_interval)
+    {
+        return Some(o);
+    }
+    let o = preflight::check(&cfg).await;
+    tracing::debug!(%schedule, ok = o.ok, message = %o.message, "S3 storage preflight");
+    ctx.preflights.record(&schedule, &cfg, &o);
+    Some(o)
 }
 
 async fn dereference_s3(
@@ -529,14 +597,18 @@ async fn prune(
     Ok(())
 }
 
-async fn update_status(
+/// Fill in the status from the records (counts, times, `Ready`, `LastRunSucceeded`,
+/// `BackupsHealthy`). Returns the message of a failed run the status did not show yet (to be
+/// announced once the status is written).
+fn update_status(
     s: &ETCDSnapshotSchedule,
     ctx: &Context,
+    valid: &ValidSchedule,
     status: &mut ETCDSnapshotScheduleStatus,
     files: &[ETCDSnapshotFile],
     next: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
-) -> Result<(), ControllerError> {
+) -> Option<String> {
     let live: Vec<&ETCDSnapshotFile> = files
         .iter()
         .filter(|f| f.meta().deletion_timestamp.is_none())
@@ -585,13 +657,86 @@ async fn update_status(
     };
     let already = s.status.as_ref().and_then(|st| reported(&st.conditions));
     apply_last_run(&mut status.conditions, outcome.as_ref(), generation, now);
-    write_status(s, ctx, status).await?;
-    if let Some(message) = failure.filter(|m| already.as_ref() != Some(m)) {
-        ctx.events
-            .publish(s, true, consts::REASON_RUN_FAILED, "Schedule", message)
-            .await;
-    }
-    Ok(())
+    let health = backup_health(s, ctx, valid, status, files, failure.as_deref(), now);
+    set_condition_status(
+        &mut status.conditions,
+        conditions::BACKUPS_HEALTHY,
+        health.status,
+        health.reason,
+        &health.message,
+        generation,
+        now,
+    );
+    failure.filter(|m| already.as_ref() != Some(m))
+}
+
+/// Advance `status.storages` and `status.newestBackupTime` from the records, and decide
+/// `BackupsHealthy`.
+fn backup_health(
+    s: &ETCDSnapshotSchedule,
+    ctx: &Context,
+    valid: &ValidSchedule,
+    status: &mut ETCDSnapshotScheduleStatus,
+    files: &[ETCDSnapshotFile],
+    last_run_failure: Option<&str>,
+    now: DateTime<Utc>,
+) -> backups::Health {
+    let facts: Vec<backups::CopyFact> = files.iter().filter_map(copy_fact).collect();
+    let mut nodes: Vec<String> = super::live_agents(ctx)
+        .into_iter()
+        .map(|a| a.node)
+        .collect();
+    nodes.sort();
+    let (local, s3) = (valid.local.is_some(), valid.s3.is_some());
+    status.storages = backups::merge_storages(&status.storages, &facts, local, s3, &nodes);
+    status.newest_backup_time = backups::newest_backup(&status.storages).map(to_time);
+    let created = s
+        .meta()
+        .creation_timestamp
+        .as_ref()
+        .map(from_time)
+        .unwrap_or(now);
+    let period = valid.schedule.period_estimate(now);
+    let health = backups::decide(&backups::HealthInput {
+        copies: &facts,
+        storages: &status.storages,
+        period,
+        created,
+        now,
+        suspended: s.spec.suspend,
+        local,
+        s3,
+        per_node: valid.members == Members::All,
+        nodes: &nodes,
+        last_run_failure,
+    });
+    let healthy = match health.status {
+        "True" => Some(true),
+        "False" => Some(false),
+        _ => None,
+    };
+    ctx.metrics
+        .set_schedule_health(&s.name_any(), healthy, period.num_seconds());
+    health
+}
+
+/// A record as health sees it. A record being deleted whose `status.error` is newer than its
+/// deletion is a copy whose deletion failed (the controller or agent wrote why).
+fn copy_fact(f: &ETCDSnapshotFile) -> Option<backups::CopyFact> {
+    let error = f.status.as_ref().and_then(|st| st.error.as_ref());
+    let delete_failed = match (&f.meta().deletion_timestamp, error) {
+        (Some(deleting), Some(e)) if e.time.as_ref().is_some_and(|t| t.0 >= deleting.0) => {
+            Some(e.message.clone().unwrap_or_default())
+        }
+        _ => None,
+    };
+    Some(backups::CopyFact {
+        storage: storage(f),
+        node: f.spec.node_name.clone(),
+        at: DateTime::from_timestamp(run_time(f)?, 0)?,
+        phase: phase(f),
+        delete_failed,
+    })
 }
 
 /// A record as a copy of its run (records whose name carries no run time are not run copies).

@@ -65,7 +65,10 @@ pub async fn sync_s3(ctx: &Context) -> Result<(), ControllerError> {
         let store = match S3Store::connect(&cfg).await {
             Ok(store) => store,
             Err(e) => {
-                tracing::warn!(location = %prefix, error = %e, "S3 sync: cannot reach the bucket");
+                let retry = ctx.failures.failed(&format!("s3-sync/{prefix}"));
+                if retry.log {
+                    tracing::warn!(location = %prefix, error = %e, attempt = retry.attempt, "S3 sync: cannot reach the bucket");
+                }
                 continue;
             }
         };

@@ -68,6 +68,44 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Attempts per request (the first try and two retries).
 pub const ATTEMPTS: u32 = 3;
 
+/// Name of the probe object of [`S3Store::preflight`], under `<folder>/.metadata/`.
+pub const PREFLIGHT_PROBE: &str = ".etcd-snapshot-preflight";
+
+/// A step of [`S3Store::preflight`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreflightStep {
+    /// ListObjectsV2 on the folder.
+    List,
+    /// PutObject of the probe.
+    Write,
+    /// GetObject of the probe.
+    Read,
+    /// DeleteObject of the probe.
+    Delete,
+}
+
+impl PreflightStep {
+    /// The S3 action.
+    pub fn action(self) -> &'static str {
+        match self {
+            PreflightStep::List => "ListObjects",
+            PreflightStep::Write => "PutObject",
+            PreflightStep::Read => "GetObject",
+            PreflightStep::Delete => "DeleteObject",
+        }
+    }
+
+    /// What the operator cannot do without it.
+    pub fn consequence(self) -> &'static str {
+        match self {
+            PreflightStep::List => "S3 sync and S3 retention cannot see the stored snapshots",
+            PreflightStep::Write => "snapshots cannot be uploaded",
+            PreflightStep::Read => "snapshots cannot be downloaded for verify or restore",
+            PreflightStep::Delete => "retention cannot prune",
+        }
+    }
+}
+
 /// S3 errors. One line each; never a credential.
 #[derive(Debug, thiserror::Error)]
 pub enum S3Error {
@@ -782,6 +820,65 @@ impl S3Store {
                 key,
                 reason: e.to_string(),
             })
+    }
+
+    /// Check that these settings can do what the operator needs, in order: list the folder
+    /// (`ListObjectsV2`), write (`PutObject`), read (`GetObject`) and delete (`DeleteObject`) a
+    /// small probe object `<folder>/.metadata/.etcd-snapshot-preflight` (never listed as a
+    /// snapshot). The first step that fails is returned with its error.
+    pub async fn preflight(&self) -> Result<(), (PreflightStep, S3Error)> {
+        let key = self
+            .inner
+            .cfg
+            .object_key(&format!("{METADATA_DIR}/{PREFLIGHT_PROBE}"));
+        self.client()
+            .list_objects_v2()
+            .bucket(self.bucket())
+            .set_prefix(self.folder_prefix())
+            .delimiter("/")
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| {
+                (
+                    PreflightStep::List,
+                    self.classify("ListObjectsV2", self.bucket(), e),
+                )
+            })?;
+        self.client()
+            .put_object()
+            .bucket(self.bucket())
+            .key(&key)
+            .body(ByteStream::from_static(
+                b"etcd-snapshot-operator storage preflight\n",
+            ))
+            .send()
+            .await
+            .map_err(|e| (PreflightStep::Write, self.classify("PutObject", &key, e)))?;
+        let got = self
+            .client()
+            .get_object()
+            .bucket(self.bucket())
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| (PreflightStep::Read, self.classify("GetObject", &key, e)));
+        if let Ok(out) = got {
+            let mut body = out.body;
+            while self
+                .next_chunk(&mut body, &key)
+                .await
+                .map_err(|e| (PreflightStep::Read, e))?
+                .is_some()
+            {}
+        } else if let Err(e) = got {
+            // Leave no probe behind when reading is refused.
+            let _ = self.delete_key(&key).await;
+            return Err(e);
+        }
+        self.delete_key(&key)
+            .await
+            .map_err(|e| (PreflightStep::Delete, e))
     }
 
     /// Abort multipart uploads of snapshots directly under the folder that were started more

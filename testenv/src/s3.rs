@@ -17,6 +17,10 @@ pub struct S3Options {
     /// Address to listen on instead of 127.0.0.1, e.g. [`crate::Cluster::host_ip`] so that pods of
     /// the e2e cluster reach it (that address exists only inside the machine, on the cluster's veth).
     pub bind: Option<std::net::Ipv4Addr>,
+    /// Also create a second identity granted only these SeaweedFS actions (of `Read`, `Write`,
+    /// `List`, `Tagging`, `Admin`), with the keys [`S3Server::limited_keys`], to test what a
+    /// client does when S3 refuses an action.
+    pub limited_actions: Option<&'static [&'static str]>,
 }
 
 /// A running SeaweedFS with its S3 gateway; stopped when dropped.
@@ -28,6 +32,8 @@ pub struct S3Server {
     pub secret_key: String,
     /// Region to sign with (SeaweedFS accepts any).
     pub region: String,
+    /// Access and secret key of the limited identity ([`S3Options::limited_actions`]).
+    pub limited_keys: Option<(String, String)>,
     tls: Option<TlsFiles>,
     ip: std::net::Ipv4Addr,
     s3_port: u16,
@@ -55,10 +61,27 @@ impl S3Server {
         let access_key = "ESOTESTACCESSKEY".to_string();
         let secret_key = format!("eso-test-secret-{}", free_port());
         let config = dir.path().join("s3.json");
+        let limited_keys = options.limited_actions.map(|_| {
+            (
+                "ESOLIMITEDACCESSKEY".to_string(),
+                format!("{secret_key}-limited"),
+            )
+        });
+        let limited = match (options.limited_actions, &limited_keys) {
+            (Some(actions), Some((a, s))) => format!(
+                r#",{{"name":"limited","credentials":[{{"accessKey":"{a}","secretKey":"{s}"}}],"actions":[{}]}}"#,
+                actions
+                    .iter()
+                    .map(|x| format!("\"{x}\""))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            _ => String::new(),
+        };
         write(
             &config,
             &format!(
-                r#"{{"identities":[{{"name":"eso","credentials":[{{"accessKey":"{access_key}","secretKey":"{secret_key}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
+                r#"{{"identities":[{{"name":"eso","credentials":[{{"accessKey":"{access_key}","secretKey":"{secret_key}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}{limited}]}}"#
             ),
         )?;
         let data = dir.path().join("data");
@@ -103,6 +126,7 @@ impl S3Server {
             access_key,
             secret_key,
             region: "us-east-1".to_string(),
+            limited_keys,
             tls,
             ip,
             s3_port,

@@ -66,6 +66,8 @@ pub struct OperatorOptions {
     pub manifests: Option<String>,
     /// Extra arguments of every controller (e.g. `--s3-release-after 3s`).
     pub controller_args: Vec<String>,
+    /// SeaweedFS options (e.g. a second identity with fewer actions).
+    pub s3: S3Options,
 }
 
 impl Default for OperatorOptions {
@@ -78,6 +80,7 @@ impl Default for OperatorOptions {
             rbac: None,
             manifests: None,
             controller_args: Vec::new(),
+            s3: S3Options::default(),
         }
     }
 }
@@ -197,7 +200,7 @@ impl OperatorEnv {
             None => kubectl_apply(&api, &opts.rbac.clone().unwrap_or_else(rbac_yaml)),
         }
 
-        let s3 = S3Server::start(S3Options::default()).expect("start SeaweedFS");
+        let s3 = S3Server::start(opts.s3).expect("start SeaweedFS");
         support::create_bucket(&s3, BUCKET).await;
         let etcd = EtcdCluster::start(EtcdOptions {
             version: opts.etcd_version,
@@ -749,14 +752,21 @@ impl OperatorEnv {
     /// Create or update the S3 config Secret [`SECRET`] for SeaweedFS, with `secret_key` (the
     /// server's real one when `None`).
     pub async fn create_s3_secret(&self, secret_key: Option<&str>) {
+        let keys = (
+            self.s3.access_key.clone(),
+            secret_key.unwrap_or(&self.s3.secret_key).to_string(),
+        );
+        self.create_s3_secret_with_keys(keys).await;
+    }
+
+    /// Create or update the S3 config Secret [`SECRET`] with these access and secret keys (e.g.
+    /// [`eso_testenv::S3Server::limited_keys`]).
+    pub async fn create_s3_secret_with_keys(&self, (access_key, secret_key): (String, String)) {
         use consts::secret_keys as k;
         let data = [
             (k::ENDPOINT, self.s3.host_port()),
-            (k::ACCESS_KEY, self.s3.access_key.clone()),
-            (
-                k::SECRET_KEY,
-                secret_key.unwrap_or(&self.s3.secret_key).to_string(),
-            ),
+            (k::ACCESS_KEY, access_key),
+            (k::SECRET_KEY, secret_key),
             (k::BUCKET, BUCKET.to_string()),
             (k::FOLDER, FOLDER.to_string()),
             (k::BUCKET_LOOKUP_TYPE, "path".to_string()),
