@@ -15,6 +15,11 @@
 #                                      the watchdog a test feeds from a pipe
 #   scripts/e2e-cluster.sh exec DIR CMD...   run CMD in the node's network namespace
 #   scripts/e2e-cluster.sh import DIR FILE   import a docker-archive image tar into the node
+#   scripts/e2e-cluster.sh stop-control-plane DIR   stop kube-apiserver, then etcd (SIGTERM, as
+#                                      kubelet stops static pods when their manifests are moved
+#                                      away); everything else keeps running (a restore drill)
+#   scripts/e2e-cluster.sh start-control-plane DIR  start etcd, then kube-apiserver again with
+#                                      the command lines `up` used, and wait until both answer
 #
 # Everything runs as root, started with `nsenter --net=/run/netns/eso-e2e` (so kubelet and
 # containerd share the host's mount namespace, and hostNetwork pods share the node's network
@@ -103,8 +108,10 @@ start() {
   local name=$1
   shift
   # fd 9 (the machine lock) must not outlive `up` in the daemons.
-  setsid "${NSENTER[@]}" "$@" >"$DIR/logs/$name.log" 2>&1 </dev/null 9>&- &
+  setsid "${NSENTER[@]}" "$@" >>"$DIR/logs/$name.log" 2>&1 </dev/null 9>&- &
   echo $! >"$DIR/run/$name.pid"
+  # The command line, for `start-control-plane` (a restart after `stop-control-plane`).
+  printf '%q ' "$@" >"$DIR/run/$name.cmd"
 }
 
 alive() { # PID -> success while it runs (a zombie waiting for init to reap it is dead)
@@ -760,6 +767,26 @@ guard)
   guard_down
   ;;
 exec) exec "${NSENTER[@]}" "$@" ;;
+stop-control-plane)
+  # As kubelet does for a static pod whose manifest is moved away: SIGTERM, a grace period
+  # (kube-apiserver 1.20 stops listening at once but lingers on its open watches: 15 s, not
+  # kubelet's 30, then SIGKILL).
+  stop kube-apiserver 15
+  stop etcd 30
+  log "kube-apiserver and etcd stopped"
+  ;;
+start-control-plane)
+  t0=$(date +%s)
+  for k in etcd kube-apiserver; do
+    [[ -f $DIR/run/$k.cmd ]] || die "$DIR/run/$k.cmd missing: was the cluster started with \`up\`?"
+    ! running "$k" || die "$k is running: stop-control-plane first"
+  done
+  eval "start etcd $(cat "$DIR/run/etcd.cmd")"
+  wait_for "etcd" 60 "${NSENTER[@]}" curl -sf --max-time 2 http://127.0.0.1:2381/health || { check_running etcd; exit 1; }
+  eval "start kube-apiserver $(cat "$DIR/run/kube-apiserver.cmd")"
+  wait_for "kube-apiserver" 120 api GET /readyz || { check_running kube-apiserver; exit 1; }
+  log "etcd and kube-apiserver started in $(($(date +%s) - t0))s"
+  ;;
 import)
   [[ $# -eq 1 && -f $1 ]] || die "usage: $0 import DIR FILE.tar"
   ctr -a "$SOCK" -n k8s.io images import "$1"

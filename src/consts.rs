@@ -154,6 +154,9 @@ pub mod conditions {
     pub const REASON_CHECK_FAILED: &str = "CheckFailed";
     /// `Ready` reason of a stored snapshot file.
     pub const REASON_SAVED: &str = "Saved";
+    /// `Ready` reason of a record the agent found Running with no stream taking it (restored
+    /// from a snapshot taken while it was being saved) and whose stored copy is complete.
+    pub const REASON_FOUND_STORED: &str = "FoundStored";
     /// `Verified` reason: downloaded, checked and test-restored.
     pub const REASON_TEST_RESTORED: &str = "TestRestored";
     /// `Verified` reason: a check failed.

@@ -5,6 +5,7 @@
 
 mod execute;
 pub mod plan;
+mod settle;
 mod sync;
 mod verify;
 
@@ -101,6 +102,14 @@ pub enum AgentError {
     /// Local storage failed.
     #[error(transparent)]
     Local(#[from] crate::storage::local::LocalError),
+    /// S3 failed.
+    #[error("{op}: {source}")]
+    S3 {
+        /// What was being done.
+        op: &'static str,
+        /// The error.
+        source: crate::storage::s3::S3Error,
+    },
 }
 
 impl AgentError {
@@ -113,6 +122,7 @@ impl AgentError {
             AgentError::Kube { .. } => "KubernetesAPI",
             AgentError::Operator(e) => e.reason(),
             AgentError::Local(_) => "LocalStorage",
+            AgentError::S3 { source, .. } => source.reason(),
         }
     }
 }
@@ -181,6 +191,14 @@ impl Agent {
         }
     }
 
+    /// Whether a stream of this agent is taking (or about to take) snapshot `esf`.
+    fn is_taking(&self, esf: &ETCDSnapshotFile) -> bool {
+        self.running
+            .lock()
+            .map(|r| r.contains(&esf.spec.snapshot_name))
+            .unwrap_or(true)
+    }
+
     /// The label selector of this node's records.
     fn selector(&self) -> String {
         format!("{}={}", consts::LABEL_NODE, label_value(&self.config.node))
@@ -205,12 +223,12 @@ impl Agent {
     }
 }
 
-/// Reconcile one of this node's records.
 /// Key of a record's reconciles in [`Agent::failures`].
 fn reconcile_key(esf: &ETCDSnapshotFile) -> String {
     format!("reconcile/{}", esf.name_any())
 }
 
+/// Reconcile one of this node's records.
 async fn reconcile(esf: Arc<ETCDSnapshotFile>, agent: Arc<Agent>) -> Result<Action, AgentError> {
     let result = reconcile_file(esf.clone(), agent.clone()).await;
     if result.is_ok() {
@@ -224,10 +242,13 @@ async fn reconcile_file(
     agent: Arc<Agent>,
 ) -> Result<Action, AgentError> {
     let _timer = agent.metrics.reconcile_started("agent");
-    match plan::next_step(&esf, &agent.config.node, agent.stopping.is_cancelled()) {
+    let stopping = agent.stopping.is_cancelled();
+    match plan::next_step(&esf, &agent.config.node, stopping, agent.is_taking(&esf)) {
         plan::Next::Wait => {}
         plan::Next::DeleteLocalFile => return delete_local(&esf, &agent).await,
         plan::Next::VerifyIfRequested => verify::start_if_requested(&agent, &esf),
+        // E.g. restored from a snapshot taken while it was being saved: see `settle`.
+        plan::Next::SettleOrphan => settle::settle(&agent, &esf).await?,
         plan::Next::TakeSnapshot => return Ok(take_soon(&esf, &agent)),
     }
     Ok(Action::await_change())

@@ -27,6 +27,9 @@ pub enum Next {
     DeleteLocalFile,
     /// A Ready copy: verify it if a verification was requested.
     VerifyIfRequested,
+    /// A Running copy that no stream of this agent is taking (a restore of etcd brought it back
+    /// as it was while being saved): settle it by its stored copy (see `agent/settle.rs`).
+    SettleOrphan,
     /// A Pending copy: take the snapshot (with every other Pending copy of it on this node).
     TakeSnapshot,
 }
@@ -41,8 +44,9 @@ pub fn owns(esf: &ETCDSnapshotFile, node: &str) -> bool {
 }
 
 /// The next step for `esf` on the agent of `node`; `stopping` once SIGTERM came (what is left is
-/// the next agent's: a Pending record waits for it).
-pub fn next_step(esf: &ETCDSnapshotFile, node: &str, stopping: bool) -> Next {
+/// the next agent's: a Pending record waits for it); `taking` while a stream of this agent takes
+/// the record's snapshot.
+pub fn next_step(esf: &ETCDSnapshotFile, node: &str, stopping: bool, taking: bool) -> Next {
     if stopping || !owns(esf, node) {
         return Next::Wait;
     }
@@ -57,6 +61,7 @@ pub fn next_step(esf: &ETCDSnapshotFile, node: &str, stopping: bool) -> Next {
     match phase(esf) {
         Phase::Ready => Next::VerifyIfRequested,
         Phase::Pending => Next::TakeSnapshot,
+        Phase::Running if !taking => Next::SettleOrphan,
         _ => Next::Wait,
     }
 }
@@ -326,39 +331,51 @@ status:
     #[test]
     fn a_pending_record_of_this_node_is_taken_others_wait() {
         assert_eq!(
-            next_step(&esf(LOCAL_PENDING), NODE, false),
+            next_step(&esf(LOCAL_PENDING), NODE, false, false),
             Next::TakeSnapshot
         );
-        assert_eq!(next_step(&esf(LOCAL_PENDING), "cp-2", false), Next::Wait);
+        assert_eq!(
+            next_step(&esf(LOCAL_PENDING), "cp-2", false, false),
+            Next::Wait
+        );
         // Stopping: the next agent takes it.
-        assert_eq!(next_step(&esf(LOCAL_PENDING), NODE, true), Next::Wait);
+        assert_eq!(
+            next_step(&esf(LOCAL_PENDING), NODE, true, false),
+            Next::Wait
+        );
         // Label and spec.nodeName disagree (edited by hand): never touched.
         let relabelled = with(LOCAL_PENDING, |f| {
             f.labels_mut()
                 .insert(consts::LABEL_NODE.into(), "cp-2".into());
         });
-        assert_eq!(next_step(&relabelled, NODE, false), Next::Wait);
-        for p in [Phase::Running, Phase::Failed] {
-            let f = with(LOCAL_PENDING, |f| set_phase(f, p));
-            assert_eq!(next_step(&f, NODE, false), Next::Wait, "{p:?}");
-        }
+        assert_eq!(next_step(&relabelled, NODE, false, false), Next::Wait);
+        let failed = with(LOCAL_PENDING, |f| set_phase(f, Phase::Failed));
+        assert_eq!(next_step(&failed, NODE, false, false), Next::Wait);
+        // Running: this agent's stream finishes it; with no stream it is an orphan to settle.
+        let running = with(LOCAL_PENDING, |f| set_phase(f, Phase::Running));
+        assert_eq!(next_step(&running, NODE, false, true), Next::Wait);
+        assert_eq!(next_step(&running, NODE, false, false), Next::SettleOrphan);
+        assert_eq!(next_step(&running, NODE, true, false), Next::Wait);
         let ready = with(LOCAL_PENDING, |f| set_phase(f, Phase::Ready));
-        assert_eq!(next_step(&ready, NODE, false), Next::VerifyIfRequested);
+        assert_eq!(
+            next_step(&ready, NODE, false, false),
+            Next::VerifyIfRequested
+        );
     }
 
     #[test]
     fn a_deleted_local_record_with_the_finalizer_gets_its_file_deleted() {
         let f = with(LOCAL_PENDING, deleting);
-        assert_eq!(next_step(&f, NODE, false), Next::DeleteLocalFile);
+        assert_eq!(next_step(&f, NODE, false, false), Next::DeleteLocalFile);
         // The S3 copy's finalizer is the controller's.
         let f = with(S3_PENDING, deleting);
-        assert_eq!(next_step(&f, NODE, false), Next::Wait);
+        assert_eq!(next_step(&f, NODE, false, false), Next::Wait);
         // Released already.
         let f = with(LOCAL_PENDING, |f| {
             deleting(f);
             f.metadata.finalizers = None;
         });
-        assert_eq!(next_step(&f, NODE, false), Next::Wait);
+        assert_eq!(next_step(&f, NODE, false, false), Next::Wait);
     }
 
     #[test]
