@@ -91,6 +91,8 @@ struct Inner {
     prune_failures: Family<StorageSchedule, Counter>,
     backups_healthy: Family<ScheduleLabel, Gauge>,
     schedule_period: Family<ScheduleLabel, Gauge>,
+    /// Schedules with series in the two families above (to drop those of deleted schedules).
+    schedules: std::sync::Mutex<std::collections::BTreeSet<String>>,
     verify_failures: Counter,
     verified: Counter,
     last_verified: Gauge,
@@ -239,6 +241,7 @@ impl Metrics {
                 prune_failures,
                 backups_healthy,
                 schedule_period,
+                schedules: Default::default(),
                 verify_failures,
                 verified,
                 last_verified,
@@ -339,6 +342,23 @@ impl Metrics {
             .schedule_period
             .get_or_create(&labels)
             .set(period_seconds);
+        if let Ok(mut known) = self.inner.schedules.lock() {
+            known.insert(labels.schedule);
+        }
+    }
+
+    /// Drop the schedule series of schedules not in `existing` (deleted ones: a deleted unhealthy
+    /// schedule must not keep an alert firing).
+    pub fn retain_schedules(&self, existing: &std::collections::BTreeSet<String>) {
+        let Ok(mut known) = self.inner.schedules.lock() else {
+            return;
+        };
+        for gone in known.difference(existing).cloned().collect::<Vec<_>>() {
+            let labels = ScheduleLabel { schedule: gone };
+            self.inner.backups_healthy.remove(&labels);
+            self.inner.schedule_period.remove(&labels);
+            known.remove(&labels.schedule);
+        }
     }
 
     /// Record one snapshot that passed verification, at `unix` seconds.
@@ -467,6 +487,29 @@ mod tests {
         assert!(text.contains(
             r#"etcd_snapshot_reconcile_duration_seconds_count{controller="schedule"} 1"#
         ));
+    }
+
+    #[test]
+    fn deleted_schedules_lose_their_health_series() {
+        let m = Metrics::new();
+        m.set_schedule_health("kept", Some(true), 60);
+        m.set_schedule_health("gone", Some(false), 60);
+        assert!(
+            m.encode()
+                .contains(r#"etcd_snapshot_schedule_backups_healthy{schedule="gone"} 0"#)
+        );
+        m.retain_schedules(&["kept".to_string()].into_iter().collect());
+        let text = m.encode();
+        assert!(!text.contains(r#"schedule="gone""#), "{text}");
+        assert!(text.contains(r#"etcd_snapshot_schedule_backups_healthy{schedule="kept"} 1"#));
+        assert!(text.contains(r#"etcd_snapshot_schedule_period_seconds{schedule="kept"} 60"#));
+        // Unknown health: no sample, the period stays.
+        m.set_schedule_health("kept", None, 60);
+        let text = m.encode();
+        assert!(
+            !text.contains("etcd_snapshot_schedule_backups_healthy{"),
+            "{text}"
+        );
     }
 
     #[test]

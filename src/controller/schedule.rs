@@ -717,6 +717,14 @@ fn backup_health(
     };
     ctx.metrics
         .set_schedule_health(&s.name_any(), healthy, period.num_seconds());
+    let existing = ctx
+        .cache
+        .schedules
+        .state()
+        .iter()
+        .map(|s| s.name_any())
+        .collect();
+    ctx.metrics.retain_schedules(&existing);
     health
 }
 
