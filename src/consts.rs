@@ -84,6 +84,29 @@ pub const K3S_SNAPSHOT_FILE_CRD: &str = "etcdsnapshotfiles.k3s.cattle.io";
 /// Event reason: k3s's ETCDSnapshotFile CRD is installed beside ours (Warning, on that CRD, once
 /// per controller start); the note gives the commands to tell the records apart.
 pub const REASON_K3S_DETECTED: &str = "K3sSnapshotFilesDetected";
+/// Warning event reason on a schedule whose tick came more than its starting deadline late (the
+/// run is skipped; the next tick runs).
+pub const REASON_MISSED_SCHEDULE: &str = "MissedSchedule";
+
+/// The `action` of every event (events.k8s.io/v1 requires one): what the operator was doing.
+pub mod actions {
+    /// Taking a snapshot.
+    pub const SAVE: &str = "Save";
+    /// Deleting a stored copy (its record was deleted).
+    pub const DELETE: &str = "Delete";
+    /// Running a schedule's tick or request.
+    pub const SCHEDULE: &str = "Schedule";
+    /// Checking a schedule's S3 storage.
+    pub const PREFLIGHT: &str = "Preflight";
+    /// Applying retention.
+    pub const PRUNE: &str = "Prune";
+    /// Validating a schedule.
+    pub const VALIDATE: &str = "Validate";
+    /// Verifying a stored copy.
+    pub const VERIFY: &str = "Verify";
+    /// Looking at what else is installed (the k3s CRD).
+    pub const DETECT: &str = "Detect";
+}
 
 /// Condition types and reasons. The schedule follows kstatus (the status convention that Helm 4's
 /// `--wait`, Flux and Argo CD health checks read): `Ready` True while the spec is valid,

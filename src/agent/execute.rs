@@ -163,7 +163,7 @@ async fn stored(agent: &Agent, esf: &ETCDSnapshotFile, record: &SnapshotRecord) 
             esf,
             false,
             consts::REASON_CREATED,
-            "Save",
+            consts::actions::SAVE,
             plan::saved_note(esf, &agent.config.node),
         )
         .await;

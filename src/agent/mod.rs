@@ -216,7 +216,7 @@ impl Agent {
                 esf,
                 true,
                 consts::REASON_FAILED,
-                "Save",
+                consts::actions::SAVE,
                 plan::failed_note(esf, &self.config.node, message),
             )
             .await;
@@ -354,7 +354,13 @@ async fn delete_local(esf: &ETCDSnapshotFile, agent: &Agent) -> Result<Action, A
         .map_err(AgentError::kube("releasing the finalizer"))?;
     agent
         .events
-        .publish(esf, !inside, consts::REASON_DELETED, "Delete", note)
+        .publish(
+            esf,
+            !inside,
+            consts::REASON_DELETED,
+            consts::actions::DELETE,
+            note,
+        )
         .await;
     Ok(Action::await_change())
 }
@@ -390,7 +396,7 @@ async fn delete_failed(
             esf,
             true,
             consts::REASON_PRUNE_FAILED,
-            "Delete",
+            consts::actions::DELETE,
             format!(
                 "Snapshot {} was NOT deleted from {} ({error}); the record stays until it is, retrying",
                 esf.spec.snapshot_name, agent.config.node

@@ -104,7 +104,7 @@ pub(super) async fn settle(agent: &Agent, esf: &ETCDSnapshotFile) -> Result<(), 
             &fresh,
             false,
             consts::REASON_CREATED,
-            "Save",
+            consts::actions::SAVE,
             format!(
                 "Snapshot {snapshot} found stored on {}: {FOUND_MESSAGE}",
                 place(agent, &fresh)

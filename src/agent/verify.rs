@@ -267,6 +267,6 @@ pub async fn verify_copy(agent: &Agent, esf: &ETCDSnapshotFile, request: String)
     }
     agent
         .events
-        .publish(esf, warning, reason, "Verify", note)
+        .publish(esf, warning, reason, consts::actions::VERIFY, note)
         .await;
 }

@@ -111,7 +111,7 @@ async fn delete_s3_copy(
                     esf,
                     true,
                     consts::REASON_DELETED,
-                    "Delete",
+                    consts::actions::DELETE,
                     format!("Snapshot {name} cannot be deleted from S3 yet: {e}"),
                 )
                 .await;
@@ -168,7 +168,13 @@ async fn delete_s3_copy(
         .await
         .map_err(ControllerError::kube("releasing the finalizer"))?;
     ctx.events
-        .publish(esf, !inside, consts::REASON_DELETED, "Delete", note)
+        .publish(
+            esf,
+            !inside,
+            consts::REASON_DELETED,
+            consts::actions::DELETE,
+            note,
+        )
         .await;
     Ok(Action::await_change())
 }
@@ -203,7 +209,7 @@ async fn delete_failed(
             esf,
             true,
             consts::REASON_PRUNE_FAILED,
-            "Delete",
+            consts::actions::DELETE,
             format!(
                 "Snapshot {} was NOT deleted from S3 ({error}); the record stays until it is, retrying",
                 esf.spec.snapshot_name
@@ -299,7 +305,13 @@ async fn release(
         .map_err(ControllerError::kube("releasing the finalizer"))?;
     tracing::warn!(file = %esf.name_any(), %note, "released a record without deleting its copy");
     ctx.events
-        .publish(esf, true, consts::REASON_DELETED, "Delete", note)
+        .publish(
+            esf,
+            true,
+            consts::REASON_DELETED,
+            consts::actions::DELETE,
+            note,
+        )
         .await;
     Ok(())
 }

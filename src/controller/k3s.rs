@@ -32,7 +32,13 @@ pub async fn warn_if_present(client: Client, events: Events) {
             let message = message();
             tracing::warn!(crd = consts::K3S_SNAPSHOT_FILE_CRD, %message, "k3s snapshot records found");
             events
-                .publish(&crd, true, consts::REASON_K3S_DETECTED, "Detect", message)
+                .publish(
+                    &crd,
+                    true,
+                    consts::REASON_K3S_DETECTED,
+                    consts::actions::DETECT,
+                    message,
+                )
                 .await;
         }
         Ok(None) => {}

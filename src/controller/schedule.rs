@@ -162,8 +162,8 @@ async fn reconcile_schedule(
                     .publish(
                         s.as_ref(),
                         true,
-                        "MissedSchedule",
-                        "Schedule",
+                        consts::REASON_MISSED_SCHEDULE,
+                        consts::actions::SCHEDULE,
                         format!(
                             "missed the tick of {} (more than the starting deadline late); waiting for the next",
                             latest.to_rfc3339()
@@ -205,7 +205,7 @@ async fn reconcile_schedule(
                 s.as_ref(),
                 true,
                 consts::REASON_RUN_FAILED,
-                "Schedule",
+                consts::actions::SCHEDULE,
                 message,
             )
             .await;
@@ -217,7 +217,7 @@ async fn reconcile_schedule(
                 s.as_ref(),
                 true,
                 consts::REASON_STORAGE_CHECK_FAILED,
-                "Preflight",
+                consts::actions::PREFLIGHT,
                 message,
             )
             .await;
@@ -336,7 +336,7 @@ async fn create_run(
                 s,
                 true,
                 consts::REASON_FAILED,
-                "Schedule",
+                consts::actions::SCHEDULE,
                 "no live agent with a healthy etcd member matches this schedule; nothing was snapshotted".into(),
             )
             .await;
@@ -584,7 +584,7 @@ async fn prune(
                 esf,
                 false,
                 consts::REASON_PRUNED,
-                "Prune",
+                consts::actions::PRUNE,
                 format!(
                     "Snapshot {} pruned from {} by schedule {schedule}: {}",
                     copy.name,
@@ -825,7 +825,7 @@ async fn invalid(
                 s,
                 true,
                 consts::REASON_INVALID,
-                "Validate",
+                consts::actions::VALIDATE,
                 message.to_string(),
             )
             .await;
