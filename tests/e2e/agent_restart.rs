@@ -116,6 +116,7 @@ pub async fn agent_pod_deleted_during_a_large_snapshot(cluster: &Cluster, client
         })
     };
     let deleted = Instant::now();
+    let deleted_at = jiff::Timestamp::now();
     let (ok, out, err) = kubectl(
         cluster,
         &["delete", "pod", "-n", OPERATOR_NS, &old, "--wait=false"],
@@ -140,7 +141,7 @@ pub async fn agent_pod_deleted_during_a_large_snapshot(cluster: &Cluster, client
         .and_then(Result::ok)
         .unwrap_or_default();
     eprintln!(
-        "e2e: the old agent's log from SIGTERM on:\n{}",
+        "e2e: agent pod deleted at {deleted_at}; its log from SIGTERM on:\n{}",
         shutdown_lines(&log)
     );
     let new = wait_for(
