@@ -246,11 +246,20 @@ pub async fn agent_pod_deleted_during_a_large_snapshot(cluster: &Cluster, client
 
 /// The agent's log lines from "agent stopping" on.
 fn shutdown_lines(lines: &[String]) -> String {
+    // kubelet's own lines start with a timestamp too; the stream's end message does not.
+    let lines: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
     let from = lines
         .iter()
         .position(|l| l.contains("stopping"))
         .unwrap_or(lines.len().saturating_sub(10));
-    lines[from..].join("\n")
+    lines[from..]
+        .iter()
+        .map(|l| l.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The time kubelet stamped on the first log line containing `what`.
