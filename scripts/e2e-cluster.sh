@@ -310,6 +310,15 @@ do_down() {
       rm -rf /var/log/pods/*_"$uid"
     done
   fi
+  # A pod already deleted (its kubelet dir is gone, e.g. a finished Helm hook Job's pod) keeps
+  # its log dir until kubelet's garbage collection: every pod this kubelet ran is named (UID) in
+  # its log.
+  for d in /var/log/pods/*_*/; do
+    [[ -d $d ]] || continue
+    uid=${d%/}
+    uid=${uid##*_}
+    [[ ${#uid} -eq 36 ]] && grep -qF "$uid" "$DIR/logs/kubelet.log" 2>/dev/null && rm -rf "$d"
+  done
   for f in /var/log/containers/*.log; do
     [[ -L $f && ! -e $f ]] && rm -f "$f" # a link into a pod log dir just removed
   done

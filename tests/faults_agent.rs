@@ -150,11 +150,17 @@ async fn agent_killed_mid_snapshot_leaves_no_final_file_or_object_and_recovers_o
         async || multipart_uploads(&env).await.is_empty().then_some(()),
     )
     .await;
-    assert!(
-        env.log("agent node0")
-            .contains("aborted interrupted S3 uploads"),
-        "the restarted agent aborted the upload (not S3 on its own)"
-    );
+    // The agent logs it once S3 has answered the abort: a moment after the upload is gone.
+    env.wait_until(
+        "the restarted agent to log that it aborted the upload (not S3 on its own)",
+        Duration::from_secs(30),
+        async || {
+            env.log("agent node0")
+                .contains("aborted interrupted S3 uploads")
+                .then_some(())
+        },
+    )
+    .await;
     let entries = all_entries(&dir);
     assert!(
         !entries.iter().any(|e| e.contains("partial")),
