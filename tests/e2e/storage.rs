@@ -4,7 +4,7 @@
 //! minute-long waits overlap.
 
 use crate::e2e_support::{
-    self, apply_server_side, s3_bucket_key, s3_keys, snapshot_dir_entries, snapshot_files, wait_for,
+    self, apply_server_side, s3_bucket_key, snapshot_dir_entries, snapshot_files, wait_for,
 };
 use crate::support;
 use eso_testenv::{Cluster, S3Options, S3Server};
@@ -289,7 +289,7 @@ pub async fn one_snapshot_per_minute_and_retention_keeps_its_count(
                 .map(|f| s3_bucket_key(&f.spec.location).1)
                 .collect();
             wanted_keys.sort();
-            let keys = s3_keys(s3, BUCKET, FOLDER).await;
+            let keys = support::s3_keys(s3, BUCKET, FOLDER).await;
             // Deleting files and objects follows the records by a moment.
             (on_host == local && keys == wanted_keys).then_some((files, on_host, keys))
         },

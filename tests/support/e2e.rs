@@ -267,25 +267,6 @@ stringData:
     )
 }
 
-/// Every key in `bucket` under `folder/`, except the `.metadata/` side objects.
-pub async fn s3_keys(s3: &eso_testenv::S3Server, bucket: &str, folder: &str) -> Vec<String> {
-    let listed = support::s3_client(s3)
-        .list_objects_v2()
-        .bucket(bucket)
-        .prefix(format!("{folder}/"))
-        .send()
-        .await
-        .expect("list S3 objects");
-    let mut keys: Vec<String> = listed
-        .contents()
-        .iter()
-        .filter_map(|o| o.key().map(str::to_string))
-        .filter(|k| !k.contains("/.metadata/"))
-        .collect();
-    keys.sort();
-    keys
-}
-
 /// `(bucket, key)` of an `s3://bucket/key` location.
 pub fn s3_bucket_key(location: &str) -> (String, String) {
     let rest = location

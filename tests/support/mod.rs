@@ -188,3 +188,23 @@ pub fn snapshot_status(plain: &Path) -> (i64, i64) {
         v["totalKey"].as_i64().expect("totalKey"),
     )
 }
+
+/// Every key in `bucket` under `folder/`, sorted, except the `.metadata/` side objects.
+pub async fn s3_keys(s3: &eso_testenv::S3Server, bucket: &str, folder: &str) -> Vec<String> {
+    let metadata = format!("/{}/", etcd_snapshot::consts::METADATA_DIR);
+    let listed = s3_client(s3)
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(format!("{folder}/"))
+        .send()
+        .await
+        .expect("list S3 objects");
+    let mut keys: Vec<String> = listed
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_string))
+        .filter(|k| !k.contains(&metadata))
+        .collect();
+    keys.sort();
+    keys
+}

@@ -907,21 +907,7 @@ impl OperatorEnv {
 
     /// Keys of the snapshot objects under the S3 folder (without `.metadata/` objects).
     pub async fn s3_keys(&self) -> Vec<String> {
-        let out = support::s3_client(&self.s3)
-            .list_objects_v2()
-            .bucket(BUCKET)
-            .prefix(format!("{FOLDER}/"))
-            .send()
-            .await
-            .expect("list S3 objects");
-        let mut keys: Vec<String> = out
-            .contents()
-            .iter()
-            .filter_map(|o| o.key().map(str::to_string))
-            .filter(|k| !k.contains(&format!("/{}/", consts::METADATA_DIR)))
-            .collect();
-        keys.sort();
-        keys
+        support::s3_keys(&self.s3, BUCKET, FOLDER).await
     }
 
     /// Body and user metadata of an S3 object, or `None` when it does not exist.
