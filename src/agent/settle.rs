@@ -1,10 +1,14 @@
-//! Records left Running with no stream of this agent taking them. After a restore of the
-//! cluster's etcd from a snapshot the operator took, the records of that very snapshot come back
-//! as they were while it was being saved: Running. No agent finishes them (the stream that was
-//! taking them ended before the restore), so they would stay Running for ever and hold the
-//! schedule's retention and verification (both wait while a run is in flight). The agent settles
-//! each one by its stored copy: complete (the file in the snapshot directory, the S3 object with
-//! its recorded sha256) -> Ready, with what the copy says; missing -> Failed (interrupted).
+//! Records left Running with no stream of this agent taking them: left by a previous run of the
+//! agent (killed mid-snapshot, or between storing a copy and recording it), or restored with
+//! etcd. After a restore of the cluster's etcd from a snapshot the operator took, the records of
+//! that very snapshot come back as they were while it was being saved: Running. No agent
+//! finishes them (the stream that was taking them ended before the restore), so they would stay
+//! Running for ever and hold the schedule's retention and verification (both wait while a run is
+//! in flight). The agent settles each one by its stored copy: complete (the file in the snapshot
+//! directory, the S3 object with its recorded sha256) -> Ready, with what the copy says; missing
+//! -> Failed (interrupted). Marking them Failed without looking would be worse than leaving
+//! them: a Failed local record is garbage-collected after a day, and its finalizer deletes the
+//! file, the very snapshot the cluster was restored from.
 
 use super::{Agent, AgentError};
 use crate::api::{ETCDSnapshotFile, ETCDSnapshotFileStatus, Phase};
@@ -62,8 +66,8 @@ pub(super) fn ready_status(
 
 const FOUND_MESSAGE: &str = "the record was Running with no agent taking it (restored from a snapshot taken while it was \
      being saved?) and its stored copy is complete";
-const MISSING_MESSAGE: &str = "the record was Running with no agent taking it and nothing is stored: the snapshot was \
-     interrupted";
+const MISSING_MESSAGE: &str = "nothing is stored and no agent is taking this snapshot: it was interrupted (the agent \
+     restarted while taking it, or etcd was restored from a snapshot taken then)";
 
 /// Settle `esf` (Running, and not being taken by this agent) by its stored copy. The record is
 /// read again from the API server first: the cache may still show a copy this agent has just
