@@ -19,6 +19,7 @@ use crate::operator::s3_config_for_file;
 use crate::storage::s3::S3Store;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
+use kube::api::ListParams;
 
 /// What the stored copy of a record says, when it exists.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,11 +75,19 @@ const MISSING_MESSAGE: &str = "nothing is stored and no agent is taking this sna
 /// finished as Running.
 pub(super) async fn settle(agent: &Agent, esf: &ETCDSnapshotFile) -> Result<(), AgentError> {
     let name = esf.name_any();
+    // A list of this one record (the agent may list and watch records, not get them), read
+    // from etcd (no resourceVersion: a quorum read).
+    let only = ListParams::default()
+        .labels(&agent.selector())
+        .fields(&format!("metadata.name={name}"));
     let Some(fresh) = agent
         .api()
-        .get_opt(&name)
+        .list(&only)
         .await
         .map_err(AgentError::kube("reading a Running record"))?
+        .items
+        .into_iter()
+        .next()
     else {
         return Ok(());
     };
