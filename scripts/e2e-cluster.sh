@@ -310,6 +310,18 @@ do_down() {
       rm -rf /var/log/pods/*_"$uid"
     done
   fi
+  # A pod the kubelet already removed (its dir under DIR is gone) may still have its logs, until
+  # container GC: found by the container ID in the link's name, a container of our containerd.
+  for f in /var/log/containers/*.log; do
+    [[ -L $f ]] || continue
+    id=${f%.log}
+    id=${id##*-}
+    if [[ $id =~ ^[0-9a-f]{64}$ && -d $DIR/var/lib/containerd/io.containerd.grpc.v1.cri/containers/$id ]]; then
+      d=$(readlink "$f")
+      d=${d%/*/*} # /var/log/pods/NS_NAME_UID/CONTAINER/N.log -> /var/log/pods/NS_NAME_UID
+      [[ $d == /var/log/pods/?* ]] && rm -rf "$d"
+    fi
+  done
   for f in /var/log/containers/*.log; do
     [[ -L $f && ! -e $f ]] && rm -f "$f" # a link into a pod log dir just removed
   done
