@@ -65,7 +65,7 @@ DEVICE_PLUGIN_FILES=(kubelet.sock DEPRECATION kubelet_internal_checkpoint)
 log() { printf '[e2e-cluster] %s\n' "$*" >&2; }
 die() { printf '[e2e-cluster] ERROR: %s\n' "$*" >&2; exit 1; }
 
-usage() { die "usage: $0 up|down|guard DIR | exec DIR CMD... | import DIR FILE"; }
+usage() { die "usage: $0 up|down|guard|stop-control-plane|start-control-plane DIR | exec DIR CMD... | import DIR FILE"; }
 [[ $# -ge 2 ]] || usage
 CMD=$1
 [[ $2 == /* ]] || die "DIR must be an absolute path (got '$2')"
@@ -318,6 +318,18 @@ do_down() {
     uid=${d%/}
     uid=${uid##*_}
     [[ ${#uid} -eq 36 ]] && grep -qF "$uid" "$DIR/logs/kubelet.log" 2>/dev/null && rm -rf "$d"
+  done
+  # A pod the kubelet already removed (its dir under DIR is gone) may still have its logs, until
+  # container GC: found by the container ID in the link's name, a container of our containerd.
+  for f in /var/log/containers/*.log; do
+    [[ -L $f ]] || continue
+    id=${f%.log}
+    id=${id##*-}
+    if [[ $id =~ ^[0-9a-f]{64}$ && -d $DIR/var/lib/containerd/io.containerd.grpc.v1.cri/containers/$id ]]; then
+      d=$(readlink "$f")
+      d=${d%/*/*} # /var/log/pods/NS_NAME_UID/CONTAINER/N.log -> /var/log/pods/NS_NAME_UID
+      [[ $d == /var/log/pods/?* ]] && rm -rf "$d"
+    fi
   done
   for f in /var/log/containers/*.log; do
     [[ -L $f && ! -e $f ]] && rm -f "$f" # a link into a pod log dir just removed

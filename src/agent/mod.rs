@@ -9,9 +9,9 @@ mod settle;
 mod sync;
 mod verify;
 
-use crate::api::{ETCDSnapshotFile, ETCDSnapshotFileStatus, Phase};
+use crate::api::{ETCDSnapshotFile, ETCDSnapshotFileStatus};
 use crate::consts;
-use crate::controller::util::{can_remove_finalizer, phase, remove_finalizer, storage};
+use crate::controller::util::{can_remove_finalizer, remove_finalizer, storage};
 use crate::events::{EventsNamespace, resolve_namespace};
 use crate::metrics::Metrics;
 use crate::naming::{Storage, label_value};
@@ -509,27 +509,6 @@ async fn each_record(
     }
 }
 
-/// Records left Running by a previous run of this agent can never finish: mark them Failed.
-async fn fail_interrupted(agent: &Agent) -> Result<(), AgentError> {
-    let mut interrupted = Vec::new();
-    each_record(agent, |esf| {
-        if phase(&esf) == Phase::Running && agent.owns(&esf) {
-            interrupted.push(esf);
-        }
-    })
-    .await?;
-    for esf in interrupted {
-        agent
-            .fail(
-                &esf,
-                "the agent restarted while this snapshot was being taken",
-                "Interrupted",
-            )
-            .await;
-    }
-    Ok(())
-}
-
 /// Abort the S3 multipart uploads a previous run of this agent left behind (it was killed
 /// mid-upload): only uploads of this node's own snapshots (the names of its S3 records) that were
 /// started before this agent started, so no upload in flight (of this or another node) is touched.
@@ -662,9 +641,8 @@ pub async fn run(
         tasks: Mutex::new(Vec::new()),
         failures: Default::default(),
     });
-    if let Err(e) = fail_interrupted(&agent).await {
-        tracing::warn!(error = %e, "cannot check for interrupted snapshots");
-    }
+    // Records left Running by a previous run of this agent (or restored from a snapshot taken
+    // while they were Running) are settled by the first reconcile of each: see `settle`.
     {
         // In the background: an unreachable S3 must not hold up the agent's start.
         let agent = agent.clone();

@@ -1,10 +1,14 @@
-//! Records left Running with no stream of this agent taking them. After a restore of the
-//! cluster's etcd from a snapshot the operator took, the records of that very snapshot come back
-//! as they were while it was being saved: Running. No agent finishes them (the stream that was
-//! taking them ended before the restore), so they would stay Running for ever and hold the
-//! schedule's retention and verification (both wait while a run is in flight). The agent settles
-//! each one by its stored copy: complete (the file in the snapshot directory, the S3 object with
-//! its recorded sha256) -> Ready, with what the copy says; missing -> Failed (interrupted).
+//! Records left Running with no stream of this agent taking them: left by a previous run of the
+//! agent (killed mid-snapshot, or between storing a copy and recording it), or restored with
+//! etcd. After a restore of the cluster's etcd from a snapshot the operator took, the records of
+//! that very snapshot come back as they were while it was being saved: Running. No agent
+//! finishes them (the stream that was taking them ended before the restore), so they would stay
+//! Running for ever and hold the schedule's retention and verification (both wait while a run is
+//! in flight). The agent settles each one by its stored copy: complete (the file in the snapshot
+//! directory, the S3 object with its recorded sha256) -> Ready, with what the copy says; missing
+//! -> Failed (interrupted). Marking them Failed without looking would be worse than leaving
+//! them: a Failed local record is garbage-collected after a day, and its finalizer deletes the
+//! file, the very snapshot the cluster was restored from.
 
 use super::{Agent, AgentError};
 use crate::api::{ETCDSnapshotFile, ETCDSnapshotFileStatus, Phase};
@@ -15,6 +19,7 @@ use crate::operator::s3_config_for_file;
 use crate::storage::s3::S3Store;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
+use kube::api::ListParams;
 
 /// What the stored copy of a record says, when it exists.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,19 +67,27 @@ pub(super) fn ready_status(
 
 const FOUND_MESSAGE: &str = "the record was Running with no agent taking it (restored from a snapshot taken while it was \
      being saved?) and its stored copy is complete";
-const MISSING_MESSAGE: &str = "the record was Running with no agent taking it and nothing is stored: the snapshot was \
-     interrupted";
+const MISSING_MESSAGE: &str = "nothing is stored and no agent is taking this snapshot: it was interrupted (the agent \
+     restarted while taking it, or etcd was restored from a snapshot taken then)";
 
 /// Settle `esf` (Running, and not being taken by this agent) by its stored copy. The record is
 /// read again from the API server first: the cache may still show a copy this agent has just
 /// finished as Running.
 pub(super) async fn settle(agent: &Agent, esf: &ETCDSnapshotFile) -> Result<(), AgentError> {
     let name = esf.name_any();
+    // A list of this one record (the agent may list and watch records, not get them), read
+    // from etcd (no resourceVersion: a quorum read).
+    let only = ListParams::default()
+        .labels(&agent.selector())
+        .fields(&format!("metadata.name={name}"));
     let Some(fresh) = agent
         .api()
-        .get_opt(&name)
+        .list(&only)
         .await
         .map_err(AgentError::kube("reading a Running record"))?
+        .items
+        .into_iter()
+        .next()
     else {
         return Ok(());
     };
