@@ -58,7 +58,7 @@ command -v cargo >/dev/null || { log "error: no cargo on PATH: install Rust (rus
 
 apt_install protobuf-compiler libprotobuf-dev gcc libc6-dev make pkg-config \
   etcd-server etcd-client openssl ca-certificates util-linux curl time zip unzip python3 golang-go \
-  containerd runc containernetworking-plugins iptables conntrack iproute2
+  containerd runc containernetworking-plugins iptables conntrack iproute2 procps
 # npm comes with the machine's Node.js; Debian's npm only where there is none.
 command -v npm >/dev/null || apt_install npm
 
