@@ -185,6 +185,10 @@ inner=$(
   cat <<'INNER'
 set -euo pipefail
 root=$1 rustup_home=$2 cargo_bin=$3 node_bin=$4 npm_dir=$5 demo_only=$6
+# The root must be a mount point, as / is on a machine: kubelet looks its root directory's mount
+# up in /proc/self/mountinfo and exits with "cannot find mount point" otherwise (recursive, so the
+# new /proc stays).
+mount --rbind "$root" "$root"
 mount --rbind /dev "$root/dev"
 mount --rbind /sys "$root/sys"
 mount -t tmpfs -o mode=0755 tmpfs "$root/run"
