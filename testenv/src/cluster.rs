@@ -85,15 +85,22 @@ impl Cluster {
         let guard_err = guard_log
             .try_clone()
             .map_err(io_err("creating the guard log"))?;
-        let mut child = Command::new(&script)
+        let spawned = Command::new(&script)
             .arg("guard")
             .arg(&dir)
             .env("ESO_CACHE", cache_dir())
             .stdin(Stdio::piped())
             .stdout(guard_log)
             .stderr(guard_err)
-            .spawn()
-            .map_err(io_err(format!("starting {} guard", script.display())))?;
+            .spawn();
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                // Nothing was claimed yet: leave no directory behind.
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(io_err(format!("starting {} guard", script.display()))(e));
+            }
+        };
         let stdin = child
             .stdin
             .take()
