@@ -117,17 +117,7 @@ async fn operator_installed_by_helm_takes_an_on_demand_snapshot(
     // One `helm install --wait` with the chart's default schedule: Helm 4's kstatus waiter
     // accepts a valid schedule at once (Ready=True before its first run).
     let installed = Instant::now();
-    e2e_support::helm(
-        cluster,
-        &[
-            "install",
-            RELEASE,
-            "--create-namespace",
-            "--wait",
-            "--timeout=5m",
-        ],
-        &values,
-    );
+    e2e_support::install_release(cluster, &values);
     eprintln!("e2e: helm install --wait in {:.1?}", installed.elapsed());
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), OPERATOR_NS);

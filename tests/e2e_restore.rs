@@ -312,17 +312,7 @@ s3:
     )
     .expect("write values");
     let t = Instant::now();
-    e2e_support::helm(
-        cluster,
-        &[
-            "install",
-            RELEASE,
-            "--create-namespace",
-            "--wait",
-            "--timeout=5m",
-        ],
-        &values,
-    );
+    e2e_support::install_release(cluster, &values);
     eprintln!("e2e-restore: helm install --wait in {:.1?}", t.elapsed());
 }
 

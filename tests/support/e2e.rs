@@ -64,6 +64,22 @@ pub fn helm(cluster: &Cluster, args: &[&str], values: &Path) {
     assert!(ok, "helm {args:?} failed:\n{out}\n{err}");
 }
 
+/// `helm install RELEASE --create-namespace --wait --timeout=5m` with `values`: Helm 4's kstatus
+/// waiter returns once every resource of the chart is Ready (a valid schedule is at once).
+pub fn install_release(cluster: &Cluster, values: &Path) {
+    helm(
+        cluster,
+        &[
+            "install",
+            RELEASE,
+            "--create-namespace",
+            "--wait",
+            "--timeout=5m",
+        ],
+        values,
+    );
+}
+
 /// A Helm command without the chart argument (`uninstall`, `history`, `list`...).
 pub fn helm_plain(cluster: &Cluster, args: &[&str]) -> (bool, String, String) {
     support::run(
