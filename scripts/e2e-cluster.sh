@@ -704,6 +704,7 @@ do_up() {
     --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
     --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
     --controllers '*,bootstrapsigner,tokencleaner' --cert-dir "$DIR/run/kube-controller-manager-certs" \
+    --flex-volume-plugin-dir "$DIR/var/lib/kubelet/volume-plugins" \
     --profiling=false
   start kube-scheduler "$BIN/kube-scheduler" --kubeconfig "$DIR/etc/kubernetes/scheduler.conf" \
     --authentication-kubeconfig "$DIR/etc/kubernetes/scheduler.conf" \
