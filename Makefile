@@ -32,7 +32,7 @@ BENCH_SIZE ?= 256MiB
 BENCH_RUNS ?= 5
 TARGET_DIR = $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: test test-deps e2e lint crds chart build image demo fresh-check outage-drill bench bench-snapshot bench-controller
+.PHONY: test test-deps e2e e2e-restore lint crds chart build image demo fresh-check outage-drill bench bench-snapshot bench-controller
 
 test: test-deps lint
 	$(CARGO) test --workspace --all-targets --locked
@@ -42,6 +42,10 @@ test-deps:
 
 e2e: test-deps
 	$(CARGO) test --locked --test 'e2e*' -- --nocapture
+
+# The disaster-recovery drill (tests/e2e_restore.rs); not part of `make test` for now (README).
+e2e-restore: test-deps
+	ESO_E2E_RESTORE=1 $(CARGO) test --locked --test e2e_restore -- --nocapture
 
 lint:
 	$(CARGO) fmt --all -- --check
