@@ -349,20 +349,7 @@ pub async fn node_etcd_db_size(etcd: &mut etcd_client::Client) -> i64 {
 /// Put `mib` MiB of incompressible values (1 MiB each, keys `PREFIX0000`...) into the node's
 /// etcd, so that a snapshot of it takes a while.
 pub async fn fill_node_etcd(etcd: &mut etcd_client::Client, prefix: &str, mib: usize) {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    for i in 0..mib {
-        let mut value = Vec::with_capacity(1 << 20);
-        while value.len() < (1 << 20) {
-            // xorshift64: cheap bytes that do not compress.
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            value.extend_from_slice(&x.to_le_bytes());
-        }
-        etcd.put(format!("{prefix}{i:04}"), value, None)
-            .await
-            .expect("etcd put");
-    }
+    support::put_incompressible(etcd, prefix, mib).await;
 }
 
 /// Delete every key under `prefix`, compact the history physically and defragment, so the

@@ -208,3 +208,23 @@ pub async fn s3_keys(s3: &eso_testenv::S3Server, bucket: &str, folder: &str) -> 
     keys.sort();
     keys
 }
+
+/// Put `mib` MiB of incompressible values (1 MiB each, keys `PREFIX0000`...) through `client`, so
+/// that a snapshot of that etcd takes a while and is as large as that.
+pub async fn put_incompressible(client: &mut etcd_client::Client, prefix: &str, mib: usize) {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in 0..mib {
+        let mut value = Vec::with_capacity(1 << 20);
+        while value.len() < (1 << 20) {
+            // xorshift64: cheap bytes that do not compress.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            value.extend_from_slice(&x.to_le_bytes());
+        }
+        client
+            .put(format!("{prefix}{i:04}"), value, None)
+            .await
+            .expect("etcd put");
+    }
+}
