@@ -129,7 +129,7 @@ install_src_file "$src_list" "/etc/apt/sources.list.d/$DEB_SRC_BASENAME.list"
 [[ -s $src_deb822 || -s $src_list ]] \
   || die "no Debian '$CODENAME' apt entries found to derive deb-src entries from"
 
-if [[ $sources_changed -eq 1 ]] || ! apt-cache showsrc kubernetes 2>/dev/null | grep -q '^Version:'; then
+if [[ $sources_changed -eq 1 ]] || ! apt-cache showsrc kubernetes 2>/dev/null | grep '^Version:' >/dev/null; then
   log "apt-get update (deb-src entries enabled)"
   apt-get -o DPkg::Lock::Timeout=900 update -qq
 fi

@@ -115,7 +115,7 @@ rootfs=$WORK/pause-rootfs
 rm -rf "$rootfs"
 mkdir -p "$rootfs"
 gcc -Os -Wall -Werror -static -DVERSION=v3.4-eso -o "$rootfs/pause" "$TREE/build/pause/linux/pause.c"
-"$rootfs/pause" -v | grep -q 'v3.4-eso' || die "the pause binary does not run"
+"$rootfs/pause" -v | grep 'v3.4-eso' >/dev/null || die "the pause binary does not run"
 mkdir -p "$IMAGE_DIR"
 "$SCRIPT_DIR/docker-archive.sh" "$rootfs" "$PAUSE_REF" "$IMAGE_DIR/pause.tar" /pause >/dev/null
 

@@ -138,7 +138,7 @@ stop() {
   local name=$1 grace=$2 pid i
   pid=$(cat "$DIR/run/$name.pid" 2>/dev/null) || return 0
   if [[ -d /proc/$pid ]]; then
-    if tr '\0' '\n' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- "$DIR"; then
+    if tr '\0' '\n' 2>/dev/null <"/proc/$pid/cmdline" | grep -F -- "$DIR" >/dev/null; then
       ((grace == 0)) || kill -TERM "$pid" 2>/dev/null || true
       for ((i = 0; i < grace * 10; i++)); do
         alive "$pid" || break
@@ -212,12 +212,12 @@ api() { # METHOD PATH [CURL-ARGS...]: call the API server as the admin
 }
 
 default_sa_has_token() {
-  api GET /api/v1/namespaces/default/serviceaccounts/default | grep -q '"secrets"'
+  api GET /api/v1/namespaces/default/serviceaccounts/default | grep '"secrets"' >/dev/null
 }
 
 node_ready() {
   api GET "/api/v1/nodes/$NODE_NAME" | tr -d ' \n' \
-    | grep -q '"type":"Ready","status":"True"'
+    | grep '"type":"Ready","status":"True"' >/dev/null
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -247,7 +247,7 @@ kill_cgroup_procs() {
 shim_pids() { # containerd shims started by our containerd (they outlive it)
   local p
   for p in /proc/[0-9]*; do
-    tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -q -- "containerd-shim.* -address $SOCK " && echo "${p#/proc/}"
+    tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -- "containerd-shim.* -address $SOCK " >/dev/null && echo "${p#/proc/}"
   done
   return 0
 }
@@ -472,9 +472,9 @@ check_binaries() {
 
 check_subnet() {
   # The addresses must be free on the host: no route into 10.203.0.0/16 but the default one.
-  if ip -4 route show root "$SUBNET_CHECK" | grep -q . \
-    || ip -4 route show match "$SUBNET_CHECK" | grep -v '^default' | grep -q . \
-    || ip -4 -o addr show | grep -q ' 10\.203\.'; then
+  if ip -4 route show root "$SUBNET_CHECK" | grep . >/dev/null \
+    || ip -4 route show match "$SUBNET_CHECK" | grep -v '^default' | grep . >/dev/null \
+    || ip -4 -o addr show | grep ' 10\.203\.' >/dev/null; then
     die "$SUBNET_CHECK is in use on this machine (ip route / ip addr): the e2e cluster needs it"
   fi
 }

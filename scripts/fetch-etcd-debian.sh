@@ -173,11 +173,11 @@ done
 for b in etcd etcdctl etcdutl; do
   [[ -x $tmp/usr/bin/$b ]] || die "the packages hold no usr/bin/$b"
 done
-"$tmp/usr/bin/etcd" --version | grep -qx "etcd Version: $ETCD_UPSTREAM_VERSION" \
+"$tmp/usr/bin/etcd" --version | grep -x "etcd Version: $ETCD_UPSTREAM_VERSION" >/dev/null \
   || die "usr/bin/etcd does not report version $ETCD_UPSTREAM_VERSION"
-"$tmp/usr/bin/etcdutl" version | grep -qx "etcdutl version: $ETCD_UPSTREAM_VERSION" \
+"$tmp/usr/bin/etcdutl" version | grep -x "etcdutl version: $ETCD_UPSTREAM_VERSION" >/dev/null \
   || die "usr/bin/etcdutl does not report version $ETCD_UPSTREAM_VERSION"
-"$tmp/usr/bin/etcdutl" snapshot restore --help 2>&1 | grep -q -- '--bump-revision' \
+"$tmp/usr/bin/etcdutl" snapshot restore --help 2>&1 | grep -- '--bump-revision' >/dev/null \
   || die "etcdutl $ETCD_UPSTREAM_VERSION has no --bump-revision"
 echo "$want_stamp" >"$tmp/.eso-installed"
 rm -rf "$DEST"

@@ -114,7 +114,7 @@ PY
 remove_tree() {
   local dir=$1
   [ -e "$dir" ] || return 0
-  if findmnt -rn -o TARGET | grep -q "^$dir\(/\|$\)"; then
+  if findmnt -rn -o TARGET | grep "^$dir\(/\|$\)" >/dev/null; then
     die "$dir has mounts under it; not removing it (umount them first)"
   fi
   rm -rf --one-file-system "$dir"
@@ -242,7 +242,7 @@ unshare --mount --propagation private --pid --fork --mount-proc="$root/proc" \
   2>&1 | tee "$top/run.log" || status=$?
 elapsed=$(($(date +%s) - t0))
 
-if findmnt -rn -o TARGET | grep -q "^$root\(/\|$\)"; then
+if findmnt -rn -o TARGET | grep "^$root\(/\|$\)" >/dev/null; then
   log "warning: mounts left under $root in this namespace; not removing it"
   keep=1
 fi

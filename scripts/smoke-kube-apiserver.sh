@@ -239,7 +239,7 @@ EOF
   event default >/dev/null || die "[$label] events.k8s.io/v1 Event in 'default' rejected (backport missing?)"
   event kube-system >/dev/null || die "[$label] events.k8s.io/v1 Event in 'kube-system' rejected"
   if event kube-public >/dev/null 2>&1; then die "[$label] Event in kube-public accepted (validation too lax)"; fi
-  "$k" get events.v1.events.k8s.io -n default -o name | grep -q "$name.smoke" || die "[$label] event not listed"
+  "$k" get events.v1.events.k8s.io -n default -o name | grep "$name.smoke" >/dev/null || die "[$label] event not listed"
 
   # RBAC is real: alice has no permissions.
   if "$k" --context=alice get widgets >/dev/null 2>"$TMP/forbidden"; then die "[$label] alice could list widgets"; fi
