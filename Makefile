@@ -43,9 +43,9 @@ test-deps:
 e2e: test-deps
 	$(CARGO) test --locked --test 'e2e*' -- --nocapture
 
-# The disaster-recovery drill (tests/e2e_restore.rs); not part of `make test` for now (README).
+# Only the disaster-recovery drill (tests/e2e_restore.rs; `make test` and `make e2e` run it too).
 e2e-restore: test-deps
-	ESO_E2E_RESTORE=1 $(CARGO) test --locked --test e2e_restore -- --nocapture
+	$(CARGO) test --locked --test e2e_restore -- --nocapture
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -407,6 +407,54 @@ async fn requested_at_annotation_runs_the_schedule_once_per_new_value() {
         names(&files),
         "the first request was run exactly once"
     );
+
+    // A request while no agent is live (its registration went stale, as after a control-plane
+    // restart or a restore) stays pending instead of being dropped, and is served once the agent
+    // renews.
+    env.kill_agent("node0");
+    env.wait_until(
+        "node0's registration to go stale",
+        Duration::from_secs(30),
+        async || {
+            let leases: Api<Lease> = Api::namespaced(env.admin.clone(), NS);
+            let lease = leases.get(&AgentInfo::lease_name("node0")).await.ok()?;
+            let info = AgentInfo::from_lease(&lease)?;
+            (!info.is_live(jiff::Timestamp::now())).then_some(())
+        },
+    )
+    .await;
+    let third = env.request_run("on-demand").await;
+    env.wait_until(
+        "a Warning that the request stays pending",
+        RUN,
+        async || {
+            env.events_about("on-demand")
+                .await
+                .into_iter()
+                .find(|(_, note)| note.contains("the on-demand request stays pending"))
+        },
+    )
+    .await;
+    assert!(
+        env.run_files(&third).await.is_empty(),
+        "no record without a live agent"
+    );
+    let status = schedule_status(&env, "on-demand")
+        .await
+        .status
+        .unwrap_or_default();
+    assert_eq!(
+        status.last_requested_at.as_deref(),
+        Some(second.as_str()),
+        "the pending request is not marked served"
+    );
+    env.start_agent(0);
+    let served = env.wait_run_ready(&third, 2, RUN).await;
+    assert_eq!(
+        served.len(),
+        2,
+        "the pending request was served: {served:?}"
+    );
     env.assert_no_forbidden();
 }
 

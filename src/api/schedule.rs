@@ -254,7 +254,8 @@ pub struct ETCDSnapshotScheduleStatus {
     /// Time of the last tick whose snapshots all became Ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_successful_time: Option<Time>,
-    /// The last `etcdsnapshot.io/requested-at` value handled.
+    /// The last `etcdsnapshot.io/requested-at` value served (its run's records were created); a
+    /// request no live agent could serve yet stays pending.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_requested_at: Option<String>,
     /// Number of Ready snapshot copies of this schedule.

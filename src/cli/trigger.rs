@@ -80,13 +80,29 @@ pub async fn run(args: TriggerArgs) -> Result<(), CliError> {
             return report(&list);
         }
         if start.elapsed() > timeout {
-            return Err(CliError::Failed(format!(
-                "timed out after {:?}: {} snapshot file(s) of the run, not all finished",
+            return Err(CliError::Failed(timeout_message(
+                &args.schedule,
                 timeout,
-                list.len()
+                list.len(),
             )));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Why `--wait` gave up: a run whose records never appeared is still pending in the controller
+/// (typically no live agent matches the schedule), which the schedule's events say.
+fn timeout_message(schedule: &str, timeout: Duration, records: usize) -> String {
+    if records == 0 {
+        format!(
+            "timed out after {timeout:?}: the operator created no snapshot file for this request yet \
+             (it stays pending while no live agent matches the schedule; see `kubectl describe \
+             etcdsnapshotschedule {schedule}`)"
+        )
+    } else {
+        format!(
+            "timed out after {timeout:?}: {records} snapshot file(s) of the run, not all finished"
+        )
     }
 }
 
@@ -115,5 +131,26 @@ fn report(list: &[ETCDSnapshotFile]) -> Result<(), CliError> {
         )))
     } else {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_without_records_says_the_request_is_pending_and_where_to_look() {
+        let m = timeout_message("nightly", Duration::from_secs(300), 0);
+        assert!(m.contains("no snapshot file for this request"), "{m}");
+        assert!(
+            m.contains("kubectl describe etcdsnapshotschedule nightly"),
+            "{m}"
+        );
+        assert!(!m.contains('\n'), "one line: {m}");
+        let m = timeout_message("nightly", Duration::from_secs(300), 2);
+        assert!(
+            m.contains("2 snapshot file(s) of the run, not all finished"),
+            "{m}"
+        );
     }
 }

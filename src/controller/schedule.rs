@@ -98,6 +98,8 @@ async fn reconcile_schedule(
     let mut status = s.status.clone().unwrap_or_default();
     // Whether this reconcile started a run (the cache may not show its records yet).
     let mut started = false;
+    // When to look again at an on-demand request no agent could serve yet.
+    let mut pending_retry = None;
     if s.spec.verify.is_some() {
         // The verification counter must not come from a cache that has not seen the last
         // status write yet (it would request a verification twice).
@@ -123,11 +125,21 @@ async fn reconcile_schedule(
         let already = files
             .iter()
             .any(|f| f.labels().get(run.label.0) == Some(&run.label.1));
-        if !already {
-            started |= create_run(&s, &ctx, &valid, s3.as_ref(), &run).await?;
-            count_run(&s, &mut status);
+        let served = already || create_run(&s, &ctx, &valid, s3.as_ref(), &run).await?;
+        let key = pending_request_key(&schedule);
+        if served {
+            started |= !already;
+            if !already {
+                count_run(&s, &mut status);
+            }
+            status.last_requested_at = Some(requested.clone());
+            ctx.failures.succeeded(&key);
+        } else {
+            // No live agent matches (e.g. right after a control-plane restart or a restore, before
+            // the agents' next renewal): the request stays pending rather than being dropped, and
+            // is retried with backoff (an agent's registration also re-reconciles the schedule).
+            pending_retry = Some(ctx.failures.failed(&key).after);
         }
-        status.last_requested_at = Some(requested.clone());
     }
 
     // Scheduled ticks.
@@ -229,7 +241,15 @@ async fn reconcile_schedule(
     if storage_check.is_some() {
         wait = wait.min(ctx.config.s3_preflight_interval + Duration::from_secs(1));
     }
+    if let Some(retry) = pending_retry {
+        wait = wait.min(retry);
+    }
     Ok(Action::requeue(wait))
+}
+
+/// Key of a schedule's pending on-demand request in [`Context::failures`].
+fn pending_request_key(schedule: &str) -> String {
+    format!("on-demand/{schedule}")
 }
 
 /// The S3 storage check of the schedule: the remembered outcome while the settings are the same
@@ -330,14 +350,20 @@ async fn create_run(
         }
     };
     if chosen.is_empty() {
-        tracing::warn!(schedule = %s.name_any(), agents = agents.len(), "no live agent with a healthy etcd member matches");
+        let on_demand = run.label.0 == consts::LABEL_REQUEST;
+        tracing::warn!(schedule = %s.name_any(), agents = agents.len(), on_demand, "no live agent with a healthy etcd member matches");
+        let note = if on_demand {
+            "no live agent with a healthy etcd member matches this schedule; the on-demand request stays pending and is retried"
+        } else {
+            "no live agent with a healthy etcd member matches this schedule; nothing was snapshotted"
+        };
         ctx.events
             .publish(
                 s,
                 true,
                 consts::REASON_FAILED,
                 consts::actions::SCHEDULE,
-                "no live agent with a healthy etcd member matches this schedule; nothing was snapshotted".into(),
+                note.into(),
             )
             .await;
         ctx.metrics.record_failure(Storage::Local, "NoAgent");

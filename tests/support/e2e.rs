@@ -48,6 +48,54 @@ pub fn kubectl(cluster: &Cluster, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// What a person debugging a failed scenario needs once the cluster is gone: the operator's
+/// pods, their logs (both containers' last lines), its Leases, the schedules and records, and the
+/// events of its namespace. The cluster dir (and with it every pod log) is removed at teardown.
+pub fn operator_diagnostics(cluster: &Cluster) -> String {
+    let selector = format!("app.kubernetes.io/instance={RELEASE}");
+    let views: [&[&str]; 5] = [
+        &["get", "pods", "-n", OPERATOR_NS, "-o", "wide"],
+        &[
+            "logs",
+            "-n",
+            OPERATOR_NS,
+            "-l",
+            &selector,
+            "--all-containers",
+            "--prefix",
+            "--tail=150",
+            "--max-log-requests=10",
+        ],
+        &[
+            "get",
+            "leases",
+            "-n",
+            OPERATOR_NS,
+            "-o",
+            "custom-columns=NAME:.metadata.name,HOLDER:.spec.holderIdentity,RENEWED:.spec.renewTime,RV:.metadata.resourceVersion",
+        ],
+        &[
+            "get",
+            "etcdsnapshotschedules,etcdsnapshotfiles",
+            "-o",
+            "yaml",
+        ],
+        &[
+            "get",
+            "events",
+            "-n",
+            OPERATOR_NS,
+            "--sort-by=.lastTimestamp",
+        ],
+    ];
+    let mut out = String::new();
+    for args in views {
+        let (_, stdout, stderr) = kubectl(cluster, args);
+        out.push_str(&format!("$ kubectl {}\n{stdout}{stderr}\n", args.join(" ")));
+    }
+    out
+}
+
 /// `helm ARGS CHART --namespace etcd-snapshot --values VALUES --kubeconfig ADMIN`; panics with
 /// Helm's output when it fails. `args` starts with the verb and the release, e.g.
 /// `["install", RELEASE, "--wait"]`.
