@@ -7,6 +7,7 @@ pub mod backups;
 mod files;
 pub mod health;
 pub mod k3s;
+pub mod plan;
 pub mod preflight;
 mod schedule;
 mod sync;
@@ -216,13 +217,7 @@ pub fn live_agents(ctx: &Context) -> Vec<AgentInfo> {
 
 /// The etcd cluster ID the live agents report (the most common one).
 pub fn current_cluster_id(ctx: &Context) -> Option<String> {
-    let mut counts = std::collections::BTreeMap::<String, usize>::new();
-    for agent in live_agents(ctx) {
-        if let Some(id) = agent.cluster_id {
-            *counts.entry(id).or_default() += 1;
-        }
-    }
-    counts.into_iter().max_by_key(|(_, n)| *n).map(|(id, _)| id)
+    plan::cluster_id(&live_agents(ctx))
 }
 
 /// What of an agent Lease matters to schedules: not its renewals, which come every few
