@@ -11,10 +11,10 @@ pub mod plan;
 pub mod preflight;
 mod schedule;
 mod sync;
-pub mod util;
 pub mod validate;
 
 use crate::api::{ETCDSnapshotFile, ETCDSnapshotSchedule};
+use crate::cache::cached;
 use crate::consts;
 use crate::events::{EventsNamespace, resolve_namespace};
 use crate::leader::{LeaderElector, LeaseConfig};
@@ -26,7 +26,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use std::sync::Arc;
@@ -261,41 +261,6 @@ fn error_policy<K: Resource<DynamicType = ()>>(
         ControllerError::Operator(e) if e.is_config() => Action::requeue(Duration::from_secs(60)),
         _ => Action::requeue(retry.after),
     }
-}
-
-/// A cache of `api`'s objects: the store, the stream that fills it (applied objects, for a
-/// controller's trigger), and a flag set once its first complete listing is in. Managed fields
-/// are dropped: nothing reads them, and they are a good part of each object's size.
-pub fn cached<K>(
-    api: Api<K>,
-    wc: watcher::Config,
-) -> (
-    Store<K>,
-    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-    tokio::sync::watch::Receiver<bool>,
-)
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store::<K>();
-    let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
-    let stream = reflector::reflector(
-        writer,
-        watcher::watcher(api, wc).modify(|o| o.meta_mut().managed_fields = None),
-    )
-    .inspect(move |event| {
-        if matches!(event, Ok(watcher::Event::InitDone)) {
-            ready_tx.send_replace(true);
-        }
-    })
-    .applied_objects();
-    (reader, stream, ready_rx)
 }
 
 /// Run the reconcilers until the stream ends (they run only while this replica leads).

@@ -9,19 +9,19 @@ use super::health::{
     RunCopy, Verdict, apply_last_run, apply_verdict, failure_message, last_finished_run,
 };
 use super::preflight;
-use super::util::{as_copy, from_time, phase, set_condition_status, storage, to_time};
 use super::validate::ValidSchedule;
+use crate::api::conditions::set_condition_status;
+use crate::api::time::{from_time, to_time};
 use crate::api::{
     Compression, ETCDSnapshotFile, ETCDSnapshotFileSpec, ETCDSnapshotSchedule,
-    ETCDSnapshotScheduleStatus, Members, Phase, RetentionScope,
+    ETCDSnapshotScheduleStatus, Members, Phase, RetentionScope, Storage,
 };
 use crate::consts::{self, conditions};
-use crate::naming::{
-    Storage, esf_name, label_value, request_label, snapshot_name, with_encryption_suffix,
-};
+use crate::naming::{esf_name, label_value, request_label, snapshot_name, with_encryption_suffix};
 use crate::operator::AgentInfo;
 use crate::prune::Scope;
 use crate::schedule::Due;
+use crate::storage::catalog::StoredCopy;
 use crate::storage::config::S3Config;
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -308,7 +308,7 @@ pub fn records(
 pub fn in_flight(started: bool, files: &[ETCDSnapshotFile]) -> bool {
     started
         || files.iter().any(|f| {
-            matches!(phase(f), Phase::Pending | Phase::Running)
+            matches!(f.phase(), Phase::Pending | Phase::Running)
                 && f.meta().deletion_timestamp.is_none()
         })
 }
@@ -339,7 +339,7 @@ pub fn verification(
     }
     let ready: Vec<&ETCDSnapshotFile> = files
         .iter()
-        .filter(|f| phase(f) == Phase::Ready && f.meta().deletion_timestamp.is_none())
+        .filter(|f| f.phase() == Phase::Ready && f.meta().deletion_timestamp.is_none())
         .collect();
     let newest = ready.iter().filter_map(|f| run_time(f)).max()?;
     let requests = ready
@@ -347,7 +347,7 @@ pub fn verification(
         .filter(|f| run_time(f) == Some(newest))
         .map(|f| {
             let node = &f.spec.node_name;
-            let by = match storage(f) {
+            let by = match f.storage() {
                 Storage::S3 if !live.contains(node) => live.first().unwrap_or(node),
                 _ => node,
             };
@@ -385,7 +385,10 @@ pub fn prune<'a>(
         .iter()
         .filter(|f| f.meta().deletion_timestamp.is_none())
         .collect();
-    let copies: Vec<_> = live.iter().filter_map(|f| as_copy(f)).collect();
+    let copies: Vec<_> = live
+        .iter()
+        .filter_map(|f| StoredCopy::from_record(f))
+        .collect();
     let local = valid.local.clone().unwrap_or_default();
     let (s3_policy, scope) = match &valid.s3 {
         Some((_, p, scope)) => (
@@ -415,7 +418,7 @@ pub fn prune<'a>(
         .filter_map(|(copy, decision)| {
             let esf = live
                 .iter()
-                .find(|f| f.spec.location == copy.location && storage(f) == copy.storage)?;
+                .find(|f| f.spec.location == copy.location && f.storage() == copy.storage)?;
             Some(Pruning {
                 esf,
                 storage: copy.storage,
@@ -483,7 +486,7 @@ pub fn status(
     let mut runs: BTreeMap<i64, Vec<Phase>> = BTreeMap::new();
     for f in &not_deleted {
         if let Some(t) = run_time(f) {
-            runs.entry(t).or_default().push(phase(f));
+            runs.entry(t).or_default().push(f.phase());
         }
     }
     if let Some((t, _)) = runs
@@ -651,10 +654,10 @@ fn copy_fact(f: &ETCDSnapshotFile) -> Option<backups::CopyFact> {
         _ => None,
     };
     Some(backups::CopyFact {
-        storage: storage(f),
+        storage: f.storage(),
         node: f.spec.node_name.clone(),
         at: DateTime::from_timestamp(run_time(f)?, 0)?,
-        phase: phase(f),
+        phase: f.phase(),
         delete_failed,
     })
 }
@@ -664,7 +667,7 @@ fn run_copy(f: &ETCDSnapshotFile) -> Option<RunCopy> {
     Some(RunCopy {
         run: run_time(f)?,
         name: f.name_any(),
-        phase: phase(f),
+        phase: f.phase(),
         error: f
             .status
             .as_ref()
@@ -674,7 +677,7 @@ fn run_copy(f: &ETCDSnapshotFile) -> Option<RunCopy> {
 }
 
 fn count(files: &[&ETCDSnapshotFile], p: Phase) -> u32 {
-    u32::try_from(files.iter().filter(|f| phase(f) == p).count()).unwrap_or(u32::MAX)
+    u32::try_from(files.iter().filter(|f| f.phase() == p).count()).unwrap_or(u32::MAX)
 }
 
 /// The unix time of the run an ESF belongs to (from its snapshot name).

@@ -800,7 +800,7 @@ fn a_pruning_note_names_snapshot_storage_schedule_and_rule() {
         .collect();
     let pruned = prune(&s, &v, &files, Some(CLUSTER), at(TICK + 60));
     assert_eq!(pruned.len(), 1);
-    let copies: Vec<_> = files.iter().filter_map(as_copy).collect();
+    let copies: Vec<_> = files.iter().filter_map(StoredCopy::from_record).collect();
     let plan = crate::prune::plan(
         &copies,
         "etcd-snapshot",
