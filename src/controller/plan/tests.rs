@@ -2,8 +2,24 @@
 //! and the API server have them. Each test names the integration test it is a twin of.
 
 use super::*;
-use crate::controller::validate::validate;
+use crate::api::time::to_time;
+use crate::api::{
+    Compression, ETCDSnapshotSchedule, ETCDSnapshotScheduleStatus, RetentionScope, Storage,
+};
+use crate::consts::{self, conditions};
+use crate::controller::preflight;
+use crate::controller::validate::{ValidSchedule, validate};
+use crate::naming::{esf_name, request_label};
+use crate::operator::AgentInfo;
+use crate::prune::Scope;
 use crate::retention::Decision;
+use crate::storage::catalog::StoredCopy;
+use crate::storage::config::S3Config;
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::ResourceExt;
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 const NS: &str = "etcd-snapshot";
 /// 2025-12-02T00:00:00Z, a tick of `0 * * * *`.
