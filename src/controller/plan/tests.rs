@@ -836,3 +836,32 @@ fn a_pruning_note_names_snapshot_storage_schedule_and_rule() {
         )
     );
 }
+
+/// The decision half of `operator::rotated_secret_is_used_by_the_next_run_without_restart` (the
+/// settings read from the Secret at this reconcile are the ones used; re-reading the Secret is
+/// fetch's): inline settings when there is no Secret, none when S3 is off.
+#[test]
+fn s3_copies_go_where_the_secret_or_the_inline_settings_say() {
+    let from_secret = s3_target();
+    let s = schedule(SCHEDULE);
+    let target = super::s3_target(&s, Some(&from_secret)).expect("S3 on");
+    assert_eq!(target.1.as_deref(), Some("etcd-s3-config"));
+    assert_eq!(target.0.location("x"), "s3://backups/cluster-a/x");
+
+    let inline = edited(|s| {
+        s.spec.s3 = serde_yaml::from_str(
+            "{enabled: true, endpoint: 'minio.local:9000', bucket: inline-bucket}",
+        )
+        .expect("inline S3");
+    });
+    let target = super::s3_target(&inline, None).expect("inline S3 on");
+    assert_eq!(target.1, None, "no Secret to name");
+    assert_eq!(target.0.location("x"), "s3://inline-bucket/x");
+
+    let off = edited(|s| {
+        if let Some(s3) = s.spec.s3.as_mut() {
+            s3.enabled = false;
+        }
+    });
+    assert!(super::s3_target(&off, None).is_none());
+}
