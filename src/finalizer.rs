@@ -34,12 +34,7 @@ pub async fn release_for_uninstall(
     esf: &ETCDSnapshotFile,
     now: &str,
 ) -> kube::Result<()> {
-    let finalizers: Vec<String> = esf
-        .finalizers()
-        .iter()
-        .filter(|f| f.as_str() != consts::FINALIZER)
-        .cloned()
-        .collect();
+    let finalizers = without_ours(esf);
     let patch = serde_json::json!({
         "metadata": {
             "resourceVersion": esf.resource_version(),
@@ -96,12 +91,7 @@ async fn remove_finalizer_with(
     esf: &ETCDSnapshotFile,
     params: &PatchParams,
 ) -> kube::Result<()> {
-    let finalizers: Vec<String> = esf
-        .finalizers()
-        .iter()
-        .filter(|f| f.as_str() != consts::FINALIZER)
-        .cloned()
-        .collect();
+    let finalizers = without_ours(esf);
     if finalizers.len() == esf.finalizers().len() {
         return Ok(());
     }
@@ -119,4 +109,13 @@ async fn remove_finalizer_with(
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// The record's finalizers without ours.
+fn without_ours(esf: &ETCDSnapshotFile) -> Vec<String> {
+    esf.finalizers()
+        .iter()
+        .filter(|f| f.as_str() != consts::FINALIZER)
+        .cloned()
+        .collect()
 }

@@ -14,11 +14,23 @@ pub use runs::{
 pub use status::{StatusPlan, invalid_status, requeue_after, retrying_status, status};
 pub use upkeep::{Pruning, Verification, cluster_id, in_flight, prune, verification};
 
-use crate::api::ETCDSnapshotFile;
+use crate::api::time::from_time;
+use crate::api::{ETCDSnapshotFile, ETCDSnapshotSchedule};
+use chrono::{DateTime, Utc};
+use kube::Resource;
 
 /// The unix time of the run an ESF belongs to (from its snapshot name).
 pub fn run_time(f: &ETCDSnapshotFile) -> Option<i64> {
     crate::naming::parse_snapshot_name(&f.spec.snapshot_name).map(|p| p.unix_seconds)
+}
+
+/// When the schedule was created (`now` if the API server did not say): no tick before it runs.
+pub fn created_at(s: &ETCDSnapshotSchedule, now: DateTime<Utc>) -> DateTime<Utc> {
+    s.meta()
+        .creation_timestamp
+        .as_ref()
+        .map(from_time)
+        .unwrap_or(now)
 }
 
 #[cfg(test)]

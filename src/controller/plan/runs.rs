@@ -13,7 +13,7 @@ use crate::operator::AgentInfo;
 use crate::schedule::Due;
 use crate::storage::config::S3Config;
 use chrono::{DateTime, Utc};
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 use std::collections::BTreeMap;
 
 /// Where a schedule's S3 copies go: the resolved settings, and the name of the config Secret they
@@ -91,12 +91,7 @@ pub fn runs(
         status.last_requested_at = Some(requested.clone());
     }
 
-    let created = s
-        .meta()
-        .creation_timestamp
-        .as_ref()
-        .map(from_time)
-        .unwrap_or(now);
+    let created = super::created_at(s, now);
     let last = status.last_schedule_time.as_ref().map(from_time);
     let mut missed = None;
     let next = match valid

@@ -105,12 +105,7 @@ pub fn status(
     let (local, s3) = (valid.local.is_some(), valid.s3.is_some());
     status.storages = backups::merge_storages(&status.storages, &facts, local, s3, live);
     status.newest_backup_time = backups::newest_backup(&status.storages).map(to_time);
-    let created = s
-        .meta()
-        .creation_timestamp
-        .as_ref()
-        .map(from_time)
-        .unwrap_or(now);
+    let created = super::created_at(s, now);
     let period = valid.schedule.period_estimate(now);
     let health = backups::decide(&backups::HealthInput {
         copies: &facts,

@@ -176,14 +176,17 @@ fn a_due_tick_creates_a_local_and_an_s3_record_with_their_labels_and_finalizer()
 
     let metadata = BTreeMap::from([("cluster".to_string(), "prod-eu".to_string())]);
     let target = s3_target();
-    let files = created(records(
-        &s,
-        &v,
-        Some(&target),
-        &[agent("node0", true)],
-        &metadata,
-        &due.runs[0],
-    ));
+    let plan_records = || {
+        created(records(
+            &s,
+            &v,
+            Some(&target),
+            &[agent("node0", true)],
+            &metadata,
+            &due.runs[0],
+        ))
+    };
+    let files = plan_records();
     assert_eq!(files.len(), 2, "one local and one S3 copy");
     let name = "etcd-snapshot-node0-1764633600";
     for (f, storage, location) in [
@@ -245,15 +248,7 @@ fn a_due_tick_creates_a_local_and_an_s3_record_with_their_labels_and_finalizer()
     assert_eq!(s3.bucket, "backups");
 
     // The same tick planned again (a restart, a standby taking over) gives the same records.
-    let again = created(records(
-        &s,
-        &v,
-        Some(&target),
-        &[agent("node0", true)],
-        &metadata,
-        &due.runs[0],
-    ));
-    assert_eq!(json(&again), json(&files));
+    assert_eq!(json(&plan_records()), json(&files));
 }
 
 /// Twin of `operator::standby_takes_over_within_lease_time_and_runs_each_tick_once`: a tick
