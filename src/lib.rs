@@ -5,11 +5,13 @@
 pub mod agent;
 pub mod api;
 pub mod backoff;
+pub mod cache;
 pub mod cli;
 pub mod consts;
 pub mod controller;
 pub mod duration;
 pub mod events;
+pub mod finalizer;
 pub mod http;
 pub mod leader;
 pub mod metrics;

@@ -5,7 +5,7 @@
 //! names come from cluster objects. Snapshot names (one per snapshot) and anything from a Secret
 //! never become labels.
 
-use crate::naming::Storage;
+use crate::api::Storage;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

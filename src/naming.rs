@@ -1,27 +1,8 @@
 //! Snapshot names, ETCDSnapshotFile object names, and the checks that keep names safe to use as
 //! file names and object keys. Pure functions, no I/O.
 
-use crate::api::Compression;
+use crate::api::{Compression, Storage};
 use sha2::{Digest, Sha256};
-
-/// Which storage a copy lives in; the first part of its ETCDSnapshotFile name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Storage {
-    /// A file in a node's snapshot directory.
-    Local,
-    /// An object in S3.
-    S3,
-}
-
-impl Storage {
-    /// `local` or `s3`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Storage::Local => "local",
-            Storage::S3 => "s3",
-        }
-    }
-}
 
 /// Why a snapshot name is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,7 +1,7 @@
 //! Which stored copies a prune deletes: the retention policy applied per scope, to copies of one
 //! name prefix and one etcd cluster. Pure; shared by the CLI's `prune` and the operator.
 
-use crate::naming::Storage;
+use crate::api::Storage;
 use crate::retention::{Candidate, Decision, Policy, decide};
 use crate::storage::catalog::StoredCopy;
 use chrono::{DateTime, Utc};

@@ -9,12 +9,12 @@
 //! Bounded: 1000 cases per property by default (a few seconds in all); `PROPTEST_CASES=N` raises
 //! or lowers it (e.g. a longer nightly run). Failures are not persisted to files.
 
-use etcd_snapshot::api::{ETCDSnapshotScheduleSpec, S3Storage};
+use etcd_snapshot::api::{ETCDSnapshotScheduleSpec, S3Storage, Storage};
 use etcd_snapshot::consts::secret_keys as k;
 use etcd_snapshot::controller::validate::validate;
 use etcd_snapshot::duration::parse_go;
 use etcd_snapshot::naming::{
-    Storage, esf_name, is_dns1123_subdomain, is_label_value, label_value, parse_snapshot_name,
+    esf_name, is_dns1123_subdomain, is_label_value, label_value, parse_snapshot_name,
     validate_snapshot_name,
 };
 use etcd_snapshot::restore::Source;

@@ -1,8 +1,8 @@
 //! The metrics and health endpoints over real TCP, with a plain HTTP/1.1 client.
 
+use etcd_snapshot::api::Storage;
 use etcd_snapshot::http::{self, OPENMETRICS_CONTENT_TYPE};
 use etcd_snapshot::metrics::Metrics;
-use etcd_snapshot::naming::Storage;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

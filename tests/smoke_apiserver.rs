@@ -25,7 +25,7 @@ async fn crds_apply_and_kubectl_shows_snapshot_columns() {
 
     let files: Api<ETCDSnapshotFile> = Api::all(client.clone());
     let name = etcd_snapshot::naming::esf_name(
-        etcd_snapshot::naming::Storage::Local,
+        etcd_snapshot::api::Storage::Local,
         SNAPSHOT,
         "node-a",
         LOCATION,

@@ -3,10 +3,9 @@
 
 use super::Agent;
 use super::plan::{self, CopyOutcome};
-use crate::api::{Compression, ETCDSnapshotFile};
+use crate::api::{Compression, ETCDSnapshotFile, Storage};
 use crate::consts;
-use crate::controller::util::storage;
-use crate::naming::{Storage, label_value, parse_snapshot_name};
+use crate::naming::{label_value, parse_snapshot_name};
 use crate::operator::{encryption_key_from_secret, patch_file_status, s3_config_for_file};
 use crate::snapshot::{SaveRequest, SnapshotRecord, save};
 use crate::storage::s3::S3Store;
@@ -24,7 +23,7 @@ pub async fn take_snapshot(agent: &Agent, group: Vec<ETCDSnapshotFile>) {
     let mut s3 = None;
     let mut copies = Vec::new();
     for esf in &group {
-        match storage(esf) {
+        match esf.storage() {
             Storage::Local => {
                 let dir = &agent.config.dir;
                 if let Some(message) = plan::local_placement_error(esf, dir) {
@@ -151,7 +150,7 @@ async fn stored(agent: &Agent, esf: &ETCDSnapshotFile, record: &SnapshotRecord) 
         tracing::warn!(file = %esf.name_any(), error = %e, "could not label the cluster ID");
     }
     agent.metrics.record_snapshot(
-        storage(esf),
+        esf.storage(),
         &agent.config.node,
         esf.spec.schedule_name.as_deref(),
         record.duration,

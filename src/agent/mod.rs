@@ -9,12 +9,12 @@ mod settle;
 mod sync;
 mod verify;
 
-use crate::api::{ETCDSnapshotFile, ETCDSnapshotFileStatus};
+use crate::api::{ETCDSnapshotFile, ETCDSnapshotFileStatus, Storage};
 use crate::consts;
-use crate::controller::util::{can_remove_finalizer, remove_finalizer, storage};
 use crate::events::{EventsNamespace, resolve_namespace};
+use crate::finalizer::{can_remove_finalizer, remove_finalizer};
 use crate::metrics::Metrics;
-use crate::naming::{Storage, label_value};
+use crate::naming::label_value;
 use crate::operator::{AgentInfo, Events, OperatorError, leases, patch_file_status};
 use crate::shutdown::Shutdown;
 use crate::snapshot::EtcdConfig;
@@ -210,7 +210,7 @@ impl Agent {
         if let Err(e) = self.record_status(&esf.name_any(), &status).await {
             tracing::warn!(file = %esf.name_any(), error = %e, "could not record the failure");
         }
-        self.metrics.record_failure(storage(esf), reason);
+        self.metrics.record_failure(esf.storage(), reason);
         self.events
             .publish(
                 esf,
@@ -519,7 +519,7 @@ async fn abort_interrupted_uploads(
     // One pass per distinct S3 place; names are compared per place.
     let mut places: BTreeMap<String, (ETCDSnapshotFile, HashSet<String>)> = BTreeMap::new();
     each_record(agent, |esf| {
-        if storage(&esf) != Storage::S3 || esf.spec.node_name != agent.config.node {
+        if esf.storage() != Storage::S3 || esf.spec.node_name != agent.config.node {
             return;
         }
         let place = esf
@@ -621,7 +621,7 @@ pub async fn run(
         .page_size(LIST_PAGE);
     // Bounded concurrency: at start every record is reconciled, and unbounded, 10,000 records
     // meant 10,000 reconcile futures alive at once (~140 MiB measured, never given back).
-    let (files, stream, files_ready) = crate::controller::cached(api, wc);
+    let (files, stream, files_ready) = crate::cache::cached(api, wc);
     let controller = Controller::for_stream(stream, files.clone()).with_config(
         kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY),
     );

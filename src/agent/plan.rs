@@ -3,12 +3,13 @@
 //! copy may go, and the status each record gets. The reconcile and [`super::execute`] read the
 //! cluster, call these, and write what they return; nothing here does I/O.
 
+use crate::api::conditions::set_condition;
+use crate::api::time::to_time;
 use crate::api::{
-    ETCDSnapshotFile, ETCDSnapshotFileStatus, EncryptionStatus, Phase, SnapshotError,
+    ETCDSnapshotFile, ETCDSnapshotFileStatus, EncryptionStatus, Phase, SnapshotError, Storage,
 };
 use crate::consts;
-use crate::controller::util::{phase, set_condition, storage, to_time};
-use crate::naming::{Storage, label_value};
+use crate::naming::label_value;
 use crate::snapshot::crypt::ALGORITHM_NAME;
 use crate::snapshot::{SaveReport, SnapshotError as SaveError, SnapshotRecord};
 use crate::storage::local::LocalDir;
@@ -52,13 +53,13 @@ pub fn next_step(esf: &ETCDSnapshotFile, node: &str, stopping: bool, taking: boo
     }
     if esf.meta().deletion_timestamp.is_some() {
         let holds_finalizer = esf.finalizers().iter().any(|f| f == consts::FINALIZER);
-        return if storage(esf) == Storage::Local && holds_finalizer {
+        return if esf.storage() == Storage::Local && holds_finalizer {
             Next::DeleteLocalFile
         } else {
             Next::Wait
         };
     }
-    match phase(esf) {
+    match esf.phase() {
         Phase::Ready => Next::VerifyIfRequested,
         Phase::Pending => Next::TakeSnapshot,
         Phase::Running if !taking => Next::SettleOrphan,
@@ -78,7 +79,7 @@ pub fn pending_copies<'a>(
         .filter(|f| {
             f.spec.snapshot_name == name
                 && owns(f, node)
-                && phase(f) == Phase::Pending
+                && f.phase() == Phase::Pending
                 && f.meta().deletion_timestamp.is_none()
         })
         .cloned()
@@ -190,7 +191,7 @@ pub enum CopyOutcome {
 
 /// The outcome of `esf`'s copy in `report`, a save by the agent of `node`.
 pub fn copy_outcome(esf: &ETCDSnapshotFile, report: &SaveReport, node: &str) -> CopyOutcome {
-    let st = storage(esf);
+    let st = esf.storage();
     match report.copies.iter().find(|c| c.storage == st) {
         Some(copy) => match &copy.result {
             Ok(()) => CopyOutcome::Stored,
@@ -218,7 +219,7 @@ pub fn failure_message(node: &str, e: &SaveError) -> String {
 
 /// The `ETCDSnapshotCreated` event's note for a stored copy.
 pub fn saved_note(esf: &ETCDSnapshotFile, node: &str) -> String {
-    let place = match storage(esf) {
+    let place = match esf.storage() {
         Storage::Local => node,
         Storage::S3 => "S3",
     };

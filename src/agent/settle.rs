@@ -11,10 +11,9 @@
 //! file, the very snapshot the cluster was restored from.
 
 use super::{Agent, AgentError};
-use crate::api::{ETCDSnapshotFile, ETCDSnapshotFileStatus, Phase};
+use crate::api::conditions::set_condition;
+use crate::api::{ETCDSnapshotFile, ETCDSnapshotFileStatus, Phase, Storage};
 use crate::consts;
-use crate::controller::util::{phase, set_condition, storage};
-use crate::naming::Storage;
 use crate::operator::s3_config_for_file;
 use crate::storage::s3::S3Store;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -91,10 +90,10 @@ pub(super) async fn settle(agent: &Agent, esf: &ETCDSnapshotFile) -> Result<(), 
     else {
         return Ok(());
     };
-    if phase(&fresh) != Phase::Running || !agent.owns(&fresh) || agent.is_taking(&fresh) {
+    if fresh.phase() != Phase::Running || !agent.owns(&fresh) || agent.is_taking(&fresh) {
         return Ok(());
     }
-    let found = match storage(&fresh) {
+    let found = match fresh.storage() {
         Storage::Local => found_local(agent, &fresh)?,
         Storage::S3 => found_s3(agent, &fresh).await?,
     };
@@ -128,7 +127,7 @@ pub(super) async fn settle(agent: &Agent, esf: &ETCDSnapshotFile) -> Result<(), 
 }
 
 fn place(agent: &Agent, esf: &ETCDSnapshotFile) -> String {
-    match storage(esf) {
+    match esf.storage() {
         Storage::Local => agent.config.node.clone(),
         Storage::S3 => "S3".to_string(),
     }

@@ -4,10 +4,9 @@
 //! snapshot being written is never mistaken for a missing file.
 
 use super::{Agent, AgentError};
-use crate::api::{ETCDSnapshotFile, Phase};
+use crate::api::{ETCDSnapshotFile, Phase, Storage};
 use crate::consts;
-use crate::controller::util::{phase, remove_finalizer, storage};
-use crate::naming::Storage;
+use crate::finalizer::remove_finalizer;
 use crate::operator::patch_file_status;
 use crate::storage::catalog::StoredCopy;
 use kube::api::PostParams;
@@ -25,7 +24,7 @@ pub async fn sync_dir(agent: &Agent) -> Result<(), AgentError> {
     let local: Vec<&ETCDSnapshotFile> = files
         .iter()
         .map(|f| f.as_ref())
-        .filter(|f| storage(f) == Storage::Local && agent.owns(f))
+        .filter(|f| f.storage() == Storage::Local && agent.owns(f))
         .collect();
     let known: HashSet<&str> = local.iter().map(|f| f.spec.location.as_str()).collect();
     let api = agent.api();
@@ -65,7 +64,7 @@ pub async fn sync_dir(agent: &Agent) -> Result<(), AgentError> {
             .is_some_and(|t| now - t.0.as_second() > GRACE_SECONDS);
         let ours = dir.path_of(&esf.spec.snapshot_name).is_ok()
             && dir.location(&esf.spec.snapshot_name) == esf.spec.location;
-        if phase(esf) == Phase::Ready
+        if esf.phase() == Phase::Ready
             && old_enough
             && ours
             && esf.meta().deletion_timestamp.is_none()

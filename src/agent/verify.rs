@@ -4,12 +4,11 @@
 //! data dir, then set the record's `Verified` condition, publish an event and count it.
 
 use super::Agent;
-use crate::api::Phase;
-use crate::api::{ETCDSnapshotFile, ETCDSnapshotFileStatus};
+use crate::api::conditions::set_condition;
+use crate::api::time::to_time;
+use crate::api::{ETCDSnapshotFile, ETCDSnapshotFileStatus, Phase, Storage};
 use crate::cli::restore::{ENV_ETCDCTL, ENV_ETCDUTL};
 use crate::consts;
-use crate::controller::util::{phase, set_condition, storage, to_time};
-use crate::naming::Storage;
 use crate::operator::s3_config_for_file;
 use crate::restore::{
     PrepareOptions, RecordedRelease, RestoreError, Source, Toolbox, VerifyReport,
@@ -34,7 +33,7 @@ pub fn verifier(esf: &ETCDSnapshotFile) -> &str {
 /// Start verifying `esf` in the background if it is Ready, this agent is its verifier and it
 /// carries a request not handled yet (and not being handled right now).
 pub fn start_if_requested(agent: &Arc<Agent>, esf: &ETCDSnapshotFile) {
-    if phase(esf) != Phase::Ready
+    if esf.phase() != Phase::Ready
         || esf.meta().deletion_timestamp.is_some()
         || verifier(esf) != agent.config.node
     {
@@ -167,7 +166,7 @@ async fn check(agent: &Agent, esf: &ETCDSnapshotFile) -> Result<VerifyReport, Ve
         ..Default::default()
     };
     let work = std::env::temp_dir();
-    match storage(esf) {
+    match esf.storage() {
         Storage::Local => {
             let dir = &agent.config.dir;
             if dir.path_of(&name).is_err() || dir.location(&name) != esf.spec.location {
@@ -211,7 +210,7 @@ pub async fn verify_copy(agent: &Agent, esf: &ETCDSnapshotFile, request: String)
         ..esf.status.clone().unwrap_or_default()
     };
     let name = &esf.spec.snapshot_name;
-    let place = match storage(esf) {
+    let place = match esf.storage() {
         Storage::Local => agent.config.node.clone(),
         Storage::S3 => "S3".to_string(),
     };

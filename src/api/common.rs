@@ -163,3 +163,22 @@ pub struct EncryptionStatus {
     #[serde(default, rename = "keyID", skip_serializing_if = "String::is_empty")]
     pub key_id: String,
 }
+
+/// Which storage a copy lives in; the first part of its ETCDSnapshotFile name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Storage {
+    /// A file in a node's snapshot directory.
+    Local,
+    /// An object in S3.
+    S3,
+}
+
+impl Storage {
+    /// `local` or `s3`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Storage::Local => "local",
+            Storage::S3 => "s3",
+        }
+    }
+}

@@ -1,9 +1,10 @@
 //! `ETCDSnapshotFile` (short name `esf`): one stored copy of one snapshot.
 
-use super::common::{Compression, EncryptionSpec, EncryptionStatus, S3Location};
+use super::common::{Compression, EncryptionSpec, EncryptionStatus, S3Location, Storage};
+use crate::consts;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::CustomResource;
+use kube::{CustomResource, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -134,4 +135,24 @@ pub struct ETCDSnapshotFileStatus {
     /// The last `etcdsnapshot.io/verify-requested-at` value the agent handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_verify_request: Option<String>,
+}
+
+impl ETCDSnapshotFile {
+    /// The phase of the record (`Pending` when it has no status yet).
+    pub fn phase(&self) -> Phase {
+        self.status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .unwrap_or_default()
+    }
+
+    /// Local or S3, from the storage label (falling back to the location's scheme).
+    pub fn storage(&self) -> Storage {
+        match self.labels().get(consts::LABEL_STORAGE).map(String::as_str) {
+            Some(consts::STORAGE_S3) => Storage::S3,
+            Some(_) => Storage::Local,
+            None if self.spec.location.starts_with("s3://") => Storage::S3,
+            None => Storage::Local,
+        }
+    }
 }

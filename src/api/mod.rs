@@ -1,12 +1,14 @@
 //! The custom resources of group `etcdsnapshot.io/v1`, both cluster-scoped.
 
 mod common;
+pub mod conditions;
 mod file;
 mod schedule;
+pub mod time;
 
 pub use common::{
     BucketLookup, Compression, EncryptionSpec, EncryptionStatus, Retention, S3Location,
-    SecretKeyRef,
+    SecretKeyRef, Storage,
 };
 pub use file::{
     ETCDSnapshotFile, ETCDSnapshotFileSpec, ETCDSnapshotFileStatus, Phase, SnapshotError,

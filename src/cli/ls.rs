@@ -46,7 +46,7 @@ async fn from_cluster() -> Result<Vec<StoredCopy>, CliError> {
     let mut copies: Vec<StoredCopy> = list
         .items
         .iter()
-        .filter_map(crate::controller::util::as_copy)
+        .filter_map(crate::storage::catalog::StoredCopy::from_record)
         .collect();
     sort_copies(&mut copies);
     Ok(copies)

@@ -2,7 +2,7 @@
 
 use super::args::{PruneArgs, ScopeArg};
 use super::{CliError, common, ls};
-use crate::naming::Storage;
+use crate::api::Storage;
 use crate::prune::{Scope, plan};
 use crate::retention::{Policy, parse_duration};
 

@@ -8,8 +8,8 @@
 
 use super::args::SaveArgs;
 use super::{CliError, common};
-use crate::api::Compression;
-use crate::naming::{Storage, snapshot_name, with_encryption_suffix};
+use crate::api::{Compression, Storage};
+use crate::naming::{snapshot_name, with_encryption_suffix};
 use crate::shutdown::Shutdown;
 use crate::snapshot::crypt::EncryptionKey;
 use crate::snapshot::{self, SaveRequest};

@@ -9,11 +9,10 @@
 //! [`super::health`]), so an unhealthy backup never fails a release; alert on this condition or
 //! on the metrics instead.
 
-use super::util::{from_time, to_time};
-use crate::api::{Phase, StorageBackupStatus};
+use crate::api::time::{from_time, to_time};
+use crate::api::{Phase, Storage, StorageBackupStatus};
 use crate::consts::conditions as c;
 use crate::duration::format_human;
-use crate::naming::Storage;
 use chrono::{DateTime, Duration, Utc};
 
 /// What health needs to know of one record of the schedule.

@@ -2,12 +2,12 @@
 //! object), local copies of nodes that are gone (release the finalizer so nothing is stuck), and
 //! garbage collection of Failed records.
 
-use super::util::{adopt, from_time, phase, released_for_uninstall, remove_finalizer, storage};
 use super::validate::{S3Source, validate};
 use super::{Context, ControllerError};
-use crate::api::{ETCDSnapshotFile, Phase};
+use crate::api::time::from_time;
+use crate::api::{ETCDSnapshotFile, Phase, Storage};
 use crate::consts;
-use crate::naming::Storage;
+use crate::finalizer::{adopt, released_for_uninstall, remove_finalizer};
 use crate::naming::label_value;
 use crate::operator::{OperatorError, s3_config_for_file};
 use crate::storage::config::S3Config;
@@ -41,7 +41,7 @@ async fn reconcile_file(
         if !esf.finalizers().iter().any(|f| f == consts::FINALIZER) {
             return Ok(Action::await_change());
         }
-        return match storage(&esf) {
+        return match esf.storage() {
             Storage::S3 => delete_s3_copy(&esf, &api, &ctx).await,
             Storage::Local => release_if_node_gone(&esf, &api, &ctx).await,
         };
@@ -55,7 +55,7 @@ async fn reconcile_file(
         tracing::info!(file = %esf.name_any(), "adopted a record released by an uninstall (finalizer put back)");
         return Ok(Action::await_change());
     }
-    if phase(&esf) == Phase::Failed {
+    if esf.phase() == Phase::Failed {
         let failed_at = esf
             .status
             .as_ref()
@@ -92,7 +92,7 @@ async fn delete_s3_copy(
     ctx: &Context,
 ) -> Result<Action, ControllerError> {
     // A copy that never got stored has nothing to delete.
-    if matches!(phase(esf), Phase::Pending | Phase::Failed) {
+    if matches!(esf.phase(), Phase::Pending | Phase::Failed) {
         remove_finalizer(api, esf)
             .await
             .map_err(ControllerError::kube("releasing the finalizer"))?;

@@ -16,8 +16,8 @@
 //! How the runs went is information, in `LastRunSucceeded` (not a kstatus condition), in
 //! `status.lastSuccessfulTime` and the counts, and in a Warning event when a run fails.
 
-use super::util::{remove_condition, set_condition_status};
 use crate::api::Phase;
+use crate::api::conditions::{remove_condition, set_condition_status};
 use crate::consts::conditions as c;
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;

@@ -7,13 +7,14 @@ pub mod backups;
 mod files;
 pub mod health;
 pub mod k3s;
+pub mod plan;
 pub mod preflight;
 mod schedule;
 mod sync;
-pub mod util;
 pub mod validate;
 
 use crate::api::{ETCDSnapshotFile, ETCDSnapshotSchedule};
+use crate::cache::cached;
 use crate::consts;
 use crate::events::{EventsNamespace, resolve_namespace};
 use crate::leader::{LeaderElector, LeaseConfig};
@@ -25,7 +26,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use std::sync::Arc;
@@ -216,13 +217,7 @@ pub fn live_agents(ctx: &Context) -> Vec<AgentInfo> {
 
 /// The etcd cluster ID the live agents report (the most common one).
 pub fn current_cluster_id(ctx: &Context) -> Option<String> {
-    let mut counts = std::collections::BTreeMap::<String, usize>::new();
-    for agent in live_agents(ctx) {
-        if let Some(id) = agent.cluster_id {
-            *counts.entry(id).or_default() += 1;
-        }
-    }
-    counts.into_iter().max_by_key(|(_, n)| *n).map(|(id, _)| id)
+    plan::cluster_id(&live_agents(ctx))
 }
 
 /// What of an agent Lease matters to schedules: not its renewals, which come every few
@@ -266,41 +261,6 @@ fn error_policy<K: Resource<DynamicType = ()>>(
         ControllerError::Operator(e) if e.is_config() => Action::requeue(Duration::from_secs(60)),
         _ => Action::requeue(retry.after),
     }
-}
-
-/// A cache of `api`'s objects: the store, the stream that fills it (applied objects, for a
-/// controller's trigger), and a flag set once its first complete listing is in. Managed fields
-/// are dropped: nothing reads them, and they are a good part of each object's size.
-pub fn cached<K>(
-    api: Api<K>,
-    wc: watcher::Config,
-) -> (
-    Store<K>,
-    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-    tokio::sync::watch::Receiver<bool>,
-)
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store::<K>();
-    let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
-    let stream = reflector::reflector(
-        writer,
-        watcher::watcher(api, wc).modify(|o| o.meta_mut().managed_fields = None),
-    )
-    .inspect(move |event| {
-        if matches!(event, Ok(watcher::Event::InitDone)) {
-            ready_tx.send_replace(true);
-        }
-    })
-    .applied_objects();
-    (reader, stream, ready_rx)
 }
 
 /// Run the reconcilers until the stream ends (they run only while this replica leads).

@@ -4,7 +4,7 @@
 //! settings (the Secret included) change and every `--s3-preflight-interval`; a failure is one
 //! Warning event per distinct message, not one per reconcile.
 
-use super::util::{remove_condition, set_condition_status};
+use crate::api::conditions::{remove_condition, set_condition_status};
 use crate::consts::conditions as c;
 use crate::storage::config::S3Config;
 use crate::storage::s3::{PreflightStep, S3Error, S3Store};

@@ -4,12 +4,11 @@
 //! is never mistaken for a missing object. Objects recorded for another etcd cluster are not
 //! imported: deleting such a record would delete another cluster's backup.
 
-use super::util::{phase, remove_finalizer, storage};
 use super::validate::{S3Source, validate};
 use super::{Context, ControllerError};
-use crate::api::{ETCDSnapshotFile, Phase};
+use crate::api::{ETCDSnapshotFile, Phase, Storage};
 use crate::consts;
-use crate::naming::Storage;
+use crate::finalizer::remove_finalizer;
 use crate::operator::{patch_file_status, s3_config_from_secret};
 use crate::storage::catalog::StoredCopy;
 use crate::storage::config::S3Config;
@@ -59,7 +58,7 @@ pub async fn sync_s3(ctx: &Context) -> Result<(), ControllerError> {
         .files
         .state()
         .into_iter()
-        .filter(|f| storage(f) == Storage::S3)
+        .filter(|f| f.storage() == Storage::S3)
         .collect();
     for (prefix, (cfg, secret)) in targets {
         let store = match S3Store::connect(&cfg).await {
@@ -95,7 +94,7 @@ pub async fn sync_s3(ctx: &Context) -> Result<(), ControllerError> {
                 .creation_timestamp
                 .as_ref()
                 .is_some_and(|t| now - t.0.as_second() > GRACE_SECONDS);
-            if phase(record) == Phase::Ready
+            if record.phase() == Phase::Ready
                 && old_enough
                 && record.meta().deletion_timestamp.is_none()
                 && !listed.contains(&record.spec.location)

@@ -5,13 +5,14 @@ use super::local::LocalEntry;
 use super::s3::S3Entry;
 use crate::api::{
     Compression, ETCDSnapshotFile, ETCDSnapshotFileSpec, ETCDSnapshotFileStatus, EncryptionStatus,
-    Phase, S3Location,
+    Phase, S3Location, Storage,
 };
 use crate::consts::{self, s3_metadata};
-use crate::naming::{Storage, esf_name, is_encrypted_name, label_value, parse_snapshot_name};
+use crate::naming::{esf_name, is_encrypted_name, label_value, parse_snapshot_name};
 use crate::snapshot::crypt::ALGORITHM_NAME;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
@@ -42,6 +43,41 @@ pub struct StoredCopy {
     pub s3: Option<S3Location>,
     /// How the stored bytes are encrypted (an `.enc` name), with the key id when recorded.
     pub encryption: Option<EncryptionStatus>,
+}
+
+impl StoredCopy {
+    /// A Ready record as a stored copy, for retention (`None` unless Ready).
+    pub fn from_record(esf: &ETCDSnapshotFile) -> Option<StoredCopy> {
+        let status = esf.status.as_ref()?;
+        if status.phase != Some(Phase::Ready) {
+            return None;
+        }
+        Some(StoredCopy {
+            storage: esf.storage(),
+            name: esf.spec.snapshot_name.clone(),
+            location: esf.spec.location.clone(),
+            node_name: esf.spec.node_name.clone(),
+            size: status
+                .size
+                .as_ref()
+                .and_then(|q| q.0.parse().ok())
+                .unwrap_or(0),
+            created_unix: status
+                .creation_time
+                .as_ref()
+                .map(|t| t.0.as_second())
+                .unwrap_or_default(),
+            compression: esf.spec.compression,
+            sha256: status.sha256.clone(),
+            cluster_id: status
+                .etcd_cluster_id
+                .clone()
+                .or_else(|| esf.labels().get(consts::LABEL_CLUSTER_ID).cloned()),
+            revision: status.etcd_revision,
+            s3: esf.spec.s3.clone(),
+            encryption: status.encryption.clone(),
+        })
+    }
 }
 
 fn unix(t: SystemTime) -> i64 {

@@ -15,9 +15,9 @@
 
 use eso_testenv::{ApiServer, ApiServerOptions, ApiUser, EtcdCluster, EtcdOptions, EtcdVersion};
 use eso_testenv::{Proc, free_port};
-use etcd_snapshot::api::{Compression, ETCDSnapshotFile, ETCDSnapshotSchedule};
+use etcd_snapshot::api::{Compression, ETCDSnapshotFile, ETCDSnapshotSchedule, Storage};
 use etcd_snapshot::consts;
-use etcd_snapshot::naming::{Storage, label_value, snapshot_name};
+use etcd_snapshot::naming::{label_value, snapshot_name};
 use etcd_snapshot::operator::patch_file_status;
 use etcd_snapshot::storage::catalog::StoredCopy;
 use etcd_snapshot::storage::local::LocalDir;
