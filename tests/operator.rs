@@ -1032,6 +1032,47 @@ async fn controller_without_create_on_snapshot_files_is_refused_and_nothing_is_s
         refusal.contains("etcdsnapshotfiles") && refusal.contains("create"),
         "the 403 is about creating etcdsnapshotfiles: {refusal}"
     );
+    // The failed reconcile is a Warning Event on the schedule with the error's category as its
+    // reason, published once for the problem however often the reconcile is retried.
+    let refused = async || -> Vec<String> {
+        env.warnings_about("refused")
+            .await
+            .into_iter()
+            .filter(|(reason, _)| reason == consts::errors::KUBERNETES_API)
+            .map(|(_, note)| note)
+            .collect()
+    };
+    let note = env
+        .wait_until(
+            "a Warning event about the refused reconcile",
+            RUN,
+            async || refused().await.into_iter().next(),
+        )
+        .await;
+    assert!(
+        note.contains("creating a snapshot file") && note.contains("forbidden"),
+        "{note}"
+    );
+    let errors = format!(
+        "etcd_snapshot_reconcile_errors_total{{controller=\"controller\",reason=\"{}\"}}",
+        consts::errors::KUBERNETES_API
+    );
+    env.wait_until("the reconcile to fail three times", RUN, async || {
+        let text = env.metrics_text("controller ctl-1").await;
+        let failures = text
+            .lines()
+            .find_map(|l| l.strip_prefix(errors.as_str()))
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .unwrap_or_default();
+        (failures >= 3.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        refused().await.len(),
+        1,
+        "{:?}",
+        env.events_about("refused").await
+    );
     assert!(env.files("").await.is_empty(), "no ESF was created");
     assert!(env.run_files(&run).await.is_empty());
     let status = schedule_status(&env, "refused")

@@ -119,9 +119,9 @@ impl AgentError {
 
     fn reason(&self) -> &'static str {
         match self {
-            AgentError::Kube { .. } => "KubernetesAPI",
+            AgentError::Kube { .. } => consts::errors::KUBERNETES_API,
             AgentError::Operator(e) => e.reason(),
-            AgentError::Local(_) => "LocalStorage",
+            AgentError::Local(_) => consts::errors::LOCAL_STORAGE,
             AgentError::S3 { source, .. } => source.reason(),
         }
     }
@@ -230,11 +230,8 @@ fn reconcile_key(esf: &ETCDSnapshotFile) -> String {
 
 /// Reconcile one of this node's records.
 async fn reconcile(esf: Arc<ETCDSnapshotFile>, agent: Arc<Agent>) -> Result<Action, AgentError> {
-    let result = reconcile_file(esf.clone(), agent.clone()).await;
-    if result.is_ok() {
-        agent.failures.succeeded(&reconcile_key(&esf));
-    }
-    result
+    let key = reconcile_key(&esf);
+    crate::backoff::tracked(&agent.failures, &key, reconcile_file(esf, agent.clone())).await
 }
 
 async fn reconcile_file(

@@ -24,11 +24,8 @@ pub async fn reconcile(
     esf: Arc<ETCDSnapshotFile>,
     ctx: Arc<Context>,
 ) -> Result<Action, ControllerError> {
-    let result = reconcile_file(esf.clone(), ctx.clone()).await;
-    if result.is_ok() {
-        ctx.failures.succeeded(&super::reconcile_key(esf.as_ref()));
-    }
-    result
+    let key = super::reconcile_key(esf.as_ref());
+    crate::backoff::tracked(&ctx.failures, &key, reconcile_file(esf, ctx.clone())).await
 }
 
 async fn reconcile_file(

@@ -477,6 +477,15 @@ impl OperatorEnv {
     /// Events (events.k8s.io, where the operator's Recorder writes them) about the object named
     /// `name`, as `(reason, note)`.
     pub async fn events_about(&self, name: &str) -> Vec<(String, String)> {
+        self.events_of_type(name, None).await
+    }
+
+    /// (reason, note) of each Warning Event about the object named `name`.
+    pub async fn warnings_about(&self, name: &str) -> Vec<(String, String)> {
+        self.events_of_type(name, Some("Warning")).await
+    }
+
+    async fn events_of_type(&self, name: &str, type_: Option<&str>) -> Vec<(String, String)> {
         use k8s_openapi::api::events::v1::Event;
         let mut out = Vec::new();
         for ns in ["default", NS, "kube-system"] {
@@ -486,7 +495,7 @@ impl OperatorEnv {
             };
             for e in list.items {
                 let about = e.regarding.as_ref().and_then(|r| r.name.as_deref());
-                if about == Some(name) {
+                if about == Some(name) && type_.is_none_or(|t| e.type_.as_deref() == Some(t)) {
                     out.push((
                         e.reason.clone().unwrap_or_default(),
                         e.note.clone().unwrap_or_default(),
