@@ -17,7 +17,7 @@ mod support;
 
 use etcd_snapshot::api::Phase;
 use operator_support::{
-    OperatorEnv, OperatorOptions, SECRET, error_message, is_local, local_path, phase, s3_key,
+    OperatorEnv, OperatorOptions, Schedule, error_message, is_local, local_path, phase, s3_key,
 };
 use proxy::ThrottleProxy;
 use std::time::Duration;
@@ -47,22 +47,6 @@ fn all_entries(dir: &std::path::Path) -> Vec<String> {
     out
 }
 
-fn schedule_yaml(name: &str) -> String {
-    format!(
-        "apiVersion: etcdsnapshot.io/v1
-kind: ETCDSnapshotSchedule
-metadata:
-  name: {name}
-spec:
-  schedule: \"0 0 1 1 *\"
-  s3:
-    enabled: true
-    configSecretRef:
-      name: {SECRET}
-"
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_killed_mid_snapshot_leaves_no_final_file_or_object_and_recovers_on_restart() {
     let env = OperatorEnv::start(OperatorOptions::default()).await;
@@ -70,7 +54,7 @@ async fn agent_killed_mid_snapshot_leaves_no_final_file_or_object_and_recovers_o
     // 2 MiB/s: the 48 MiB stream takes ~25 s.
     let proxy = ThrottleProxy::start(&env.s3.host_port(), 2 << 20).await;
     env.create_s3_secret_at(&proxy.host_port(), &[]).await;
-    env.apply(&schedule_yaml("killed"));
+    env.apply(&Schedule::new("killed").s3().yaml());
 
     let run = env.request_run("killed").await;
     let files = env

@@ -27,7 +27,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use operator_support::{
-    NS, OperatorEnv, OperatorOptions, SECRET, UNINSTALL_SA, error_message, is_local, local_path,
+    NS, OperatorEnv, OperatorOptions, Schedule, UNINSTALL_SA, error_message, is_local, local_path,
     phase, rbac_minus, s3_key,
 };
 use proxy::ThrottleProxy;
@@ -37,19 +37,6 @@ use std::time::{Duration, Instant};
 const REACT: Duration = Duration::from_secs(20);
 /// Time for one on-demand run of a small database to finish.
 const RUN: Duration = Duration::from_secs(30);
-
-/// A schedule manifest whose cron cannot fire during a test, with more `spec` lines.
-fn schedule_yaml(name: &str, cron: &str, spec: &str) -> String {
-    format!(
-        "apiVersion: etcdsnapshot.io/v1
-kind: ETCDSnapshotSchedule
-metadata:
-  name: {name}
-spec:
-  schedule: \"{cron}\"
-{spec}"
-    )
-}
 
 async fn schedule(env: &OperatorEnv, name: &str) -> ETCDSnapshotSchedule {
     Api::<ETCDSnapshotSchedule>::all(env.admin.clone())
@@ -95,11 +82,10 @@ async fn schedules_are_ready_when_valid_stalled_when_invalid_and_a_failed_run_is
     .await;
     // The S3 copy of every run fails (wrong secret key); the local copy succeeds.
     env.create_s3_secret(Some("not-the-secret-key")).await;
-    let s3 = format!("  s3: {{enabled: true, configSecretRef: {{name: {SECRET}}}}}");
     env.apply(&format!(
         "{}\n---\n{}",
-        schedule_yaml("healthy", "0 0 1 1 *", &s3),
-        schedule_yaml("broken", "not a cron", "")
+        Schedule::new("healthy").s3().yaml(),
+        Schedule::new("broken").cron("not a cron").yaml()
     ));
 
     // Valid, no run yet: Ready=True at once, observedGeneration written, no kstatus abnormality.
@@ -301,7 +287,7 @@ async fn sigterm_makes_the_leader_release_its_lease_and_the_standby_take_over_at
         ..OperatorOptions::default()
     })
     .await;
-    env.apply(&schedule_yaml("once", "0 0 1 1 *", ""));
+    env.apply(&Schedule::new("once").yaml());
     observed(&env, "once").await;
     // The standby is up (it serves metrics while it follows).
     env.metrics_text("controller ctl-2").await;
@@ -355,8 +341,7 @@ async fn agent_rollout_mid_snapshot_cancels_cleanly_within_seconds_and_hands_the
     // 2 MiB/s: the 48 MiB stream would take ~25 s.
     let proxy = ThrottleProxy::start(&env.s3.host_port(), 2 << 20).await;
     env.create_s3_secret_at(&proxy.host_port(), &[]).await;
-    let s3 = format!("  s3: {{enabled: true, configSecretRef: {{name: {SECRET}}}}}");
-    env.apply(&schedule_yaml("big", "0 0 1 1 *", &s3));
+    env.apply(&Schedule::new("big").s3().yaml());
 
     let run = env.request_run("big").await;
     let files = env
@@ -522,8 +507,7 @@ fn holds_finalizer(f: &ETCDSnapshotFile) -> bool {
 async fn uninstall_keeps_every_backup_leaves_every_record_deletable_and_a_reinstall_adopts_them() {
     let env = OperatorEnv::start(OperatorOptions::default()).await;
     env.create_s3_secret(None).await;
-    let s3 = format!("  s3: {{enabled: true, configSecretRef: {{name: {SECRET}}}}}");
-    env.apply(&schedule_yaml("nightly", "0 0 1 1 *", &s3));
+    env.apply(&Schedule::new("nightly").s3().yaml());
     let mut copies = Vec::new();
     for _ in 0..2 {
         let run = env.request_run("nightly").await;
