@@ -604,3 +604,41 @@ pub async fn run(
     http.abort();
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure("refused", "Refused")
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn errors_are_retried_by_kind_and_reported_under_their_category() {
+        let forbidden = ControllerError::kube("creating a snapshot file")(api_error(403));
+        assert_eq!(forbidden.retry_kind(), RetryKind::Other);
+        assert_eq!(forbidden.reason(), consts::errors::KUBERNETES_API);
+        assert!(forbidden.is_reported());
+        let throttled = ControllerError::kube("writing status")(api_error(429));
+        assert_eq!(throttled.retry_kind(), RetryKind::Throttled);
+        let overloaded = ControllerError::Operator(OperatorError::Kube {
+            op: "reading Secret etcd-snapshot/s3".into(),
+            source: api_error(503),
+        });
+        assert_eq!(overloaded.retry_kind(), RetryKind::Throttled);
+        assert_eq!(overloaded.reason(), consts::errors::KUBERNETES_API);
+        let missing = ControllerError::Operator(OperatorError::SecretMissing {
+            namespace: "etcd-snapshot".into(),
+            name: "s3".into(),
+        });
+        assert_eq!(missing.retry_kind(), RetryKind::Config);
+        assert_eq!(missing.reason(), consts::errors::SECRET_MISSING);
+        // Shutting down is no problem to report.
+        assert!(!ControllerError::CacheClosed.is_reported());
+        assert_eq!(ControllerError::CacheClosed.retry_kind(), RetryKind::Other);
+    }
+}
