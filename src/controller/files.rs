@@ -7,8 +7,8 @@ use super::validate::{S3Source, validate};
 use super::{Context, ControllerError};
 use crate::api::{ETCDSnapshotFile, Phase};
 use crate::consts;
-use crate::naming::Storage;
 use crate::naming::label_value;
+use crate::naming::{SnapshotName, Storage};
 use crate::operator::{OperatorError, s3_config_for_file};
 use crate::storage::config::S3Config;
 use crate::storage::s3::S3Store;
@@ -139,8 +139,12 @@ async fn delete_s3_copy(
         release(esf, api, ctx, note).await?;
         return Ok(Action::await_change());
     }
-    let inside = cfg.location(name) == esf.spec.location;
-    let note = if inside {
+    // The name comes from the record: checked once, here. A name that is not a valid snapshot
+    // name is never under the folder (and would otherwise be retried for good).
+    let inside = SnapshotName::new(name.as_str())
+        .ok()
+        .filter(|n| cfg.location(n) == esf.spec.location);
+    let note = if let Some(name) = &inside {
         let deleted = match S3Store::connect(&cfg).await {
             Ok(store) => store.delete(name).await,
             Err(e) => Err(e),
@@ -167,7 +171,7 @@ async fn delete_s3_copy(
     ctx.events
         .publish(
             esf,
-            !inside,
+            inside.is_none(),
             consts::REASON_DELETED,
             consts::actions::DELETE,
             note,
