@@ -88,8 +88,37 @@ pub const REASON_K3S_DETECTED: &str = "K3sSnapshotFilesDetected";
 /// run is skipped; the next tick runs).
 pub const REASON_MISSED_SCHEDULE: &str = "MissedSchedule";
 
+/// Categories of the errors a reconcile fails with. Each is the reason of the Warning Event a
+/// failed reconcile publishes about its object (once per distinct problem), and the `reason`
+/// label of `etcd_snapshot_reconcile_errors_total`. Those of a setting a user must fix are also
+/// the reason of a schedule's `Stalled` condition.
+pub mod errors {
+    /// A request to the Kubernetes API failed (refused, forbidden, unreachable...).
+    pub const KUBERNETES_API: &str = "KubernetesAPI";
+    /// An S3 operation failed.
+    pub const S3: &str = "S3";
+    /// The local snapshot directory failed.
+    pub const LOCAL_STORAGE: &str = "LocalStorage";
+    /// The controller's watch caches stopped (it is shutting down); never an Event.
+    pub const CACHE_CLOSED: &str = "CacheClosed";
+    /// The S3 config Secret a schedule names does not exist.
+    pub const SECRET_MISSING: &str = "SecretMissing";
+    /// The endpoint-CA ConfigMap an S3 config Secret names does not exist.
+    pub const CA_CONFIG_MAP_MISSING: &str = "CAConfigMapMissing";
+    /// The S3 config Secret is of a wrong type or has invalid values.
+    pub const INVALID_SECRET: &str = "InvalidSecret";
+    /// A schedule's inline S3 settings are invalid.
+    pub const INVALID_S3_SETTINGS: &str = "InvalidS3Settings";
+    /// The encryption key Secret a schedule names does not exist.
+    pub const ENCRYPTION_KEY_MISSING: &str = "EncryptionKeyMissing";
+    /// The encryption key Secret holds no usable key.
+    pub const INVALID_ENCRYPTION_KEY: &str = "InvalidEncryptionKey";
+}
+
 /// The `action` of every event (events.k8s.io/v1 requires one): what the operator was doing.
 pub mod actions {
+    /// Reconciling an object (the action of a failed reconcile's Warning).
+    pub const RECONCILE: &str = "Reconcile";
     /// Taking a snapshot.
     pub const SAVE: &str = "Save";
     /// Deleting a stored copy (its record was deleted).

@@ -145,7 +145,7 @@ impl Events {
         }
     }
 
-    /// Publish; failures are logged, never fatal.
+    /// Publish; failures are logged, never fatal. Returns whether the API server took it.
     pub async fn publish<K: Resource<DynamicType = ()>>(
         &self,
         obj: &K,
@@ -153,7 +153,7 @@ impl Events {
         reason: &str,
         action: &str,
         note: String,
-    ) {
+    ) -> bool {
         let reference = obj.object_ref(&());
         let note = clip(note);
         let key = format!(
@@ -202,8 +202,12 @@ impl Events {
                     }
                     all.insert(key, sent);
                 }
+                true
             }
-            Err(e) => tracing::warn!(reason, error = %e, "could not publish event"),
+            Err(e) => {
+                tracing::warn!(reason, error = %e, "could not publish event");
+                false
+            }
         }
     }
 

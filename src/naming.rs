@@ -19,6 +19,9 @@ pub enum NameError {
     /// Starts with a dot (hidden files, `.metadata`).
     #[error("snapshot name {0:?} must not start with '.'")]
     Hidden(String),
+    /// Built from a prefix or node name that breaks the `<prefix>-<node>-<unix>` shape.
+    #[error("snapshot name {0:?} does not end in -<unix seconds>[.zst][.enc]")]
+    Shape(String),
 }
 
 /// The longest snapshot name accepted (a file name on common file systems).
@@ -43,6 +46,87 @@ pub fn validate_snapshot_name(name: &str) -> Result<(), NameError> {
         return Err(NameError::Hidden(name.to_string()));
     }
     Ok(())
+}
+
+/// A snapshot name that was checked once, where it was built or read from outside (a user's
+/// argument, a record's spec, a directory or S3 listing): safe as one file name and one S3 key
+/// component (see [`validate_snapshot_name`]). Code that holds one does not check it again.
+/// Whether it also has the `<prefix>-<node>-<unix>[.zst|.zip][.enc]` shape of the names this
+/// operator and k3s make is [`SnapshotName::parts`]: names of other origins (a file copied by
+/// hand) are valid too.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SnapshotName(String);
+
+impl SnapshotName {
+    /// Check `name` (see [`validate_snapshot_name`]).
+    pub fn new(name: impl Into<String>) -> Result<SnapshotName, NameError> {
+        let name = name.into();
+        validate_snapshot_name(&name)?;
+        Ok(SnapshotName(name))
+    }
+
+    /// `<prefix>-<node>-<unix seconds>`, plus `.zst` when compressed and `.enc` when
+    /// encrypted; refused when the prefix or the node make it unsafe or break its shape (the
+    /// time must read back from the name).
+    pub fn build(
+        prefix: &str,
+        node: &str,
+        unix_seconds: i64,
+        compression: Compression,
+        encrypted: bool,
+    ) -> Result<SnapshotName, NameError> {
+        let name = SnapshotName::new(with_encryption_suffix(
+            snapshot_name(prefix, node, unix_seconds, compression),
+            encrypted,
+        ))?;
+        match name.parts() {
+            Some(p) if p.unix_seconds == unix_seconds && p.stem == format!("{prefix}-{node}") => {
+                Ok(name)
+            }
+            _ => Err(NameError::Shape(name.0)),
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Its parts, when it has the `<prefix>-<node>-<unix>[.zst|.zip][.enc]` shape.
+    pub fn parts(&self) -> Option<ParsedName<'_>> {
+        parse_snapshot_name(&self.0)
+    }
+}
+
+impl std::ops::Deref for SnapshotName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for SnapshotName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for SnapshotName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<SnapshotName> for String {
+    fn from(name: SnapshotName) -> String {
+        name.0
+    }
+}
+
+impl PartialEq<str> for SnapshotName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
 }
 
 /// `<prefix>-<node>-<unix seconds>` plus the compression suffix (`.zst`).
@@ -304,6 +388,38 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_name_is_checked_once_where_it_is_made() {
+        let name = SnapshotName::build("on-demand", "n1", 1_700_000_000, Compression::Zstd, true)
+            .expect("valid");
+        assert_eq!(name.as_str(), "on-demand-n1-1700000000.zst.enc");
+        let parts = name.parts().expect("shape");
+        assert_eq!(
+            (parts.stem, parts.unix_seconds),
+            ("on-demand-n1", 1_700_000_000)
+        );
+        assert!(parts.encrypted);
+        // Unsafe parts are refused with one clear line.
+        let err =
+            SnapshotName::build("x", "../n", 1, Compression::None, false).expect_err("unsafe");
+        assert_eq!(
+            err.to_string(),
+            r#"snapshot name "x-../n-1" must not contain '/', '\', '..' or control characters"#
+        );
+        assert!(matches!(
+            SnapshotName::build(".x", "n", 1, Compression::None, false),
+            Err(NameError::Hidden(_))
+        ));
+        // A name of another origin is valid, without the shape.
+        let copied = SnapshotName::new("backup.db").expect("valid");
+        assert!(copied.parts().is_none());
+        assert_eq!(&*copied, "backup.db");
+        for bad in ["", "a/b", "..", ".metadata", "a\nb"] {
+            assert!(SnapshotName::new(bad).is_err(), "{bad:?}");
+        }
+        assert!(SnapshotName::new("a".repeat(256)).is_err());
+    }
+
+    #[test]
     fn dns1123_rules() {
         assert!(is_dns1123_subdomain("a.b-c"));
         for bad in ["", "A", "-a", "a-", "a..b", "a_b", ".a"] {
@@ -331,6 +447,19 @@ mod tests {
         #[test]
         fn label_value_is_always_valid(s in "\\PC{0,100}") {
             prop_assert!(is_label_value(&label_value(&s)));
+        }
+
+        #[test]
+        fn built_names_are_safe_and_read_back(prefix in "[a-z][a-z0-9-]{0,20}", node in "[a-z0-9][a-z0-9.-]{0,30}", ts in 0i64..4_000_000_000, z in any::<bool>(), enc in any::<bool>()) {
+            let c = if z { Compression::Zstd } else { Compression::None };
+            // Node names with ".." are refused; every other one builds a name that reads back.
+            match SnapshotName::build(&prefix, &node, ts, c, enc) {
+                Ok(name) => {
+                    prop_assert!(validate_snapshot_name(&name).is_ok());
+                    prop_assert_eq!(name.parts().map(|p| p.unix_seconds), Some(ts));
+                }
+                Err(e) => prop_assert!(node.contains(".."), "{}", e),
+            }
         }
 
         #[test]

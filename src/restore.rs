@@ -29,7 +29,7 @@ mod version;
 pub use bolt::BoltError;
 pub use datadir::{Restored, cluster_reset, restore_into, restore_prepared_into};
 pub(crate) use datadir::{ScratchDir, existing_db};
-pub use fetch::{PrepareOptions, Source, prepare, prepare_with};
+pub use fetch::{PrepareOptions, Source, Spec, prepare, prepare_with};
 pub use prepared::{Checks, Prepared, Recorded, Target};
 pub use tools::{SnapshotStatus, ToolKind, Toolbox, Tools};
 pub use version::{BUMP_SINCE, DataVersion, Minor, RecordedRelease, Release, read_data_version};

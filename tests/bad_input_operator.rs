@@ -25,7 +25,7 @@ use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::core::ApiResource;
 use operator_support::{
-    BUCKET, FOLDER, NS, OperatorEnv, OperatorOptions, SECRET, error_message, phase,
+    BUCKET, FOLDER, NS, OperatorEnv, OperatorOptions, SECRET, Schedule, error_message, phase,
 };
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -37,24 +37,10 @@ use std::time::Duration;
 const RUN: Duration = Duration::from_secs(30);
 /// Time for the controller or an agent to react to a change.
 const REACT: Duration = Duration::from_secs(30);
-/// A cron that cannot fire during a test.
-const NEVER: &str = "0 0 1 1 *";
 /// A secret key that appears only in the bad Secrets and a refused CLI call.
 const DECOY_SECRET: &str = "decoy-SECRET-value-7f3a9c";
 /// An access key that appears only in the bad Secrets.
 const DECOY_ACCESS: &str = "DECOYACCESSKEY7F3A9C";
-
-fn schedule_yaml(name: &str, spec: &str) -> String {
-    format!(
-        "apiVersion: etcdsnapshot.io/v1
-kind: ETCDSnapshotSchedule
-metadata:
-  name: {name}
-spec:
-  schedule: \"{NEVER}\"
-{spec}"
-    )
-}
 
 /// `kubectl apply --validate=false -f -` (so that only the API server judges): (ok, stderr).
 fn kubectl_apply(env: &OperatorEnv, yaml: &str) -> (bool, String) {
@@ -373,7 +359,7 @@ async fn bad_schedules_and_secrets_are_refused_each_with_one_event_and_a_good_sc
         ("list-selector", "  nodeSelector: [a, b]", "nodeSelector"),
     ];
     for (name, spec, field) in refused_by_schema {
-        let (ok, err) = kubectl_apply(&env, &schedule_yaml(name, spec));
+        let (ok, err) = kubectl_apply(&env, &Schedule::new(name).spec(spec).yaml());
         assert!(!ok, "{name}: the API server accepted {spec:?}");
         assert!(
             err.contains("Invalid value") || err.contains("invalid"),
@@ -456,13 +442,10 @@ async fn bad_schedules_and_secrets_are_refused_each_with_one_event_and_a_good_sc
     // The good schedule goes in last: it must work with all the bad ones around.
     let mut all = String::new();
     for (name, spec, _) in &refused_by_controller {
-        all.push_str(&schedule_yaml(name, spec));
+        all.push_str(&Schedule::new(name).spec(spec).yaml());
         all.push_str("\n---\n");
     }
-    all.push_str(&schedule_yaml(
-        "good",
-        &format!("  s3: {{enabled: true, configSecretRef: {{name: {SECRET}}}}}"),
-    ));
+    all.push_str(&Schedule::new("good").s3().yaml());
     env.apply(&all);
 
     for (name, spec, needle) in &refused_by_controller {

@@ -3,14 +3,17 @@
 //! `restore` decrypt them with the key and fail with one clear line without it, with another
 //! key, or when the stored bytes were tampered with. No mocks.
 
+#[path = "support/etcdctl.rs"]
+mod etcd_support;
 #[path = "support/operator.rs"]
 mod operator_support;
 mod support;
 
-use eso_testenv::{EtcdCluster, EtcdOptions, EtcdVersion, Proc, S3Options, S3Server, free_port};
+use eso_testenv::{EtcdCluster, EtcdOptions, EtcdVersion, S3Options, S3Server, free_port};
 use etcd_snapshot::api::ETCDSnapshotSchedule;
 use etcd_snapshot::consts;
 use etcd_snapshot::snapshot::crypt::EncryptionKey;
+use etcd_support::EtcdOnDir;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
@@ -81,61 +84,6 @@ fn one_error_line(ok: bool, stderr: &str) -> String {
     assert_eq!(lines.len(), 1, "one line expected: {stderr}");
     assert!(lines[0].starts_with("error: "), "{stderr}");
     lines[0].to_string()
-}
-
-/// An etcd started on a restored data dir, stopped on drop.
-struct Restarted {
-    _proc: Proc,
-    endpoint: String,
-}
-
-impl Restarted {
-    fn start(data_dir: &Path, peer_url: &str) -> Restarted {
-        let client = format!("http://127.0.0.1:{}", free_port());
-        let args = vec![
-            "--name=restored".to_string(),
-            format!("--data-dir={}", data_dir.display()),
-            format!("--listen-client-urls={client}"),
-            format!("--advertise-client-urls={client}"),
-            format!("--listen-peer-urls={peer_url}"),
-            format!("--initial-advertise-peer-urls={peer_url}"),
-            format!("--initial-cluster=restored={peer_url}"),
-            "--log-level=warn".to_string(),
-        ];
-        let log = data_dir.with_extension("log");
-        let mut proc = Proc::spawn_with_env(
-            "restored etcd",
-            &VERSION.etcd().expect("etcd"),
-            &args,
-            &[("ETCD_UNSUPPORTED_ARCH".into(), String::new())],
-            &log,
-        )
-        .expect("start etcd on the restored data dir");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            proc.check_running().expect("restored etcd keeps running");
-            if etcdctl(&client, &["endpoint", "health"]).0 {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "restored etcd not healthy: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Restarted {
-            _proc: proc,
-            endpoint: client,
-        }
-    }
-
-    fn get(&self, key: &str) -> Option<String> {
-        let (ok, out, err) = etcdctl(&self.endpoint, &["get", key, "--print-value-only"]);
-        assert!(ok, "etcdctl get: {err}");
-        let v = out.trim();
-        (!v.is_empty()).then(|| v.to_string())
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,7 +301,7 @@ async fn encrypted_snapshots_hide_the_data_and_restore_only_with_their_key() {
     let (ok, out, err) = restore(&s3_key);
     assert!(ok, "restore with the key failed: {err}");
     assert!(out.contains("encryption      OK"), "{out}");
-    let restored = Restarted::start(&data_dir, &peer);
+    let restored = EtcdOnDir::start(VERSION, &data_dir, "restored", &peer);
     assert_eq!(
         restored.get("/registry/secrets/default/db").as_deref(),
         Some(secret.as_str())

@@ -9,6 +9,8 @@
 
 #[path = "support/faults.rs"]
 mod faults_support;
+#[path = "support/mid_snapshot.rs"]
+mod mid_snapshot;
 #[path = "support/operator.rs"]
 mod operator_support;
 #[path = "support/proxy.rs"]
@@ -16,10 +18,10 @@ mod proxy;
 mod support;
 
 use etcd_snapshot::api::Phase;
+use mid_snapshot::MidSnapshot;
 use operator_support::{
-    OperatorEnv, OperatorOptions, SECRET, error_message, is_local, local_path, phase, s3_key,
+    OperatorEnv, OperatorOptions, error_message, is_local, local_path, phase, s3_key,
 };
-use proxy::ThrottleProxy;
 use std::time::Duration;
 
 /// Multipart uploads in progress under the test folder, as (key, upload id).
@@ -27,63 +29,11 @@ async fn multipart_uploads(env: &OperatorEnv) -> Vec<(String, String)> {
     env.multipart_uploads().await
 }
 
-/// Every entry in a directory (hidden ones too), recursively, as relative paths.
-fn all_entries(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p.clone());
-            }
-            out.push(p.strip_prefix(dir).unwrap_or(&p).display().to_string());
-        }
-    }
-    out.sort();
-    out
-}
-
-fn schedule_yaml(name: &str) -> String {
-    format!(
-        "apiVersion: etcdsnapshot.io/v1
-kind: ETCDSnapshotSchedule
-metadata:
-  name: {name}
-spec:
-  schedule: \"0 0 1 1 *\"
-  s3:
-    enabled: true
-    configSecretRef:
-      name: {SECRET}
-"
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_killed_mid_snapshot_leaves_no_final_file_or_object_and_recovers_on_restart() {
     let env = OperatorEnv::start(OperatorOptions::default()).await;
-    faults_support::fill_etcd(&env.etcd.endpoint(0), 48).await;
-    // 2 MiB/s: the 48 MiB stream takes ~25 s.
-    let proxy = ThrottleProxy::start(&env.s3.host_port(), 2 << 20).await;
-    env.create_s3_secret_at(&proxy.host_port(), &[]).await;
-    env.apply(&schedule_yaml("killed"));
-
-    let run = env.request_run("killed").await;
-    let files = env
-        .wait_until(
-            "both copies Running and a multipart upload under way",
-            Duration::from_secs(40),
-            async || {
-                let files = env.run_files(&run).await;
-                let running = files.len() == 2 && files.iter().all(|f| phase(f) == Phase::Running);
-                (running && !multipart_uploads(&env).await.is_empty()).then_some(files)
-            },
-        )
-        .await;
+    // The 48 MiB stream takes ~25 s.
+    let MidSnapshot { proxy, run, files } = mid_snapshot::start(&env, "killed").await;
     let local = files
         .iter()
         .find(|f| is_local(f))
@@ -95,7 +45,7 @@ async fn agent_killed_mid_snapshot_leaves_no_final_file_or_object_and_recovers_o
         .expect("S3 copy")
         .clone();
     let dir = env.node_dir("node0");
-    let partial_before = all_entries(&dir);
+    let partial_before = support::dir_entries(&dir);
     assert!(
         partial_before
             .iter()
@@ -161,7 +111,7 @@ async fn agent_killed_mid_snapshot_leaves_no_final_file_or_object_and_recovers_o
         },
     )
     .await;
-    let entries = all_entries(&dir);
+    let entries = support::dir_entries(&dir);
     assert!(
         !entries.iter().any(|e| e.contains("partial")),
         "the temp file was removed: {entries:?}"

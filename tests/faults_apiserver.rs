@@ -18,34 +18,13 @@ use etcd_snapshot::api::{ETCDSnapshotFile, Phase};
 use etcd_snapshot::consts;
 use kube::{Resource, ResourceExt};
 use operator_support::{
-    OperatorEnv, OperatorOptions, SECRET, error_message, is_local, local_path, phase, s3_key,
+    OperatorEnv, OperatorOptions, Schedule, error_message, is_local, local_path, phase, s3_key,
 };
 use proxy::ThrottleProxy;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 const RUN: Duration = Duration::from_secs(60);
-
-fn schedule_yaml(name: &str, count: u32) -> String {
-    format!(
-        "apiVersion: etcdsnapshot.io/v1
-kind: ETCDSnapshotSchedule
-metadata:
-  name: {name}
-spec:
-  schedule: \"0 0 1 1 *\"
-  local:
-    retention:
-      count: {count}
-  s3:
-    enabled: true
-    configSecretRef:
-      name: {SECRET}
-    retention:
-      count: {count}
-"
-    )
-}
 
 fn schedule_label(name: &str) -> String {
     format!("{}={name}", consts::LABEL_SCHEDULE)
@@ -87,7 +66,12 @@ async fn api_server_restarted_mid_run_leaves_one_ready_copy_each_and_no_duplicat
     // 2 MiB/s to S3: the run takes ~12 s, the API server is away for part of it.
     let proxy = ThrottleProxy::start(&env.s3.host_port(), 2 << 20).await;
     env.create_s3_secret_at(&proxy.host_port(), &[]).await;
-    env.apply(&schedule_yaml("restarted", 5));
+    env.apply(
+        &Schedule::new("restarted")
+            .local_retention(5)
+            .s3_retention(5)
+            .yaml(),
+    );
 
     let run = env.request_run("restarted").await;
     env.wait_until("both copies Running", RUN, async || {
@@ -152,7 +136,12 @@ async fn leader_killed_while_pruning_loses_nothing_and_leaves_no_finalizer_stuck
     })
     .await;
     env.create_s3_secret(None).await;
-    env.apply(&schedule_yaml("pruned", 10));
+    env.apply(
+        &Schedule::new("pruned")
+            .local_retention(10)
+            .s3_retention(10)
+            .yaml(),
+    );
     let mut runs = Vec::new();
     for _ in 0..4 {
         let run = env.request_run("pruned").await;
@@ -163,7 +152,12 @@ async fn leader_killed_while_pruning_loses_nothing_and_leaves_no_finalizer_stuck
     assert_records_match_storage(&env, "pruned").await;
 
     // Retention drops to 1; the leader starts pruning and is killed as soon as it has begun.
-    env.apply(&schedule_yaml("pruned", 1));
+    env.apply(
+        &Schedule::new("pruned")
+            .local_retention(1)
+            .s3_retention(1)
+            .yaml(),
+    );
     env.wait_until("the leader to start pruning", RUN, async || {
         let files = env.files(&schedule_label("pruned")).await;
         (files.len() < 8 || files.iter().any(|f| f.meta().deletion_timestamp.is_some()))

@@ -13,23 +13,10 @@ use etcd_snapshot::consts;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
-use operator_support::{NS, OperatorEnv, OperatorOptions, error_message, phase};
+use operator_support::{NS, OperatorEnv, OperatorOptions, Schedule, error_message, phase};
 use std::time::Duration;
 
 const RUN: Duration = Duration::from_secs(60);
-
-fn schedule_yaml(name: &str, members: &str) -> String {
-    format!(
-        "apiVersion: etcdsnapshot.io/v1
-kind: ETCDSnapshotSchedule
-metadata:
-  name: {name}
-spec:
-  schedule: \"0 0 1 1 *\"
-  members: {members}
-"
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_down_fails_only_its_node_with_all_and_is_skipped_with_one() {
@@ -39,8 +26,8 @@ async fn a_member_down_fails_only_its_node_with_all_and_is_skipped_with_one() {
         ..OperatorOptions::default()
     })
     .await;
-    env.apply(&schedule_yaml("all", "All"));
-    env.apply(&schedule_yaml("one", "One"));
+    env.apply(&Schedule::new("all").members("All").yaml());
+    env.apply(&Schedule::new("one").members("One").yaml());
 
     // Member 1 (node1's) goes down.
     env.etcd.stop_member(1);

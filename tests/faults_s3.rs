@@ -22,8 +22,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
 use operator_support::{
-    BUCKET, FOLDER, NS, OperatorEnv, OperatorOptions, SECRET, error_message, is_local, phase,
-    s3_key,
+    BUCKET, FOLDER, NS, OperatorEnv, OperatorOptions, SECRET, Schedule, error_message, is_local,
+    phase, s3_key,
 };
 use proxy::ThrottleProxy;
 use std::time::{Duration, Instant};
@@ -42,22 +42,6 @@ async fn multipart_uploads(env: &OperatorEnv) -> usize {
         .len()
 }
 
-fn schedule_yaml(name: &str) -> String {
-    format!(
-        "apiVersion: etcdsnapshot.io/v1
-kind: ETCDSnapshotSchedule
-metadata:
-  name: {name}
-spec:
-  schedule: \"0 0 1 1 *\"
-  s3:
-    enabled: true
-    configSecretRef:
-      name: {SECRET}
-"
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_or_stopped_s3_fails_only_the_s3_copy_within_the_timeout_and_the_next_run_recovers() {
     let mut env = OperatorEnv::start(OperatorOptions::default()).await;
@@ -66,7 +50,7 @@ async fn slow_or_stopped_s3_fails_only_the_s3_copy_within_the_timeout_and_the_ne
     let proxy = ThrottleProxy::start(&env.s3.host_port(), 0).await;
     env.create_s3_secret_at(&proxy.host_port(), &[(consts::secret_keys::TIMEOUT, "3s")])
         .await;
-    env.apply(&schedule_yaml("flaky"));
+    env.apply(&Schedule::new("flaky").s3().yaml());
 
     // 1. Slow: 64 KiB/s, so an 8 MiB part would need ~2 minutes; the timeout is 3 s.
     proxy.set_rate(64 << 10);
@@ -127,7 +111,7 @@ async fn deleted_s3_records_whose_secret_is_gone_are_released_with_a_warning_and
     })
     .await;
     env.create_s3_secret(None).await;
-    env.apply(&schedule_yaml("orphaned"));
+    env.apply(&Schedule::new("orphaned").s3().yaml());
     let run = env.request_run("orphaned").await;
     let files = env.wait_run_ready(&run, 2, RUN).await;
     let s3 = files.iter().find(|f| !is_local(f)).expect("s3").clone();

@@ -15,7 +15,7 @@ use etcd_snapshot::api::ETCDSnapshotFile;
 use etcd_snapshot::consts;
 use kube::ResourceExt;
 use operator_support::{
-    BUCKET, OperatorEnv, OperatorOptions, SECRET, is_local, local_path, phase, s3_key,
+    BUCKET, OperatorEnv, OperatorOptions, Schedule, is_local, local_path, phase, s3_key,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -173,19 +173,6 @@ async fn verify_and_restore_refuse_corrupted_snapshots_before_touching_the_data_
     }
 }
 
-fn schedule_yaml(name: &str, spec: &str) -> String {
-    format!(
-        "apiVersion: etcdsnapshot.io/v1
-kind: ETCDSnapshotSchedule
-metadata:
-  name: {name}
-spec:
-  schedule: \"0 0 1 1 *\"
-  members: All
-{spec}"
-    )
-}
-
 fn verified(f: &ETCDSnapshotFile) -> Option<(String, String, String)> {
     let c = f
         .status
@@ -208,12 +195,13 @@ async fn scheduled_verification_marks_good_copies_verified_and_catches_corrupted
     let mut env = OperatorEnv::start(OperatorOptions::default()).await;
     env.create_s3_secret(None).await;
     support::put_keys(&env.etcd, "data", 100);
-    env.apply(&schedule_yaml(
-        "verified",
-        &format!(
-            "  verify:\n    everyRuns: 1\n  s3:\n    enabled: true\n    configSecretRef:\n      name: {SECRET}\n"
-        ),
-    ));
+    env.apply(
+        &Schedule::new("verified")
+            .members("All")
+            .spec("  verify:\n    everyRuns: 1")
+            .s3()
+            .yaml(),
+    );
 
     // A good run: both copies Ready, then verified by the agent (Verified=True).
     let first = env.request_run("verified").await;
@@ -352,12 +340,13 @@ async fn an_s3_copy_whose_node_has_no_live_agent_is_verified_by_another_agent() 
     })
     .await;
     env.create_s3_secret(None).await;
-    env.apply(&schedule_yaml(
-        "s3-only",
-        &format!(
-            "  verify:\n    everyRuns: 2\n  local:\n    enabled: false\n  s3:\n    enabled: true\n    configSecretRef:\n      name: {SECRET}\n"
-        ),
-    ));
+    env.apply(
+        &Schedule::new("s3-only")
+            .members("All")
+            .spec("  verify:\n    everyRuns: 2\n  local:\n    enabled: false")
+            .s3()
+            .yaml(),
+    );
     // Run 1: one S3 copy per node (members: All); not verified yet (every 2 runs).
     let first = env.request_run("s3-only").await;
     let files = env.wait_run_ready(&first, 2, RUN).await;

@@ -14,6 +14,8 @@
 
 #[path = "support/faults.rs"]
 mod faults_support;
+#[path = "support/mid_snapshot.rs"]
+mod mid_snapshot;
 #[path = "support/operator.rs"]
 mod operator_support;
 #[path = "support/proxy.rs"]
@@ -26,30 +28,17 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
+use mid_snapshot::MidSnapshot;
 use operator_support::{
-    NS, OperatorEnv, OperatorOptions, SECRET, UNINSTALL_SA, error_message, is_local, local_path,
+    NS, OperatorEnv, OperatorOptions, Schedule, UNINSTALL_SA, error_message, is_local, local_path,
     phase, rbac_minus, s3_key,
 };
-use proxy::ThrottleProxy;
 use std::time::{Duration, Instant};
 
 /// How long the controller may take to react to a change.
 const REACT: Duration = Duration::from_secs(20);
 /// Time for one on-demand run of a small database to finish.
 const RUN: Duration = Duration::from_secs(30);
-
-/// A schedule manifest whose cron cannot fire during a test, with more `spec` lines.
-fn schedule_yaml(name: &str, cron: &str, spec: &str) -> String {
-    format!(
-        "apiVersion: etcdsnapshot.io/v1
-kind: ETCDSnapshotSchedule
-metadata:
-  name: {name}
-spec:
-  schedule: \"{cron}\"
-{spec}"
-    )
-}
 
 async fn schedule(env: &OperatorEnv, name: &str) -> ETCDSnapshotSchedule {
     Api::<ETCDSnapshotSchedule>::all(env.admin.clone())
@@ -95,11 +84,10 @@ async fn schedules_are_ready_when_valid_stalled_when_invalid_and_a_failed_run_is
     .await;
     // The S3 copy of every run fails (wrong secret key); the local copy succeeds.
     env.create_s3_secret(Some("not-the-secret-key")).await;
-    let s3 = format!("  s3: {{enabled: true, configSecretRef: {{name: {SECRET}}}}}");
     env.apply(&format!(
         "{}\n---\n{}",
-        schedule_yaml("healthy", "0 0 1 1 *", &s3),
-        schedule_yaml("broken", "not a cron", "")
+        Schedule::new("healthy").s3().yaml(),
+        Schedule::new("broken").cron("not a cron").yaml()
     ));
 
     // Valid, no run yet: Ready=True at once, observedGeneration written, no kstatus abnormality.
@@ -301,7 +289,7 @@ async fn sigterm_makes_the_leader_release_its_lease_and_the_standby_take_over_at
         ..OperatorOptions::default()
     })
     .await;
-    env.apply(&schedule_yaml("once", "0 0 1 1 *", ""));
+    env.apply(&Schedule::new("once").yaml());
     observed(&env, "once").await;
     // The standby is up (it serves metrics while it follows).
     env.metrics_text("controller ctl-2").await;
@@ -351,30 +339,15 @@ async fn sigterm_makes_the_leader_release_its_lease_and_the_standby_take_over_at
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_rollout_mid_snapshot_cancels_cleanly_within_seconds_and_hands_the_node_over() {
     let env = OperatorEnv::start(OperatorOptions::default()).await;
-    faults_support::fill_etcd(&env.etcd.endpoint(0), 48).await;
-    // 2 MiB/s: the 48 MiB stream would take ~25 s.
-    let proxy = ThrottleProxy::start(&env.s3.host_port(), 2 << 20).await;
-    env.create_s3_secret_at(&proxy.host_port(), &[]).await;
-    let s3 = format!("  s3: {{enabled: true, configSecretRef: {{name: {SECRET}}}}}");
-    env.apply(&schedule_yaml("big", "0 0 1 1 *", &s3));
-
-    let run = env.request_run("big").await;
-    let files = env
-        .wait_until(
-            "both copies Running and a multipart upload under way",
-            Duration::from_secs(40),
-            async || {
-                let files = env.run_files(&run).await;
-                let running = files.len() == 2 && files.iter().all(|f| phase(f) == Phase::Running);
-                (running && !env.multipart_uploads().await.is_empty()).then_some(files)
-            },
-        )
-        .await;
+    // The 48 MiB stream would take ~25 s.
+    let MidSnapshot { proxy, run, files } = mid_snapshot::start(&env, "big").await;
     let dir = env.node_dir("node0");
     assert!(
-        dir_entries(&dir).iter().any(|e| e.contains("partial")),
+        support::dir_entries(&dir)
+            .iter()
+            .any(|e| e.contains("partial")),
         "a temp file is being written: {:?}",
-        dir_entries(&dir)
+        support::dir_entries(&dir)
     );
 
     // The rollout's new pod starts first and waits for the old one, touching nothing.
@@ -392,7 +365,11 @@ async fn agent_rollout_mid_snapshot_cancels_cleanly_within_seconds_and_hands_the
             .all(|f| phase(f) == Phase::Running),
         "the new agent left the old one's records alone"
     );
-    assert!(dir_entries(&dir).iter().any(|e| e.contains("partial")));
+    assert!(
+        support::dir_entries(&dir)
+            .iter()
+            .any(|e| e.contains("partial"))
+    );
 
     let exited = env.terminate("agent node0", Duration::from_secs(30));
     let stopped = jiff::Timestamp::now();
@@ -419,7 +396,7 @@ async fn agent_rollout_mid_snapshot_cancels_cleanly_within_seconds_and_hands_the
             assert!(env.s3_object(&s3_key(&f)).await.is_none(), "no S3 object");
         }
     }
-    let left = dir_entries(&dir);
+    let left = support::dir_entries(&dir);
     assert!(
         !left.iter().any(|e| e.contains("partial")),
         "the temp file was removed: {left:?}"
@@ -446,26 +423,6 @@ async fn agent_rollout_mid_snapshot_cancels_cleanly_within_seconds_and_hands_the
     let next = env.request_run("big").await;
     env.wait_run_ready(&next, 2, Duration::from_secs(60)).await;
     env.assert_no_forbidden();
-}
-
-/// Every entry under a directory (hidden ones too), as relative paths.
-fn dir_entries(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p.clone());
-            }
-            out.push(p.strip_prefix(dir).unwrap_or(&p).display().to_string());
-        }
-    }
-    out.sort();
-    out
 }
 
 /// Inert stand-ins for the chart's controller Deployment and agent DaemonSet (this API server
@@ -522,8 +479,7 @@ fn holds_finalizer(f: &ETCDSnapshotFile) -> bool {
 async fn uninstall_keeps_every_backup_leaves_every_record_deletable_and_a_reinstall_adopts_them() {
     let env = OperatorEnv::start(OperatorOptions::default()).await;
     env.create_s3_secret(None).await;
-    let s3 = format!("  s3: {{enabled: true, configSecretRef: {{name: {SECRET}}}}}");
-    env.apply(&schedule_yaml("nightly", "0 0 1 1 *", &s3));
+    env.apply(&Schedule::new("nightly").s3().yaml());
     let mut copies = Vec::new();
     for _ in 0..2 {
         let run = env.request_run("nightly").await;

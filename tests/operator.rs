@@ -23,7 +23,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use kube::runtime::watcher;
 use operator_support::{
-    BUCKET, FOLDER, LEASE_DURATION, NS, OperatorEnv, OperatorOptions, RETRY_PERIOD, SECRET,
+    BUCKET, FOLDER, LEASE_DURATION, NS, OperatorEnv, OperatorOptions, RETRY_PERIOD, Schedule,
     error_message, finished, is_local, local_path, phase, rbac_without, recorded_sha256, s3_key,
     sha256_hex,
 };
@@ -39,29 +39,6 @@ const RUN: Duration = Duration::from_secs(30);
 const EVERY_MINUTE: &str = "* * * * *";
 /// Cron of a schedule whose runs a test counts exactly: no tick fires during the test.
 const NEW_YEAR_ONLY: &str = "0 0 1 1 *";
-
-/// A schedule manifest with `cron` and more `spec` lines (indented two spaces).
-fn schedule_yaml(name: &str, cron: &str, spec: &str) -> String {
-    format!(
-        "apiVersion: etcdsnapshot.io/v1
-kind: ETCDSnapshotSchedule
-metadata:
-  name: {name}
-spec:
-  schedule: \"{cron}\"
-{spec}"
-    )
-}
-
-fn with_s3(extra: &str) -> String {
-    format!(
-        "  s3:
-    enabled: true
-    configSecretRef:
-      name: {SECRET}
-{extra}"
-    )
-}
 
 fn schedule_label(name: &str) -> String {
     format!("{}={name}", consts::LABEL_SCHEDULE)
@@ -152,7 +129,7 @@ async fn scheduled_tick_creates_pending_files_that_become_ready_and_match_stored
     support::put_keys(&env.etcd, "/registry/configmaps/default/cm-", 50);
     env.create_s3_secret(None).await;
     let (seen, watch) = record_phases(&env).await;
-    env.apply(&schedule_yaml("every-minute", EVERY_MINUTE, &with_s3("")));
+    env.apply(&Schedule::new("every-minute").cron(EVERY_MINUTE).s3().yaml());
 
     // The first tick's copies: one local, one S3.
     let files = env
@@ -299,16 +276,18 @@ async fn three_agents_snapshot_every_member_with_all_and_a_single_member_with_on
         ..OperatorOptions::default()
     })
     .await;
-    env.apply(&schedule_yaml(
-        "all-members",
-        EVERY_MINUTE,
-        "  members: All\n",
-    ));
-    env.apply(&schedule_yaml(
-        "one-member",
-        EVERY_MINUTE,
-        "  members: One\n",
-    ));
+    env.apply(
+        &Schedule::new("all-members")
+            .cron(EVERY_MINUTE)
+            .members("All")
+            .yaml(),
+    );
+    env.apply(
+        &Schedule::new("one-member")
+            .cron(EVERY_MINUTE)
+            .members("One")
+            .yaml(),
+    );
 
     let run = env.request_run("all-members").await;
     let files = env.wait_run_ready(&run, 3, RUN).await;
@@ -366,11 +345,13 @@ async fn three_agents_snapshot_every_member_with_all_and_a_single_member_with_on
 async fn requested_at_annotation_runs_the_schedule_once_per_new_value() {
     let env = OperatorEnv::start(OperatorOptions::default()).await;
     env.create_s3_secret(None).await;
-    env.apply(&schedule_yaml(
-        "on-demand",
-        EVERY_MINUTE,
-        &format!("  namePrefix: manual\n{}", with_s3("")),
-    ));
+    env.apply(
+        &Schedule::new("on-demand")
+            .cron(EVERY_MINUTE)
+            .spec("  namePrefix: manual")
+            .s3()
+            .yaml(),
+    );
 
     let first = env.request_run("on-demand").await;
     let files = env.wait_run_ready(&first, 2, RUN).await;
@@ -464,7 +445,7 @@ async fn requested_at_annotation_runs_the_schedule_once_per_new_value() {
 async fn trigger_wait_requests_a_run_and_prints_its_ready_files() {
     let env = OperatorEnv::start(OperatorOptions::default()).await;
     env.create_s3_secret(None).await;
-    env.apply(&schedule_yaml("triggered", EVERY_MINUTE, &with_s3("")));
+    env.apply(&Schedule::new("triggered").cron(EVERY_MINUTE).s3().yaml());
 
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_etcd-snapshot"));
     cmd.args(["trigger", "triggered", "--wait", "--timeout", "60s"])
@@ -528,36 +509,24 @@ async fn retention_keeps_exactly_count_per_scope_in_cluster_on_disk_and_in_s3() 
     })
     .await;
     env.create_s3_secret(None).await;
-    env.apply(&schedule_yaml(
-        "per-node",
-        NEW_YEAR_ONLY,
-        &format!(
-            "  namePrefix: per-node
-  members: All
-  local:
-    retention:
-      count: 2
-{}",
-            with_s3("")
-        ),
-    ));
-    env.apply(&schedule_yaml(
-        "per-cluster",
-        NEW_YEAR_ONLY,
-        &format!(
-            "  namePrefix: per-cluster
-  members: All
-  local:
-    enabled: false
-{}",
-            with_s3(
-                "    retentionScope: Cluster
-    retention:
-      count: 2
-"
-            )
-        ),
-    ));
+    env.apply(
+        &Schedule::new("per-node")
+            .cron(NEW_YEAR_ONLY)
+            .spec("  namePrefix: per-node")
+            .members("All")
+            .local_retention(2)
+            .s3()
+            .yaml(),
+    );
+    env.apply(
+        &Schedule::new("per-cluster")
+            .cron(NEW_YEAR_ONLY)
+            .spec("  namePrefix: per-cluster\n  local:\n    enabled: false")
+            .members("All")
+            .s3_with("    retentionScope: Cluster")
+            .s3_retention(2)
+            .yaml(),
+    );
 
     let mut per_node_runs = Vec::new();
     for _ in 0..4 {
@@ -678,11 +647,13 @@ async fn deleting_a_record_removes_its_copy_and_deleting_a_node_releases_stuck_r
     })
     .await;
     env.create_s3_secret(None).await;
-    env.apply(&schedule_yaml(
-        "deletions",
-        EVERY_MINUTE,
-        &format!("  members: All\n{}", with_s3("")),
-    ));
+    env.apply(
+        &Schedule::new("deletions")
+            .cron(EVERY_MINUTE)
+            .members("All")
+            .s3()
+            .yaml(),
+    );
     let run = env.request_run("deletions").await;
     let files = env.wait_run_ready(&run, 4, RUN).await;
     let of = |node: &str, local: bool| {
@@ -802,7 +773,7 @@ async fn rotated_secret_is_used_by_the_next_run_without_restart() {
     const WRONG: &str = "wrong-secret-key-rotated-in";
     let env = OperatorEnv::start(OperatorOptions::default()).await;
     env.create_s3_secret(None).await;
-    env.apply(&schedule_yaml("rotation", EVERY_MINUTE, &with_s3("")));
+    env.apply(&Schedule::new("rotation").cron(EVERY_MINUTE).s3().yaml());
 
     let run = env.request_run("rotation").await;
     env.wait_run_ready(&run, 2, RUN).await;
@@ -921,7 +892,7 @@ async fn standby_takes_over_within_lease_time_and_runs_each_tick_once() {
     })
     .await;
     assert_eq!(env.leader().await.as_deref(), Some("ctl-1"));
-    env.apply(&schedule_yaml("failover", EVERY_MINUTE, ""));
+    env.apply(&Schedule::new("failover").cron(EVERY_MINUTE).yaml());
 
     let before = env.request_run("failover").await;
     env.wait_run_ready(&before, 1, RUN).await;
@@ -1058,7 +1029,7 @@ async fn controller_without_create_on_snapshot_files_is_refused_and_nothing_is_s
         ctl
     ));
 
-    env.apply(&schedule_yaml("refused", EVERY_MINUTE, ""));
+    env.apply(&Schedule::new("refused").cron(EVERY_MINUTE).yaml());
     let run = env.request_run("refused").await;
     env.wait_until(
         "the controller to log a 403 creating an ETCDSnapshotFile",
@@ -1080,6 +1051,47 @@ async fn controller_without_create_on_snapshot_files_is_refused_and_nothing_is_s
         refusal.contains("etcdsnapshotfiles") && refusal.contains("create"),
         "the 403 is about creating etcdsnapshotfiles: {refusal}"
     );
+    // The failed reconcile is a Warning Event on the schedule with the error's category as its
+    // reason, published once for the problem however often the reconcile is retried.
+    let refused = async || -> Vec<String> {
+        env.warnings_about("refused")
+            .await
+            .into_iter()
+            .filter(|(reason, _)| reason == consts::errors::KUBERNETES_API)
+            .map(|(_, note)| note)
+            .collect()
+    };
+    let note = env
+        .wait_until(
+            "a Warning event about the refused reconcile",
+            RUN,
+            async || refused().await.into_iter().next(),
+        )
+        .await;
+    assert!(
+        note.contains("creating a snapshot file") && note.contains("forbidden"),
+        "{note}"
+    );
+    let errors = format!(
+        "etcd_snapshot_reconcile_errors_total{{controller=\"controller\",reason=\"{}\"}}",
+        consts::errors::KUBERNETES_API
+    );
+    env.wait_until("the reconcile to fail three times", RUN, async || {
+        let text = env.metrics_text("controller ctl-1").await;
+        let failures = text
+            .lines()
+            .find_map(|l| l.strip_prefix(errors.as_str()))
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .unwrap_or_default();
+        (failures >= 3.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        refused().await.len(),
+        1,
+        "{:?}",
+        env.events_about("refused").await
+    );
     assert!(env.files("").await.is_empty(), "no ESF was created");
     assert!(env.run_files(&run).await.is_empty());
     let status = schedule_status(&env, "refused")
@@ -1095,7 +1107,7 @@ async fn controller_without_create_on_snapshot_files_is_refused_and_nothing_is_s
 async fn s3_sync_records_objects_without_a_record_including_k3s_zip_uploads() {
     let env = OperatorEnv::start(OperatorOptions::default()).await;
     env.create_s3_secret(None).await;
-    env.apply(&schedule_yaml("synced", NEW_YEAR_ONLY, &with_s3("")));
+    env.apply(&Schedule::new("synced").cron(NEW_YEAR_ONLY).s3().yaml());
     let name = "etcd-snapshot-k3s-server-1-1730308816.zip";
     support::s3_client(&env.s3)
         .put_object()

@@ -16,8 +16,8 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use operator_support::{
-    NS, OperatorEnv, OperatorOptions, SECRET, UNINSTALL_SA, error_message, is_local, phase,
-    rbac_minus, rbac_yaml,
+    NS, OperatorEnv, OperatorOptions, SECRET, Schedule, UNINSTALL_SA, error_message, is_local,
+    phase, rbac_minus, rbac_yaml,
 };
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -56,7 +56,6 @@ Af8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIQDmt7pgsm7cP8/kzdSAbHgzi09S
 -----END CERTIFICATE-----
 ";
 
-const NEVER: &str = "0 0 1 1 *";
 /// How long one tour step may take.
 const STEP: Duration = Duration::from_secs(12);
 
@@ -130,18 +129,6 @@ async fn step<T>(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-fn schedule_yaml(name: &str, spec: &str) -> String {
-    format!(
-        "apiVersion: etcdsnapshot.io/v1
-kind: ETCDSnapshotSchedule
-metadata:
-  name: {name}
-spec:
-  schedule: \"{NEVER}\"
-{spec}"
-    )
 }
 
 async fn events_about(env: &OperatorEnv, name: &str, reason: &str) -> Vec<Event> {
@@ -244,21 +231,12 @@ async fn tour(env: &OperatorEnv) -> Result<(), String> {
         )
         .await
         .expect("name the CA ConfigMap");
-    env.apply(&schedule_yaml(
-        "tour",
-        &format!(
-            "  local:
-    retention:
-      count: 1
-  s3:
-    enabled: true
-    configSecretRef:
-      name: {SECRET}
-    retention:
-      count: 1
-"
-        ),
-    ));
+    env.apply(
+        &Schedule::new("tour")
+            .local_retention(1)
+            .s3_retention(1)
+            .yaml(),
+    );
 
     // Two runs, local + S3: the second prunes the first (retention count 1).
     let mut runs = Vec::new();
@@ -312,10 +290,11 @@ async fn tour(env: &OperatorEnv) -> Result<(), String> {
     }
 
     // A schedule matching no node: nodes get; the same Warning twice (events create + patch).
-    env.apply(&schedule_yaml(
-        "nowhere",
-        "  nodeSelector:\n    no-such-label: \"true\"\n",
-    ));
+    env.apply(
+        &Schedule::new("nowhere")
+            .spec("  nodeSelector:\n    no-such-label: \"true\"")
+            .yaml(),
+    );
     env.request_run("nowhere").await;
     step(env, "the no-agent Warning", async || {
         (!events_about(env, "nowhere", consts::REASON_FAILED)

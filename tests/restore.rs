@@ -7,18 +7,18 @@
 mod etcdctl;
 mod support;
 
-use eso_testenv::{EtcdCluster, EtcdOptions, EtcdVersion, Proc, S3Options, S3Server, free_port};
+use eso_testenv::{EtcdCluster, EtcdOptions, EtcdVersion, S3Options, S3Server, free_port};
 use etcd_snapshot::restore::{
     self, DEFAULT_BUMP_REVISION, RestoreError, Source, Target, ToolKind, Toolbox, Tools,
     cluster_reset, restore_into,
 };
 use etcd_snapshot::storage::local::LocalDir;
-use etcdctl::{ctl, get, put_keys, revision};
+use etcdctl::{EtcdOnDir, ctl, get, put_keys, revision};
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -105,71 +105,6 @@ fn store(dir: &LocalDir, plain: &Path, base: &str, format: Format) -> String {
     dir.write_checksum(&name, &hex::encode(Sha256::digest(&stored)))
         .expect("record checksum");
     name
-}
-
-/// An etcd started on a restored data dir.
-struct Restarted {
-    _proc: Proc,
-    endpoint: String,
-    version: EtcdVersion,
-}
-
-impl Restarted {
-    fn start(version: EtcdVersion, data_dir: &Path, name: &str, peer_url: &str) -> Restarted {
-        let client = format!("http://127.0.0.1:{}", free_port());
-        let args = vec![
-            format!("--name={name}"),
-            format!("--data-dir={}", data_dir.display()),
-            format!("--listen-client-urls={client}"),
-            format!("--advertise-client-urls={client}"),
-            format!("--listen-peer-urls={peer_url}"),
-            format!("--initial-advertise-peer-urls={peer_url}"),
-            format!("--initial-cluster={name}={peer_url}"),
-            "--log-level=warn".to_string(),
-        ];
-        let log = data_dir.with_extension("log");
-        let mut proc = Proc::spawn_with_env(
-            "restored etcd",
-            &version.etcd().expect("etcd"),
-            &args,
-            &[("ETCD_UNSUPPORTED_ARCH".into(), String::new())],
-            &log,
-        )
-        .expect("start etcd on the restored data dir");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            proc.check_running().expect("restored etcd keeps running");
-            if ctl(version, &client, &["endpoint", "health"]).0 {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "restored etcd not healthy: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Restarted {
-            _proc: proc,
-            endpoint: client,
-            version,
-        }
-    }
-
-    fn get(&self, key: &str) -> Option<String> {
-        get(self.version, &self.endpoint, key)
-    }
-
-    fn member_count(&self) -> usize {
-        let (ok, out, err) = ctl(
-            self.version,
-            &self.endpoint,
-            &["member", "list", "-w", "json"],
-        );
-        assert!(ok, "member list: {err}");
-        let v: serde_json::Value = serde_json::from_str(&out).expect("member list JSON");
-        v["members"].as_array().map_or(0, Vec::len)
-    }
 }
 
 fn peer_url() -> String {
@@ -273,7 +208,7 @@ async fn round_trip(version: EtcdVersion, format: Format) {
     drop(prepared);
     assert!(listing(work.path()).is_empty(), "work files are removed");
 
-    let etcd = Restarted::start(version, &data_dir, "restored", &peer);
+    let etcd = EtcdOnDir::start(version, &data_dir, "restored", &peer);
     for i in 0..3 {
         assert_eq!(etcd.get(&format!("a{i}")), Some(format!("v{i}")));
         assert_eq!(
@@ -330,7 +265,7 @@ async fn snapshot_of_one_member_of_three_restores_to_a_single_member() {
             bump(version),
         )
         .expect("restore");
-        let etcd = Restarted::start(version, &data_dir, "single", &peer);
+        let etcd = EtcdOnDir::start(version, &data_dir, "single", &peer);
         assert_eq!(etcd.get("a2"), Some("v2".into()), "{version:?}");
         assert_eq!(etcd.get("b0"), None, "{version:?}");
         assert_eq!(etcd.member_count(), 1, "{version:?}");
@@ -607,7 +542,7 @@ async fn restore_moves_the_old_data_dir_aside_and_never_deletes_it() {
         3,
         "data dir and two old dirs, nothing else: {names:?}"
     );
-    let etcd = Restarted::start(version, &data_dir, "n", &peer);
+    let etcd = EtcdOnDir::start(version, &data_dir, "n", &peer);
     assert_eq!(etcd.get("a0"), Some("v0".into()));
 }
 
@@ -640,7 +575,7 @@ async fn cluster_reset_turns_a_stopped_three_member_cluster_into_one_with_the_da
             cluster_reset(&tools(version), &data_dir, "m0", &peer, bump(version)).expect("reset");
         let old = reset.old_data_dir.expect("old data dir kept");
         assert!(old.join("member").join("wal").exists(), "{version:?}");
-        let etcd = Restarted::start(version, &data_dir, "m0", &peer);
+        let etcd = EtcdOnDir::start(version, &data_dir, "m0", &peer);
         if let Some(by) = bump(version) {
             // 5 puts on a fresh cluster: revision 6, then the bump.
             assert_eq!(
@@ -793,7 +728,7 @@ async fn cli_restore_prints_the_checks_the_old_dir_and_the_reference_message() {
         "{stdout}"
     );
     assert!(stdout.contains("  2. On each other member"), "{stdout}");
-    let etcd = Restarted::start(version, &data_dir, "n0", &peer);
+    let etcd = EtcdOnDir::start(version, &data_dir, "n0", &peer);
     assert_eq!(etcd.get("a1"), Some("v1".into()));
     assert_eq!(etcd.get("b1"), None);
 }
@@ -947,7 +882,7 @@ async fn s3_snapshots_are_downloaded_checked_and_restored() {
     );
     assert!(!stdout.contains(&s3.secret_key) && !stderr.contains(&s3.secret_key));
     assert!(stdout.contains("revision        bumped by"), "{stdout}");
-    let etcd = Restarted::start(version, &data_dir, "n0", &peer);
+    let etcd = EtcdOnDir::start(version, &data_dir, "n0", &peer);
     assert_eq!(etcd.get("a0"), Some("v0".into()));
     assert_eq!(etcd.get("b0"), None);
     drop(etcd);

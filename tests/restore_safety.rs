@@ -8,9 +8,9 @@
 mod etcdctl;
 mod support;
 
-use eso_testenv::{EtcdCluster, EtcdOptions, EtcdVersion, Proc, free_port};
+use eso_testenv::{EtcdCluster, EtcdOptions, EtcdVersion, free_port};
 use etcd_snapshot::restore::DEFAULT_BUMP_REVISION;
-use etcdctl::{ctl, local_get, put_keys, revision};
+use etcdctl::{EtcdOnDir, ctl, local_get, put_keys, revision};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -49,59 +49,6 @@ fn snapshot_with_a_not_b(cluster: &EtcdCluster) -> (PathBuf, i64) {
     assert!(ok, "etcdctl snapshot save: {err}");
     put_keys(version, &endpoint, "b", 3);
     (snap, rev)
-}
-
-/// An etcd member started by the test on a restored or empty data dir.
-struct Member {
-    _proc: Proc,
-    client: String,
-}
-
-fn start_member(
-    version: EtcdVersion,
-    (name, data_dir, peer_url): (&str, &Path, &str),
-    initial_cluster: &str,
-    state: &str,
-    logs: &Path,
-) -> Member {
-    let client = format!("http://127.0.0.1:{}", free_port());
-    let args = vec![
-        format!("--name={name}"),
-        format!("--data-dir={}", data_dir.display()),
-        format!("--listen-client-urls={client}"),
-        format!("--advertise-client-urls={client}"),
-        format!("--listen-peer-urls={peer_url}"),
-        format!("--initial-advertise-peer-urls={peer_url}"),
-        format!("--initial-cluster={initial_cluster}"),
-        format!("--initial-cluster-state={state}"),
-        "--log-level=warn".to_string(),
-    ];
-    let log = logs.join(format!("{name}.log"));
-    let mut proc = Proc::spawn_with_env(
-        &format!("etcd {name}"),
-        &version.etcd().expect("etcd"),
-        &args,
-        &[("ETCD_UNSUPPORTED_ARCH".into(), String::new())],
-        &log,
-    )
-    .expect("start etcd");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        proc.check_running().expect("etcd keeps running");
-        if ctl(version, &client, &["endpoint", "health"]).0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "etcd {name} not healthy: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Member {
-        _proc: proc,
-        client,
-    }
 }
 
 fn peer_url() -> String {
@@ -247,14 +194,14 @@ fn three_member_etcd_3_5_30_is_restored_as_the_readme_runbook_says() {
         stdout.contains(&format!("bumped by {DEFAULT_BUMP_REVISION}")),
         "{stdout}"
     );
-    let mut members = vec![start_member(
+    let mut members = vec![EtcdOnDir::start_member(
         version,
         (names[0], &data_dirs[0], &peers[0]),
         &format!("{}={}", names[0], peers[0]),
         "new",
-        logs.path(),
+        &logs.path().join(format!("{}.log", names[0])),
     )];
-    let member1 = members[0].client.clone();
+    let member1 = members[0].endpoint.clone();
 
     // Members 2 and 3, one at a time: member add on member 1, old data dir moved aside, start
     // with an empty data dir and the printed --initial-cluster.
@@ -299,35 +246,35 @@ fn three_member_etcd_3_5_30_is_restored_as_the_readme_runbook_says() {
             self::names(parent).iter().any(|n| n.starts_with(&moved)),
             "the old data dir is kept"
         );
-        members.push(start_member(
+        members.push(EtcdOnDir::start_member(
             version,
             (names[i], &data_dirs[i], &peers[i]),
             &initial_cluster,
             "existing",
-            logs.path(),
+            &logs.path().join(format!("{}.log", names[i])),
         ));
     }
 
     // All three serve the snapshot's data, and its revision bumped.
     for (m, member) in members.iter().enumerate() {
         let deadline = Instant::now() + WAIT;
-        while local_get(version, &member.client, "a2").is_none() {
+        while local_get(version, &member.endpoint, "a2").is_none() {
             assert!(Instant::now() < deadline, "member {m} never got the data");
             std::thread::sleep(Duration::from_millis(100));
         }
         for i in 0..3 {
             assert_eq!(
-                local_get(version, &member.client, &format!("a{i}")),
+                local_get(version, &member.endpoint, &format!("a{i}")),
                 Some(format!("v{i}")),
                 "member {m}"
             );
             assert_eq!(
-                local_get(version, &member.client, &format!("b{i}")),
+                local_get(version, &member.endpoint, &format!("b{i}")),
                 None,
                 "member {m}: b{i} was written after the snapshot"
             );
         }
-        let rev = revision(version, &member.client);
+        let rev = revision(version, &member.endpoint);
         assert!(
             rev >= snap_rev + DEFAULT_BUMP_REVISION as i64,
             "member {m}: revision {rev}, snapshot {snap_rev}"
@@ -372,19 +319,22 @@ async fn a_bumped_restore_raises_the_revision_and_compacts_watches_from_before()
         "{stdout}"
     );
     let logs = tempfile::tempdir().expect("logs");
-    let member = start_member(
+    let member = EtcdOnDir::start_member(
         version,
         ("r", &data_dir, &peer),
         &format!("r={peer}"),
         "new",
-        logs.path(),
+        &logs.path().join("r.log"),
     );
-    assert_eq!(revision(version, &member.client), snap_rev + 5000);
-    assert_eq!(local_get(version, &member.client, "a0"), Some("v0".into()));
+    assert_eq!(revision(version, &member.endpoint), snap_rev + 5000);
+    assert_eq!(
+        local_get(version, &member.endpoint, "a0"),
+        Some("v0".into())
+    );
 
     // A watcher that had seen the snapshot's revision (or any revision since) is told its
     // revision is compacted, so it relists instead of missing changes.
-    let mut client = etcd_client::Client::connect([member.client.as_str()], None)
+    let mut client = etcd_client::Client::connect([member.endpoint.as_str()], None)
         .await
         .expect("connect");
     let mut stream = client

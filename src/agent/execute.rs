@@ -5,7 +5,7 @@ use super::Agent;
 use super::plan::{self, CopyOutcome};
 use crate::api::{Compression, ETCDSnapshotFile, Storage};
 use crate::consts;
-use crate::naming::{label_value, parse_snapshot_name};
+use crate::naming::{SnapshotName, label_value};
 use crate::operator::{encryption_key_from_secret, patch_file_status, s3_config_for_file};
 use crate::snapshot::{SaveRequest, SnapshotRecord, save};
 use crate::storage::s3::S3Store;
@@ -15,8 +15,17 @@ use kube::api::{Patch, PatchParams};
 /// Take the snapshot the records in `group` ask for.
 pub async fn take_snapshot(agent: &Agent, group: Vec<ETCDSnapshotFile>) {
     let Some(first) = group.first() else { return };
-    let name = first.spec.snapshot_name.clone();
     let api = agent.api();
+    // The name comes from the record: checked once, here.
+    let name = match SnapshotName::new(first.spec.snapshot_name.as_str()) {
+        Ok(name) => name,
+        Err(e) => {
+            for esf in &group {
+                agent.fail(esf, &e.to_string(), "BadName").await;
+            }
+            return;
+        }
+    };
 
     // Work out where each copy goes; a copy that cannot be placed fails alone.
     let mut local = None;
@@ -86,7 +95,8 @@ pub async fn take_snapshot(agent: &Agent, group: Vec<ETCDSnapshotFile>) {
         }
     }
 
-    let created_unix = parse_snapshot_name(&name)
+    let created_unix = name
+        .parts()
         .map(|p| p.unix_seconds)
         .unwrap_or_else(|| chrono::Utc::now().timestamp());
     let request = SaveRequest {

@@ -119,9 +119,9 @@ impl AgentError {
 
     fn reason(&self) -> &'static str {
         match self {
-            AgentError::Kube { .. } => "KubernetesAPI",
+            AgentError::Kube { .. } => consts::errors::KUBERNETES_API,
             AgentError::Operator(e) => e.reason(),
-            AgentError::Local(_) => "LocalStorage",
+            AgentError::Local(_) => consts::errors::LOCAL_STORAGE,
             AgentError::S3 { source, .. } => source.reason(),
         }
     }
@@ -230,11 +230,8 @@ fn reconcile_key(esf: &ETCDSnapshotFile) -> String {
 
 /// Reconcile one of this node's records.
 async fn reconcile(esf: Arc<ETCDSnapshotFile>, agent: Arc<Agent>) -> Result<Action, AgentError> {
-    let result = reconcile_file(esf.clone(), agent.clone()).await;
-    if result.is_ok() {
-        agent.failures.succeeded(&reconcile_key(&esf));
-    }
-    result
+    let key = reconcile_key(&esf);
+    crate::backoff::tracked(&agent.failures, &key, reconcile_file(esf, agent.clone())).await
 }
 
 async fn reconcile_file(
@@ -319,8 +316,7 @@ async fn delete_local(esf: &ETCDSnapshotFile, agent: &Agent) -> Result<Action, A
         return Ok(Action::await_change());
     }
     let name = &esf.spec.snapshot_name;
-    let inside = agent.config.dir.path_of(name).is_ok()
-        && agent.config.dir.location(name) == esf.spec.location;
+    let inside = plan::local_name(esf, &agent.config.dir);
     // Never delete a file whose record could not be released afterwards (this agent's rights
     // are being removed, e.g. by an uninstall): the file would be gone and the record stuck.
     can_remove_finalizer(&agent.api(), esf)
@@ -328,7 +324,7 @@ async fn delete_local(esf: &ETCDSnapshotFile, agent: &Agent) -> Result<Action, A
         .map_err(AgentError::kube(
             "checking that the finalizer can be released (nothing was deleted)",
         ))?;
-    let note = if inside {
+    let note = if let Some(name) = &inside {
         let deleted = match agent.config.dir.delete(name) {
             Ok(deleted) => deleted,
             Err(e) => return delete_failed(esf, agent, &e.to_string()).await,
@@ -356,7 +352,7 @@ async fn delete_local(esf: &ETCDSnapshotFile, agent: &Agent) -> Result<Action, A
         .events
         .publish(
             esf,
-            !inside,
+            inside.is_none(),
             consts::REASON_DELETED,
             consts::actions::DELETE,
             note,

@@ -9,7 +9,7 @@ use crate::api::{
     ETCDSnapshotFile, ETCDSnapshotFileStatus, EncryptionStatus, Phase, SnapshotError, Storage,
 };
 use crate::consts;
-use crate::naming::label_value;
+use crate::naming::{SnapshotName, label_value};
 use crate::snapshot::crypt::ALGORITHM_NAME;
 use crate::snapshot::{SaveReport, SnapshotError as SaveError, SnapshotRecord};
 use crate::storage::local::LocalDir;
@@ -86,11 +86,19 @@ pub fn pending_copies<'a>(
         .collect()
 }
 
+/// The snapshot name of a local record, checked once here: `None` unless it is a valid name
+/// and the record's location is the file of that name in this agent's snapshot directory `dir`
+/// (a record made by hand may point anywhere).
+pub fn local_name(esf: &ETCDSnapshotFile, dir: &LocalDir) -> Option<SnapshotName> {
+    SnapshotName::new(esf.spec.snapshot_name.as_str())
+        .ok()
+        .filter(|name| dir.location(name) == esf.spec.location)
+}
+
 /// Why a local copy cannot be written where its record says, if it cannot: the location must be
 /// the file of that name in this agent's snapshot directory.
 pub fn local_placement_error(esf: &ETCDSnapshotFile, dir: &LocalDir) -> Option<String> {
-    let name = &esf.spec.snapshot_name;
-    if dir.path_of(name).is_ok() && dir.location(name) == esf.spec.location {
+    if local_name(esf, dir).is_some() {
         return None;
     }
     Some(format!(

@@ -137,13 +137,12 @@ fn place(agent: &Agent, esf: &ETCDSnapshotFile) -> String {
 /// elsewhere has no copy this agent can vouch for).
 fn found_local(agent: &Agent, esf: &ETCDSnapshotFile) -> Result<Option<Found>, AgentError> {
     let dir = &agent.config.dir;
-    let name = &esf.spec.snapshot_name;
-    if dir.path_of(name).is_err() || dir.location(name) != esf.spec.location {
+    let Some(name) = super::plan::local_name(esf, dir) else {
         return Ok(None);
-    }
-    Ok(dir.get(name)?.map(|entry| Found {
+    };
+    Ok(dir.get(&name)?.map(|entry| Found {
         size: entry.size,
-        sha256: dir.read_checksum(name).ok().flatten(),
+        sha256: dir.read_checksum(&name).ok().flatten(),
         revision: None,
         cluster_id: None,
     }))

@@ -62,8 +62,7 @@ pub async fn sync_dir(agent: &Agent) -> Result<(), AgentError> {
             .creation_timestamp
             .as_ref()
             .is_some_and(|t| now - t.0.as_second() > GRACE_SECONDS);
-        let ours = dir.path_of(&esf.spec.snapshot_name).is_ok()
-            && dir.location(&esf.spec.snapshot_name) == esf.spec.location;
+        let ours = super::plan::local_name(esf, dir).is_some();
         if esf.phase() == Phase::Ready
             && old_enough
             && ours

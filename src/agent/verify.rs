@@ -169,7 +169,7 @@ async fn check(agent: &Agent, esf: &ETCDSnapshotFile) -> Result<VerifyReport, Ve
     match esf.storage() {
         Storage::Local => {
             let dir = &agent.config.dir;
-            if dir.path_of(&name).is_err() || dir.location(&name) != esf.spec.location {
+            if super::plan::local_name(esf, dir).is_none() {
                 return Err(VerifyError::Location {
                     location: esf.spec.location.clone(),
                     expected: format!(

@@ -5,8 +5,8 @@
 
 use super::args::{EncryptionArgs, RestoreArgs, S3Args};
 use crate::restore::{
-    self, Checks, DataVersion, PrepareOptions, RestoreError, Restored, ScratchDir, Source, Target,
-    Toolbox, Tools, blocking,
+    self, Checks, DataVersion, PrepareOptions, RestoreError, Restored, ScratchDir, Source, Spec,
+    Target, Toolbox, Tools, blocking,
 };
 use crate::snapshot::crypt::EncryptionKey;
 use crate::storage::config::S3Config;
@@ -44,18 +44,12 @@ pub async fn run(args: RestoreArgs) -> Result<(), RestoreError> {
     check_member(&args.name, &args.peer_url)?;
     let data_dir = absolute(data_dir);
     let bump = bump_of(&args);
-    if let Some(spec) = args
-        .snapshot
-        .as_deref()
-        .filter(|s| !Source::is_explicit_path(s))
-    {
-        // A bad name is refused first.
-        crate::naming::validate_snapshot_name(spec)?;
-    }
+    // A bad name is refused first.
+    let spec = args.snapshot.as_deref().map(Spec::parse).transpose()?;
     let toolbox = find_tools()?;
     // No tool can bump (or none is usable): said before anything is fetched or touched.
     toolbox.select(None, bump.is_some())?;
-    let (restored, tools) = match &args.snapshot {
+    let (restored, tools) = match &spec {
         Some(spec) => restore_snapshot(&args, spec, &toolbox, &data_dir, bump).await?,
         None => reset_data_dir(&args, &toolbox, &data_dir, bump).await?,
     };
@@ -93,20 +87,14 @@ fn bump_of(args: &RestoreArgs) -> Option<u64> {
 /// restore its etcd version, then restore it.
 async fn restore_snapshot(
     args: &RestoreArgs,
-    spec: &str,
+    spec: &Spec,
     toolbox: &Toolbox,
     data_dir: &Path,
     bump: Option<u64>,
 ) -> Result<(Restored, Tools), RestoreError> {
     let dir = LocalDir::new(&args.dir.path());
-    let store = if Source::is_explicit_path(spec) {
-        None
-    } else {
-        // A bad name is refused before anything is contacted.
-        crate::naming::validate_snapshot_name(spec)?;
-        connect(&args.s3).await?
-    };
-    let source = Source::resolve(spec, &dir, store.as_ref())?;
+    let store = connect_for(spec, &args.s3).await?;
+    let source = Source::of(spec, &dir, store.as_ref());
     let parent = data_dir.parent().unwrap_or(Path::new("/"));
     let scratch = ScratchDir::create(parent, "fetch")?;
     let options = prepare_options(&args.encryption)?;
@@ -164,16 +152,12 @@ async fn write_output(args: &RestoreArgs, output: &Path) -> Result<(), RestoreEr
             "--output needs the snapshot to fetch: --cluster-reset-restore-path=<snapshot>",
         ));
     };
+    // A bad name is refused before anything is contacted.
+    let spec = Spec::parse(spec)?;
     let output = absolute(output);
     let dir = LocalDir::new(&args.dir.path());
-    let store = if Source::is_explicit_path(spec) {
-        None
-    } else {
-        // A bad name is refused before anything is contacted.
-        crate::naming::validate_snapshot_name(spec)?;
-        connect(&args.s3).await?
-    };
-    let source = Source::resolve(spec, &dir, store.as_ref())?;
+    let store = connect_for(&spec, &args.s3).await?;
+    let source = Source::of(&spec, &dir, store.as_ref());
     let options = prepare_options(&args.encryption)?;
     let prepared = restore::prepare_with(&source, &options, Target::File(&output)).await?;
     print_checks(&mut std::io::stderr().lock(), prepared.checks())?;
@@ -208,6 +192,18 @@ pub(super) async fn connect(args: &S3Args) -> Result<Option<S3Store>, RestoreErr
     }
     let cfg = S3Config::from_args(args)?;
     Ok(Some(S3Store::connect(&cfg).await?))
+}
+
+/// The S3 store a snapshot argument is fetched from: only a name is looked up in S3 (when S3
+/// is enabled), a path never.
+pub(super) async fn connect_for(
+    spec: &Spec,
+    args: &S3Args,
+) -> Result<Option<S3Store>, RestoreError> {
+    match spec {
+        Spec::Name(_) => connect(args).await,
+        Spec::Path(_) => Ok(None),
+    }
 }
 
 /// etcdutl and etcdctl, from `ETCD_SNAPSHOT_ETCDUTL` / `ETCD_SNAPSHOT_ETCDCTL` (they win) or

@@ -9,7 +9,7 @@
 use super::args::SaveArgs;
 use super::{CliError, common};
 use crate::api::{Compression, Storage};
-use crate::naming::{snapshot_name, with_encryption_suffix};
+use crate::naming::SnapshotName;
 use crate::shutdown::Shutdown;
 use crate::snapshot::crypt::EncryptionKey;
 use crate::snapshot::{self, SaveRequest};
@@ -45,11 +45,7 @@ pub async fn run(args: SaveArgs) -> Result<(), CliError> {
         .map(EncryptionKey::from_file)
         .transpose()
         .map_err(|e| CliError::Usage(e.to_string()))?;
-    let name = with_encryption_suffix(
-        snapshot_name(&flags.name, &node, created, compression),
-        key.is_some(),
-    );
-    crate::naming::validate_snapshot_name(&name)
+    let name = SnapshotName::build(&flags.name, &node, created, compression, key.is_some())
         .map_err(|e| CliError::Usage(format!("--name {:?}: {e}", flags.name)))?;
     let s3_config = common::s3_config(&flags.s3)?;
     let local = (!args.s3_only).then(|| common::local_dir(flags));

@@ -2,8 +2,8 @@
 //! dir and print what etcd reports about it. Any failed check is an error (non-zero exit).
 
 use super::args::VerifyArgs;
-use super::restore::{connect, find_tools, prepare_options, print_checks, stdout_err};
-use crate::restore::{self, RestoreError, Source};
+use super::restore::{connect_for, find_tools, prepare_options, print_checks, stdout_err};
+use crate::restore::{self, RestoreError, Source, Spec};
 use crate::storage::local::LocalDir;
 use std::io::Write;
 
@@ -11,14 +11,10 @@ use std::io::Write;
 pub async fn run(args: VerifyArgs) -> Result<(), RestoreError> {
     let tools = find_tools()?;
     let dir = LocalDir::new(&args.flags.snapshot_dir());
-    let store = if Source::is_explicit_path(&args.snapshot) {
-        None
-    } else {
-        // A bad name is refused before anything is contacted.
-        crate::naming::validate_snapshot_name(&args.snapshot)?;
-        connect(&args.flags.s3).await?
-    };
-    let source = Source::resolve(&args.snapshot, &dir, store.as_ref())?;
+    // A bad name is refused before anything is contacted.
+    let spec = Spec::parse(&args.snapshot)?;
+    let store = connect_for(&spec, &args.flags.s3).await?;
+    let source = Source::of(&spec, &dir, store.as_ref());
     let options = prepare_options(&args.flags.encryption)?;
     let report = restore::verify_with(&tools, &source, &options, &std::env::temp_dir()).await?;
     let mut out = std::io::stdout().lock();

@@ -8,7 +8,7 @@ use crate::api::time::from_time;
 use crate::api::{ETCDSnapshotFile, Phase, Storage};
 use crate::consts;
 use crate::finalizer::{adopt, released_for_uninstall, remove_finalizer};
-use crate::naming::label_value;
+use crate::naming::{SnapshotName, label_value};
 use crate::operator::{OperatorError, s3_config_for_file};
 use crate::storage::config::S3Config;
 use crate::storage::s3::S3Store;
@@ -24,11 +24,8 @@ pub async fn reconcile(
     esf: Arc<ETCDSnapshotFile>,
     ctx: Arc<Context>,
 ) -> Result<Action, ControllerError> {
-    let result = reconcile_file(esf.clone(), ctx.clone()).await;
-    if result.is_ok() {
-        ctx.failures.succeeded(&super::reconcile_key(esf.as_ref()));
-    }
-    result
+    let key = super::reconcile_key(esf.as_ref());
+    crate::backoff::tracked(&ctx.failures, &key, reconcile_file(esf, ctx.clone())).await
 }
 
 async fn reconcile_file(
@@ -142,8 +139,12 @@ async fn delete_s3_copy(
         release(esf, api, ctx, note).await?;
         return Ok(Action::await_change());
     }
-    let inside = cfg.location(name) == esf.spec.location;
-    let note = if inside {
+    // The name comes from the record: checked once, here. A name that is not a valid snapshot
+    // name is never under the folder (and would otherwise be retried for good).
+    let inside = SnapshotName::new(name.as_str())
+        .ok()
+        .filter(|n| cfg.location(n) == esf.spec.location);
+    let note = if let Some(name) = &inside {
         let deleted = match S3Store::connect(&cfg).await {
             Ok(store) => store.delete(name).await,
             Err(e) => Err(e),
@@ -170,7 +171,7 @@ async fn delete_s3_copy(
     ctx.events
         .publish(
             esf,
-            !inside,
+            inside.is_none(),
             consts::REASON_DELETED,
             consts::actions::DELETE,
             note,

@@ -360,7 +360,7 @@ mod tests {
         apply_verdict(
             &mut conditions,
             Verdict::Stalled {
-                reason: "SecretMissing",
+                reason: crate::consts::errors::SECRET_MISSING,
                 message: "S3 config Secret etcd-snapshot/s3 not found",
             },
             Some(1),

@@ -14,6 +14,7 @@ mod sync;
 pub mod validate;
 
 use crate::api::{ETCDSnapshotFile, ETCDSnapshotSchedule};
+use crate::backoff::RetryKind;
 use crate::cache::cached;
 use crate::consts;
 use crate::events::{EventsNamespace, resolve_namespace};
@@ -192,14 +193,34 @@ impl ControllerError {
         move |source| ControllerError::Kube { op, source }
     }
 
-    /// PascalCase reason for events and metrics.
+    /// PascalCase reason for events and metrics (a [`consts::errors`] category).
     pub fn reason(&self) -> &'static str {
         match self {
-            ControllerError::Kube { .. } => "KubernetesAPI",
+            ControllerError::Kube { .. } => consts::errors::KUBERNETES_API,
             ControllerError::Operator(e) => e.reason(),
-            ControllerError::S3(_) => "S3",
-            ControllerError::CacheClosed => "CacheClosed",
+            ControllerError::S3(_) => consts::errors::S3,
+            ControllerError::CacheClosed => consts::errors::CACHE_CLOSED,
         }
+    }
+
+    /// How the reconcile that failed with this error is retried.
+    pub fn retry_kind(&self) -> RetryKind {
+        match self {
+            ControllerError::Operator(e) if e.is_config() => RetryKind::Config,
+            ControllerError::Kube { source, .. }
+            | ControllerError::Operator(OperatorError::Kube { source, .. }) => {
+                RetryKind::of_kube(source)
+            }
+            ControllerError::Operator(_)
+            | ControllerError::S3(_)
+            | ControllerError::CacheClosed => RetryKind::Other,
+        }
+    }
+
+    /// Whether this error is worth a Warning Event about the object whose reconcile failed (not
+    /// the caches closing at shutdown).
+    pub fn is_reported(&self) -> bool {
+        !matches!(self, ControllerError::CacheClosed)
     }
 }
 
@@ -241,26 +262,57 @@ pub fn reconcile_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     )
 }
 
-/// A failed reconcile: retried after a jittered, capped exponential backoff (reset by the next
-/// successful reconcile), and logged at attempts 1, 2, 4, 8, ... only, so an outage of S3 or the
-/// API server gives a bounded number of log lines. A configuration error waits for a change
-/// (the objects it depends on are watched) or a minute.
-fn error_policy<K: Resource<DynamicType = ()>>(
-    obj: Arc<K>,
-    error: &ControllerError,
-    ctx: Arc<Context>,
-) -> Action {
+/// A failed reconcile: retried after a jittered backoff of its [`RetryKind`] (reset by the next
+/// successful reconcile: a configuration error waits for a change of the objects it depends on,
+/// which are watched, or about a minute; a throttled API server is asked again within seconds;
+/// anything else backs off to two minutes), logged at attempts 1, 2, 4, 8, ... only, so an
+/// outage of S3 or the API server gives a bounded number of log lines, and reported as a
+/// Warning Event on the object with the error's category as its reason, once per distinct
+/// problem until the object reconciles again.
+fn error_policy<K>(obj: Arc<K>, error: &ControllerError, ctx: Arc<Context>) -> Action
+where
+    K: Resource<DynamicType = ()> + Send + Sync + 'static,
+{
     ctx.metrics
         .record_reconcile_error("controller", error.reason());
     let key = reconcile_key(obj.as_ref());
-    let retry = ctx.failures.failed(&key);
+    let retry = ctx.failures.failed_as(&key, error.retry_kind());
     if retry.log {
         tracing::warn!(object = %key, attempt = retry.attempt, retry_in = ?retry.after, error = %error, "reconcile failed");
     }
-    match error {
-        ControllerError::Operator(e) if e.is_config() => Action::requeue(Duration::from_secs(60)),
-        _ => Action::requeue(retry.after),
+    if error.is_reported() {
+        report(obj, key, error, ctx);
     }
+    Action::requeue(retry.after)
+}
+
+/// Publish a failed reconcile as a Warning Event about `obj`, unless this problem of `obj` was
+/// already reported since it last reconciled (see [`crate::backoff::report_due`]). In a task of
+/// its own: an error policy cannot wait. The error texts name what failed, never credentials.
+fn report<K>(obj: Arc<K>, key: String, error: &ControllerError, ctx: Arc<Context>)
+where
+    K: Resource<DynamicType = ()> + Send + Sync + 'static,
+{
+    let reason = error.reason();
+    let note = format!("Reconcile failed, retrying: {error}");
+    if !ctx.failures.report(&key, &note) {
+        return;
+    }
+    tokio::spawn(async move {
+        let published = ctx
+            .events
+            .publish(
+                obj.as_ref(),
+                true,
+                reason,
+                consts::actions::RECONCILE,
+                note.clone(),
+            )
+            .await;
+        if !published {
+            ctx.failures.unreport(&key, &note);
+        }
+    });
 }
 
 /// Run the reconcilers until the stream ends (they run only while this replica leads).
@@ -511,4 +563,42 @@ pub async fn run(
     election.abort();
     http.abort();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure("refused", "Refused")
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn errors_are_retried_by_kind_and_reported_under_their_category() {
+        let forbidden = ControllerError::kube("creating a snapshot file")(api_error(403));
+        assert_eq!(forbidden.retry_kind(), RetryKind::Other);
+        assert_eq!(forbidden.reason(), consts::errors::KUBERNETES_API);
+        assert!(forbidden.is_reported());
+        let throttled = ControllerError::kube("writing status")(api_error(429));
+        assert_eq!(throttled.retry_kind(), RetryKind::Throttled);
+        let overloaded = ControllerError::Operator(OperatorError::Kube {
+            op: "reading Secret etcd-snapshot/s3".into(),
+            source: api_error(503),
+        });
+        assert_eq!(overloaded.retry_kind(), RetryKind::Throttled);
+        assert_eq!(overloaded.reason(), consts::errors::KUBERNETES_API);
+        let missing = ControllerError::Operator(OperatorError::SecretMissing {
+            namespace: "etcd-snapshot".into(),
+            name: "s3".into(),
+        });
+        assert_eq!(missing.retry_kind(), RetryKind::Config);
+        assert_eq!(missing.reason(), consts::errors::SECRET_MISSING);
+        // Shutting down is no problem to report.
+        assert!(!ControllerError::CacheClosed.is_reported());
+        assert_eq!(ControllerError::CacheClosed.retry_kind(), RetryKind::Other);
+    }
 }

@@ -25,10 +25,13 @@ pub async fn reconcile(
     ctx: Arc<Context>,
 ) -> Result<Action, ControllerError> {
     let _timer = ctx.metrics.reconcile_started("schedule");
-    let result = reconcile_schedule(s.clone(), ctx.clone()).await;
-    if result.is_ok() {
-        ctx.failures.succeeded(&super::reconcile_key(s.as_ref()));
-    }
+    let key = super::reconcile_key(s.as_ref());
+    let result = crate::backoff::tracked(
+        &ctx.failures,
+        &key,
+        reconcile_schedule(s.clone(), ctx.clone()),
+    )
+    .await;
     if let Err(e) = &result {
         let observed = s.status.as_ref().and_then(|st| st.observed_generation);
         if observed != s.meta().generation && !matches!(e, ControllerError::CacheClosed) {

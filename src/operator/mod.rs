@@ -14,6 +14,7 @@ pub use secrets::{
 
 pub use crate::events::Events;
 
+use crate::consts;
 use crate::snapshot::crypt::CryptError;
 use crate::storage::config::S3ConfigError;
 
@@ -81,13 +82,13 @@ impl OperatorError {
     /// PascalCase reason, for events and metric labels.
     pub fn reason(&self) -> &'static str {
         match self {
-            OperatorError::SecretMissing { .. } => "SecretMissing",
-            OperatorError::CaConfigMapMissing { .. } => "CAConfigMapMissing",
-            OperatorError::BadSecret { .. } => "InvalidSecret",
-            OperatorError::BadInline(_) => "InvalidS3Settings",
-            OperatorError::KeyMissing { .. } => "EncryptionKeyMissing",
-            OperatorError::BadKey { .. } => "InvalidEncryptionKey",
-            OperatorError::Kube { .. } => "KubernetesAPI",
+            OperatorError::SecretMissing { .. } => consts::errors::SECRET_MISSING,
+            OperatorError::CaConfigMapMissing { .. } => consts::errors::CA_CONFIG_MAP_MISSING,
+            OperatorError::BadSecret { .. } => consts::errors::INVALID_SECRET,
+            OperatorError::BadInline(_) => consts::errors::INVALID_S3_SETTINGS,
+            OperatorError::KeyMissing { .. } => consts::errors::ENCRYPTION_KEY_MISSING,
+            OperatorError::BadKey { .. } => consts::errors::INVALID_ENCRYPTION_KEY,
+            OperatorError::Kube { .. } => consts::errors::KUBERNETES_API,
         }
     }
 

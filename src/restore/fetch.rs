@@ -8,10 +8,32 @@ use super::prepared::{Decrypt, OwnedTarget, Prepared, Recorded, Target};
 use super::version::RecordedRelease;
 use super::{RestoreError, s3};
 use crate::api::Compression;
+use crate::naming::{NameError, SnapshotName};
 use crate::snapshot::crypt::EncryptionKey;
 use crate::storage::local::LocalDir;
 use crate::storage::s3::S3Store;
 use std::path::{Path, PathBuf};
+
+/// A command-line snapshot argument, read once: an explicit path (absolute, or starting with
+/// `./` or `../`) or a snapshot name, checked here (no `/`, no `..`, not hidden).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Spec {
+    /// A file named by its path.
+    Path(PathBuf),
+    /// A snapshot name (in the snapshot directory, or in S3).
+    Name(SnapshotName),
+}
+
+impl Spec {
+    /// Read a command-line snapshot argument.
+    pub fn parse(spec: &str) -> Result<Spec, NameError> {
+        if Source::is_explicit_path(spec) {
+            Ok(Spec::Path(PathBuf::from(spec)))
+        } else {
+            SnapshotName::new(spec).map(Spec::Name)
+        }
+    }
+}
 
 /// Where a snapshot comes from.
 #[derive(Debug, Clone)]
@@ -44,15 +66,22 @@ impl<'a> Source<'a> {
         dir: &'a LocalDir,
         s3: Option<&'a S3Store>,
     ) -> Result<Source<'a>, RestoreError> {
-        if Self::is_explicit_path(spec) {
-            return Ok(Source::Path(PathBuf::from(spec)));
+        Ok(Source::of(&Spec::parse(spec)?, dir, s3))
+    }
+
+    /// The source of a parsed argument: a name is in S3 when a store is given, else in `dir`.
+    pub fn of(spec: &Spec, dir: &'a LocalDir, s3: Option<&'a S3Store>) -> Source<'a> {
+        match (spec, s3) {
+            (Spec::Path(path), _) => Source::Path(path.clone()),
+            (Spec::Name(name), Some(store)) => Source::S3 {
+                store,
+                name: name.to_string(),
+            },
+            (Spec::Name(name), None) => Source::Local {
+                dir,
+                name: name.to_string(),
+            },
         }
-        crate::naming::validate_snapshot_name(spec)?;
-        let name = spec.to_string();
-        Ok(match s3 {
-            Some(store) => Source::S3 { store, name },
-            None => Source::Local { dir, name },
-        })
     }
 
     /// Whether a command-line snapshot argument names a file rather than a snapshot: absolute,

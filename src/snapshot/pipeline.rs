@@ -16,7 +16,7 @@ use super::etcd::EtcdConfig;
 use super::trailer::{TrailerCheck, TrailerVerifier};
 use crate::api::{Compression, Storage};
 use crate::consts::s3_metadata;
-use crate::naming::{is_encrypted_name, validate_snapshot_name};
+use crate::naming::{SnapshotName, is_encrypted_name};
 use crate::storage::local::{LocalDir, LocalWriter};
 use crate::storage::s3::{S3Store, S3Upload};
 use bytes::{Bytes, BytesMut};
@@ -46,7 +46,7 @@ pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 /// What to snapshot and where to put it.
 pub struct SaveRequest {
     /// Full snapshot name, including `.zst` when compressed and `.enc` when encrypted.
-    pub name: String,
+    pub name: SnapshotName,
     /// Node the snapshot is taken on (recorded in S3 metadata).
     pub node_name: String,
     /// Unix seconds of the snapshot (the timestamp in its name).
@@ -180,7 +180,6 @@ struct Copy {
 /// Returns `Err` when nothing could be stored because the snapshot itself failed (etcd
 /// unreachable, stream broken, hash mismatch). Returns `Ok` with per-copy results otherwise.
 pub async fn save(etcd: &EtcdConfig, req: SaveRequest) -> Result<SaveReport, SnapshotError> {
-    validate_snapshot_name(&req.name)?;
     if req.local.is_none() && req.s3.is_none() {
         return Err(SnapshotError::NoDestination);
     }
@@ -348,7 +347,7 @@ pub async fn save(etcd: &EtcdConfig, req: SaveRequest) -> Result<SaveReport, Sna
     };
 
     let record = SnapshotRecord {
-        name: req.name.clone(),
+        name: req.name.to_string(),
         node_name: req.node_name.clone(),
         created_unix: req.created_unix,
         size,

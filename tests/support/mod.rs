@@ -228,3 +228,23 @@ pub async fn put_incompressible(client: &mut etcd_client::Client, prefix: &str, 
             .expect("etcd put");
     }
 }
+
+/// Every entry under a directory (hidden ones too), recursively, as sorted relative paths.
+pub fn dir_entries(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p.strip_prefix(dir).unwrap_or(&p).display().to_string());
+        }
+    }
+    out.sort();
+    out
+}

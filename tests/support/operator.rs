@@ -48,6 +48,98 @@ const POLL: Duration = Duration::from_millis(200);
 /// Log lines shown per process when a wait fails.
 const TAIL: usize = 40;
 
+/// A cron that never fires during a test (runs are requested with the annotation instead).
+pub const NEVER: &str = "0 0 1 1 *";
+
+/// An ETCDSnapshotSchedule manifest for a test, e.g.
+/// `Schedule::new("nightly").members("All").s3().yaml()`. Its cron is [`NEVER`] unless set.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    name: String,
+    cron: String,
+    /// Spec lines, indented two spaces.
+    spec: String,
+    /// Lines of the `s3` block after its Secret reference (indented four spaces), when S3 is on.
+    s3: Option<String>,
+}
+
+impl Schedule {
+    /// A schedule named `name` that never ticks during a test and stores locally.
+    pub fn new(name: &str) -> Schedule {
+        Schedule {
+            name: name.to_string(),
+            cron: NEVER.to_string(),
+            spec: String::new(),
+            s3: None,
+        }
+    }
+
+    /// Its cron expression.
+    pub fn cron(mut self, cron: &str) -> Schedule {
+        self.cron = cron.to_string();
+        self
+    }
+
+    /// More spec lines, as written (indented two spaces, e.g. `"  suspend: true"`).
+    pub fn spec(mut self, lines: &str) -> Schedule {
+        if !lines.is_empty() {
+            self.spec.push_str(lines);
+            if !self.spec.ends_with('\n') {
+                self.spec.push('\n');
+            }
+        }
+        self
+    }
+
+    /// `members: All` or `One`.
+    pub fn members(self, members: &str) -> Schedule {
+        self.spec(&format!("  members: {members}"))
+    }
+
+    /// A local retention count.
+    pub fn local_retention(self, count: u32) -> Schedule {
+        self.spec(&format!("  local:\n    retention:\n      count: {count}"))
+    }
+
+    /// S3 through the config Secret [`SECRET`].
+    pub fn s3(self) -> Schedule {
+        self.s3_with("")
+    }
+
+    /// S3 through the config Secret [`SECRET`], with more lines of the `s3` block (indented four
+    /// spaces, e.g. `"    retentionScope: Cluster\n"`).
+    pub fn s3_with(mut self, lines: &str) -> Schedule {
+        let mut lines = lines.to_string();
+        if !lines.is_empty() && !lines.ends_with('\n') {
+            lines.push('\n');
+        }
+        self.s3 = Some(self.s3.unwrap_or_default() + &lines);
+        self
+    }
+
+    /// An S3 retention count (S3 on).
+    pub fn s3_retention(self, count: u32) -> Schedule {
+        self.s3_with(&format!("    retention:\n      count: {count}"))
+    }
+
+    /// The manifest.
+    pub fn yaml(&self) -> String {
+        let s3 = self.s3.as_ref().map_or_else(String::new, |lines| {
+            format!("  s3:\n    enabled: true\n    configSecretRef:\n      name: {SECRET}\n{lines}")
+        });
+        format!(
+            "apiVersion: etcdsnapshot.io/v1
+kind: ETCDSnapshotSchedule
+metadata:
+  name: {}
+spec:
+  schedule: \"{}\"
+{}{s3}",
+            self.name, self.cron, self.spec
+        )
+    }
+}
+
 /// What to start.
 #[derive(Debug, Clone)]
 pub struct OperatorOptions {
@@ -477,6 +569,15 @@ impl OperatorEnv {
     /// Events (events.k8s.io, where the operator's Recorder writes them) about the object named
     /// `name`, as `(reason, note)`.
     pub async fn events_about(&self, name: &str) -> Vec<(String, String)> {
+        self.events_of_type(name, None).await
+    }
+
+    /// (reason, note) of each Warning Event about the object named `name`.
+    pub async fn warnings_about(&self, name: &str) -> Vec<(String, String)> {
+        self.events_of_type(name, Some("Warning")).await
+    }
+
+    async fn events_of_type(&self, name: &str, type_: Option<&str>) -> Vec<(String, String)> {
         use k8s_openapi::api::events::v1::Event;
         let mut out = Vec::new();
         for ns in ["default", NS, "kube-system"] {
@@ -486,7 +587,7 @@ impl OperatorEnv {
             };
             for e in list.items {
                 let about = e.regarding.as_ref().and_then(|r| r.name.as_deref());
-                if about == Some(name) {
+                if about == Some(name) && type_.is_none_or(|t| e.type_.as_deref() == Some(t)) {
                     out.push((
                         e.reason.clone().unwrap_or_default(),
                         e.note.clone().unwrap_or_default(),
