@@ -2,7 +2,7 @@
 #   make test       install the test environment if missing, then fmt, clippy and every test
 #   make test-deps  only install the test environment (etcd 3.4/3.5, SeaweedFS, kube-apiserver,
 #                   the e2e cluster's kubelet/containerd/... )
-#   make e2e        only the end-to-end tier (tests/e2e*.rs): a real single-node Kubernetes in a
+#   make e2e        only the end-to-end tier (tests/it/e2e*.rs): a real single-node Kubernetes in a
 #                   network namespace (scripts/e2e-cluster.sh); root; `make test` runs it too
 #   make crds       regenerate crds/ from the Rust types (and the chart's copy, and deploy/)
 #   make chart      render the chart with default values into deploy/etcd-snapshot-operator.yaml
@@ -17,7 +17,7 @@
 #                   (slow: a cold build of everything; before a release and after changing
 #                   dependencies or install scripts). FRESH_FLAGS=--keep keeps the root fs
 #   make outage-drill  a 10-minute S3 outage against the real controller and agent
-#                   (tests/outage.rs with ESO_OUTAGE_SECONDS=600; `make test` runs it for 75 s):
+#                   (tests/it/outage.rs with ESO_OUTAGE_SECONDS=600; `make test` runs it for 75 s):
 #                   prints the events and log lines it caused (recorded in RELIABILITY.md)
 #   make bench      every benchmark (results in target/bench/, pasted into BENCHMARKS.md)
 #   make bench-snapshot  the snapshot pipeline against etcdctl and the k3s-style pipeline on a
@@ -34,18 +34,24 @@ TARGET_DIR = $(or $(CARGO_TARGET_DIR),target)
 
 .PHONY: test test-deps e2e e2e-restore lint crds chart build image demo fresh-check outage-drill bench bench-snapshot bench-controller
 
+# The integration tests are one binary (tests/it/, one module per suite). The end-to-end tier
+# runs after the rest, alone (a whole node, its pods and image builds; as when it was a binary of
+# its own), one scenario at a time (one cluster per machine).
+E2E_SUITES = e2e:: e2e_restore::
+
 test: test-deps lint
-	$(CARGO) test --workspace --all-targets --locked
+	$(CARGO) test --workspace --all-targets --locked -- $(addprefix --skip ,$(E2E_SUITES))
+	$(CARGO) test --locked --test it -- --test-threads=1 $(E2E_SUITES)
 
 test-deps:
 	scripts/install-test-deps.sh
 
 e2e: test-deps
-	$(CARGO) test --locked --test 'e2e*' -- --nocapture
+	$(CARGO) test --locked --test it -- --nocapture --test-threads=1 $(E2E_SUITES)
 
-# Only the disaster-recovery drill (tests/e2e_restore.rs; `make test` and `make e2e` run it too).
+# Only the disaster-recovery drill (tests/it/e2e_restore.rs; `make test` and `make e2e` run it too).
 e2e-restore: test-deps
-	$(CARGO) test --locked --test e2e_restore -- --nocapture
+	$(CARGO) test --locked --test it -- --nocapture e2e_restore::
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -72,7 +78,7 @@ fresh-check:
 	scripts/fresh-check.sh $(FRESH_FLAGS)
 
 outage-drill: test-deps
-	ESO_OUTAGE_SECONDS=$(or $(OUTAGE_SECONDS),600) $(CARGO) test --locked --test outage -- --nocapture
+	ESO_OUTAGE_SECONDS=$(or $(OUTAGE_SECONDS),600) $(CARGO) test --locked --test it -- --nocapture outage::
 
 bench: bench-snapshot bench-controller
 

@@ -30,7 +30,7 @@ target=${CARGO_TARGET_DIR:-$here/target}
 
 BIN=$target/release/etcd-snapshot
 # Where etcdutl comes from: one variable (the Dockerfile's ETCD_VERSION must name the same version;
-# tests/image.rs checks it).
+# tests/it/image.rs checks it).
 ETCDUTL=$cache/bin/etcdutl-3.5.30
 CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 OUT=$target/image
@@ -38,7 +38,7 @@ ROOTFS_ONLY=
 REPOSITORY=
 TAG=
 EPOCH=${SOURCE_DATE_EPOCH:-0}
-# The image config; the Dockerfile's final stage says the same (tests/image.rs checks it).
+# The image config; the Dockerfile's final stage says the same (tests/it/image.rs checks it).
 IMAGE_USER=65532:65532
 ENTRYPOINT=/usr/local/bin/etcd-snapshot
 

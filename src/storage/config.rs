@@ -1093,7 +1093,7 @@ Af8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIQDmt7pgsm7cP8/kzdSAbHgzi09S
             msg(&[(keys::PROXY, "proxy.local:3128")]),
             "etcd-s3-proxy \"proxy.local:3128\" must be a URL with a scheme, like http://proxy.local:3128"
         );
-        // Found by tests/bad_input_fuzz.rs: the example must not carry a line break.
+        // Found by tests/it/bad_input_fuzz.rs: the example must not carry a line break.
         assert_eq!(
             msg(&[(keys::PROXY, "a\nA")]),
             "etcd-s3-proxy \"a\\nA\" must be a URL with a scheme, like http://HOST:PORT"

@@ -8,13 +8,10 @@
 //! after `--s3-release-after` with a Warning that the object was NOT deleted, and the object is
 //! still there.
 
-#[path = "support/faults.rs"]
-mod faults_support;
-#[path = "support/operator.rs"]
-mod operator_support;
-#[path = "support/proxy.rs"]
-mod proxy;
-mod support;
+use crate::faults_support;
+use crate::operator_support;
+use crate::proxy;
+use crate::support;
 
 use etcd_snapshot::api::Phase;
 use etcd_snapshot::consts;

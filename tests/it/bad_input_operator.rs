@@ -9,9 +9,8 @@
 //! - security: after each scenario every log line, ESF, schedule, Event, CLI error and S3 object
 //!   metadata is searched for the credentials used, and none may appear.
 
-#[path = "support/operator.rs"]
-mod operator_support;
-mod support;
+use crate::operator_support;
+use crate::support;
 
 use etcd_snapshot::api::{
     BucketLookup, Compression, ETCDSnapshotFile, ETCDSnapshotFileSpec, ETCDSnapshotSchedule, Phase,

@@ -2,7 +2,7 @@
 //! crash within lease duration + retry period, prompt handover on release, step-down when the
 //! API server is gone, and a clear 403 for an identity without RBAC on Leases.
 
-mod support;
+use crate::support;
 
 use eso_testenv::{ApiServer, ApiServerOptions, ApiUser};
 use etcd_snapshot::leader::{LeaderElector, LeaderError, LeaseConfig};

@@ -6,13 +6,9 @@
 //! record is deleted without its file or object, no file or object is deleted without its
 //! record being pruned; finalizers never stick (every deleted record goes).
 
-#[path = "support/faults.rs"]
-mod faults_support;
-#[path = "support/operator.rs"]
-mod operator_support;
-#[path = "support/proxy.rs"]
-mod proxy;
-mod support;
+use crate::faults_support;
+use crate::operator_support;
+use crate::proxy;
 
 use etcd_snapshot::api::{ETCDSnapshotFile, Phase};
 use etcd_snapshot::consts;

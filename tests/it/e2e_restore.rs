@@ -9,9 +9,8 @@
 //! not assert) what the cluster does then: the evidence for the default. Needs root (it says
 //! `SKIPPED: not root` otherwise).
 
-#[path = "support/e2e.rs"]
-mod e2e_support;
-mod support;
+use crate::e2e_support;
+use crate::support;
 
 use e2e_support::{OPERATOR_NS, OPERATOR_TAG, RELEASE, TOLERATE_MASTER, kubectl, pod_ready};
 use eso_testenv::{Cluster, EtcdVersion, HostState, S3Options, S3Server};

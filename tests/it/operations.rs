@@ -5,9 +5,7 @@
 //! the running controller and agent export; with k3s's own ETCDSnapshotFile CRD installed, a
 //! starting controller warns once. One environment for all (the `make test` budget).
 
-#[path = "support/operator.rs"]
-mod operator_support;
-mod support;
+use crate::operator_support;
 
 use eso_testenv::S3Options;
 use etcd_snapshot::api::ETCDSnapshotSchedule;

@@ -3,11 +3,9 @@
 //! `restore` decrypt them with the key and fail with one clear line without it, with another
 //! key, or when the stored bytes were tampered with. No mocks.
 
-#[path = "support/etcdctl.rs"]
-mod etcd_support;
-#[path = "support/operator.rs"]
-mod operator_support;
-mod support;
+use crate::etcdctl as etcd_support;
+use crate::operator_support;
+use crate::support;
 
 use eso_testenv::{EtcdCluster, EtcdOptions, EtcdVersion, S3Options, S3Server, free_port};
 use etcd_snapshot::api::ETCDSnapshotSchedule;

@@ -3,7 +3,7 @@
 //! - with default values `helm template` equals the checked-in deploy/etcd-snapshot-operator.yaml
 //!   (drift; `make chart` regenerates it);
 //! - `helm lint --strict` passes with the defaults and with other value sets;
-//! - its RBAC is exactly deploy/rbac.yaml's, the least privilege tests/operator.rs proves;
+//! - its RBAC is exactly deploy/rbac.yaml's, the least privilege tests/it/operator.rs proves;
 //! - values that make no sense are rejected at render time with a clear message;
 //! - the kubeadm/k3s/rke2 presets put their paths into the agent DaemonSet;
 //! - every container with a read-only root file system has a writable emptyDir where the code

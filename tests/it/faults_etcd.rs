@@ -4,9 +4,7 @@
 //! message and the other nodes' snapshots are Ready; with `members: One`, only healthy members
 //! are chosen, so every run is Ready and none lands on the down member's node.
 
-#[path = "support/operator.rs"]
-mod operator_support;
-mod support;
+use crate::operator_support;
 
 use etcd_snapshot::api::Phase;
 use etcd_snapshot::consts;

@@ -4,9 +4,7 @@
 //! the operator does, and some process must log "forbidden" or some step of the tour must not
 //! happen in time. A baseline tour with the full RBAC must pass cleanly first.
 
-#[path = "support/operator.rs"]
-mod operator_support;
-mod support;
+use crate::operator_support;
 
 use etcd_snapshot::api::{ETCDSnapshotFile, Phase};
 use etcd_snapshot::consts;
@@ -30,7 +28,7 @@ use std::time::{Duration, Instant};
 ///   that step to the tour (baseline and every verb) and then nothing is unproven.
 /// - create and patch on events in `default`: used on Kubernetes 1.22 and later only; the test API
 ///   server is 1.20, where events go to `kube-system` (whose Role the tour proves).
-///   tests/lifecycle.rs runs the controller with `--events-namespace=default` to show the Role
+///   tests/it/lifecycle.rs runs the controller with `--events-namespace=default` to show the Role
 ///   suffices.
 const UNPROVEN: &[(&str, &str, &str, &str)] = &[
     (
@@ -73,7 +71,7 @@ fn all_rules() -> Vec<Rule> {
             .as_str()
             .unwrap_or_default()
             .to_string();
-        // The uninstall identity is not the operator's: tests/lifecycle.rs proves each of its
+        // The uninstall identity is not the operator's: tests/it/lifecycle.rs proves each of its
         // verbs against `etcd-snapshot uninstall` itself.
         if name == UNINSTALL_SA {
             continue;

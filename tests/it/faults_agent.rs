@@ -7,15 +7,9 @@
 //! ("interrupted"), the temp file is gone, the multipart upload is aborted; the next run
 //! succeeds.
 
-#[path = "support/faults.rs"]
-mod faults_support;
-#[path = "support/mid_snapshot.rs"]
-mod mid_snapshot;
-#[path = "support/operator.rs"]
-mod operator_support;
-#[path = "support/proxy.rs"]
-mod proxy;
-mod support;
+use crate::mid_snapshot;
+use crate::operator_support;
+use crate::support;
 
 use etcd_snapshot::api::Phase;
 use mid_snapshot::MidSnapshot;

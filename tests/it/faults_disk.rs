@@ -5,11 +5,8 @@
 //! stream is still Ready, the older snapshot in the directory is untouched (same bytes, same
 //! sha256 as recorded), and no partial file is left behind.
 
-#[path = "support/faults.rs"]
-mod faults_support;
-#[path = "support/operator.rs"]
-mod operator_support;
-mod support;
+use crate::faults_support;
+use crate::operator_support;
 
 use etcd_snapshot::api::Phase;
 use operator_support::{

@@ -9,7 +9,7 @@
 //! SeaweedFS refuse a client that was not given the CA, or was given the wrong one).
 //! The cases already in `cli_snapshot.rs` (`bad_input_gets_one_clear_line`) are not repeated.
 
-mod support;
+use crate::support;
 
 use eso_testenv::{EtcdCluster, EtcdOptions, EtcdVersion, S3Options, S3Server, free_port};
 use std::path::Path;

@@ -1,6 +1,6 @@
 //! A snapshot caught in the middle, for the tests that stop or replace an agent while it
-//! streams (`tests/faults_agent.rs`, `tests/lifecycle.rs`). Include with
-//! `#[path = "support/mid_snapshot.rs"] mod mid_snapshot;` beside `faults_support`,
+//! streams (`tests/it/faults_agent.rs`, `tests/it/lifecycle.rs`). Declared once in
+//! `tests/it/main.rs` as `crate::mid_snapshot`; it uses `faults_support`,
 //! `operator_support` and `proxy`.
 #![allow(dead_code)]
 

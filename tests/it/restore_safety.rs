@@ -4,9 +4,8 @@
 //! refusals that come before anything is touched (a snapshot of a newer etcd than the tool, a
 //! bump the tool cannot do): the data dir stays byte for byte as it was, one error line.
 
-#[path = "support/etcdctl.rs"]
-mod etcdctl;
-mod support;
+use crate::etcdctl;
+use crate::support;
 
 use eso_testenv::{EtcdCluster, EtcdOptions, EtcdVersion, free_port};
 use etcd_snapshot::restore::DEFAULT_BUMP_REVISION;

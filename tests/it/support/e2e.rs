@@ -1,7 +1,7 @@
-//! Harness of the real-cluster tier (`tests/e2e*.rs`): the operator image built from the binary
+//! Harness of the real-cluster tier (`tests/it/e2e*.rs`): the operator image built from the binary
 //! under test and imported into the node, the chart installed with real Helm 4, kubectl 1.35 with
-//! a discovery cache of its own, and the CLI pointed at the cluster. Include with
-//! `#[path = "support/e2e.rs"] mod e2e_support;` next to `mod support;`.
+//! a discovery cache of its own, and the CLI pointed at the cluster. Declared once in
+//! `tests/it/main.rs` as `crate::e2e_support`.
 #![allow(dead_code)]
 
 use crate::support;

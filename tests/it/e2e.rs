@@ -4,15 +4,11 @@
 //! starts one and runs its scenarios in sequence; then it proves the machine is as it was.
 //! Needs root (it says `SKIPPED: not root` otherwise).
 
-#[path = "support/e2e.rs"]
-mod e2e_support;
-mod support;
+use crate::e2e_support;
+use crate::support;
 
-#[path = "e2e/agent_restart.rs"]
 mod agent_restart;
-#[path = "e2e/storage.rs"]
 mod storage;
-#[path = "e2e/upgrade.rs"]
 mod upgrade;
 
 use e2e_support::{

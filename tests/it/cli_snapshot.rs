@@ -1,7 +1,7 @@
 //! The k3s-compatible CLI against the real etcd (3.4 and 3.5, plain and TLS) and SeaweedFS:
 //! save (local, S3, S3-only, compressed), ls, delete, prune, config file, and bad input.
 
-mod support;
+use crate::support;
 
 use eso_testenv::{EtcdCluster, EtcdOptions, EtcdVersion, S3Options, S3Server};
 use sha2::{Digest, Sha256};

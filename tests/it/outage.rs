@@ -6,9 +6,7 @@
 //! grow with the number of runs, not with the number of retries. `make outage-drill` runs the same
 //! test with a 10-minute outage and prints the counts (recorded in RELIABILITY.md).
 
-#[path = "support/operator.rs"]
-mod operator_support;
-mod support;
+use crate::operator_support;
 
 use etcd_snapshot::api::ETCDSnapshotSchedule;
 use etcd_snapshot::consts;

@@ -2,7 +2,7 @@
 //! deletion, aborts, and the errors a user meets (missing bucket, wrong secret, untrusted
 //! certificate, unsafe names, a server that is down).
 
-mod support;
+use crate::support;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;

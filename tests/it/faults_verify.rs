@@ -6,9 +6,8 @@
 //! reason, a Warning `ETCDSnapshotVerifyFailed` event is published and
 //! `etcd_snapshot_verify_failures_total` counts it, while healthy copies become Verified=True.
 
-#[path = "support/operator.rs"]
-mod operator_support;
-mod support;
+use crate::operator_support;
+use crate::support;
 
 use eso_testenv::{EtcdCluster, EtcdOptions, EtcdVersion};
 use etcd_snapshot::api::ETCDSnapshotFile;

@@ -1,7 +1,7 @@
 //! kube-rs and kubectl against the real kube-apiserver of the test environment: the generated
 //! CRDs are served with their printer columns, status subresource and schema validation.
 
-mod support;
+use crate::support;
 
 use eso_testenv::{ApiServer, ApiServerOptions};
 use etcd_snapshot::api::{

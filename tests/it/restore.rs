@@ -3,9 +3,8 @@
 //! into fresh data dirs and started with a real etcd. No mocks. (The runbook, the revision bump
 //! and the version refusals: `restore_safety.rs`.)
 
-#[path = "support/etcdctl.rs"]
-mod etcdctl;
-mod support;
+use crate::etcdctl;
+use crate::support;
 
 use eso_testenv::{EtcdCluster, EtcdOptions, EtcdVersion, S3Options, S3Server, free_port};
 use etcd_snapshot::restore::{

@@ -3,7 +3,7 @@
 //! every nullable subtree), with every kubectl on the machine: the 1.20 one built with the API
 //! server, the machine's, and 1.35 from the cache when present.
 
-mod support;
+use crate::support;
 
 use eso_testenv::{ApiServer, ApiServerOptions};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{

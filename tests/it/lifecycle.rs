@@ -12,15 +12,9 @@
 //!   releases every record without deleting a backup (each of its verbs proven needed), an agent
 //!   whose RBAC is gone deletes no file, and a reinstall adopts what is there.
 
-#[path = "support/faults.rs"]
-mod faults_support;
-#[path = "support/mid_snapshot.rs"]
-mod mid_snapshot;
-#[path = "support/operator.rs"]
-mod operator_support;
-#[path = "support/proxy.rs"]
-mod proxy;
-mod support;
+use crate::mid_snapshot;
+use crate::operator_support;
+use crate::support;
 
 use etcd_snapshot::api::{ETCDSnapshotFile, ETCDSnapshotSchedule, Phase};
 use etcd_snapshot::consts::{self, conditions};

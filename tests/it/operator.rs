@@ -9,9 +9,8 @@
 //! during it. Every test ends by checking that no process was refused by RBAC (a "forbidden" in
 //! any log fails it).
 
-#[path = "support/operator.rs"]
-mod operator_support;
-mod support;
+use crate::operator_support;
+use crate::support;
 
 use etcd_snapshot::api::{ETCDSnapshotFile, ETCDSnapshotSchedule, Phase};
 use etcd_snapshot::consts;

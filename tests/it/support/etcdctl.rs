@@ -1,6 +1,6 @@
 //! `etcdctl` against a test etcd: the calls the restore tests make on the data they restored,
 //! and [`EtcdOnDir`], an etcd the test starts on a data dir of its own.
-//! Include with `#[path = "support/etcdctl.rs"] mod etcdctl;`.
+//! Declared once in `tests/it/main.rs` as `crate::etcdctl`.
 #![allow(dead_code)]
 
 use eso_testenv::{EtcdVersion, Proc, free_port};
