@@ -156,7 +156,10 @@ ln -s "$esnap" "$WORK/bin/etcd-snapshot"
 ln -s "$cachebin/etcd-3.5" "$WORK/bin/etcd"
 ln -s "$cachebin/etcdctl-3.5" "$WORK/bin/etcdctl"
 ln -s "$cachebin/etcdutl-3.5.30" "$WORK/bin/etcdutl"
-ln -s "$cachebin/kubectl" "$WORK/bin/kubectl"
+# kubectl with a discovery cache of its own (not ~/.kube/cache: the demo leaves the machine as it
+# found it).
+printf '#!/bin/sh\nexec %q --cache-dir=%q "$@"\n' "$cachebin/kubectl" "$WORK/kubectl-cache" >"$WORK/bin/kubectl"
+chmod +x "$WORK/bin/kubectl"
 export PATH=$WORK/bin:$PATH
 step "built in $(elapsed)"
 
