@@ -86,8 +86,8 @@ pub struct RunPlan {
 /// created for the schedule (the cache may not show its records yet).
 ///
 /// An on-demand request (a new `requested-at` value) runs once: not when `files` already hold
-/// records of it, and never in a second another run of the schedule has (snapshot names carry
-/// whole seconds). A tick runs unless the schedule is suspended; a tick missed by more than the
+/// records of it, and never in a second another run of the schedule has, the tick due in the
+/// same reconcile included (snapshot names carry whole seconds). A tick runs unless the schedule is suspended; a tick missed by more than the
 /// starting deadline is skipped with an event.
 pub fn runs(
     s: &ETCDSnapshotSchedule,
@@ -155,6 +155,15 @@ pub fn runs(
         }
         Due::Wait { next } => next,
     };
+    // A request and a tick in one reconcile never share a second: their records' names would
+    // be the same, and the tick's would be refused as existing (the request's second is free
+    // of other runs, so the one after the tick is too).
+    if let [request, tick] = runs.as_mut_slice()
+        && request.is_on_demand()
+        && request.unix == tick.unix
+    {
+        request.unix = tick.unix.saturating_add(1);
+    }
     RunPlan {
         runs,
         missed,

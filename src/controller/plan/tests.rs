@@ -505,6 +505,23 @@ fn a_request_no_agent_can_take_stays_pending_and_an_unserved_tick_is_consumed() 
     assert_eq!(status.runs_since_verify, Some(2));
 }
 
+/// A request that arrives in the very second of a due tick gets the next second, so both runs
+/// get their records (the tick's are not refused as existing).
+#[test]
+fn a_request_in_the_second_of_a_due_tick_takes_the_next_second() {
+    let s = edited(|s| {
+        s.status
+            .get_or_insert_with(Default::default)
+            .last_schedule_time = Some(to_time(at(TICK - HOUR)));
+        s.annotations_mut()
+            .insert(consts::ANNOTATION_REQUESTED_AT.into(), "now".into());
+    });
+    let due = runs(&s, &valid(&s), &[], None, None, at(TICK));
+    let seconds: Vec<i64> = due.runs.iter().map(|r| r.unix).collect();
+    assert_eq!(seconds, [TICK + 1, TICK], "{:?}", due.runs);
+    assert!(due.runs[0].is_on_demand());
+}
+
 /// Twin of `operator::requested_at_annotation_runs_the_schedule_once_per_new_value` ("the second
 /// run has its own snapshots"): two requests in one second get distinct run seconds.
 #[test]
