@@ -1,7 +1,8 @@
 //! What an e2e cluster could leave behind on the machine, recorded before and after, so a test can
 //! prove the machine is as it was: network namespaces and links, mounts in the places kubelet,
 //! containerd and iproute2 use, sysctls kubelet and kube-proxy set, the host's iptables rules,
-//! cgroups, and the fixed host directories of kubelet, containerd and CNI.
+//! cgroups, the fixed host directories of kubelet, containerd and CNI, and kubectl's and Helm's
+//! directories in `$HOME`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -37,6 +38,16 @@ pub const WATCHED_DIRS: &[&str] = &[
     "/usr/libexec/kubernetes",
     "/etc/kubernetes",
     "/etc/cni",
+];
+
+/// Directories under `$HOME` whose existence and entries are watched: where kubectl and Helm keep
+/// their caches and settings unless told otherwise.
+pub const WATCHED_HOME_DIRS: &[&str] = &[
+    ".kube",
+    ".kube/cache",
+    ".cache/helm",
+    ".config/helm",
+    ".local/share/helm",
 ];
 
 /// Mount points in these places are watched (others belong to other tests of the machine).
@@ -100,17 +111,26 @@ impl HostState {
         }
         s.put("cgroups", cgroups);
         for dir in WATCHED_DIRS {
-            let path = Path::new(dir);
-            let items = if path.is_dir() {
-                let mut v = vec!["(exists)".to_string()];
-                v.extend(list_dir(path));
-                v
-            } else {
-                Vec::new()
-            };
-            s.put(&format!("dir {dir}"), items);
+            s.put_dir(Path::new(dir));
+        }
+        if let Some(home) = std::env::var_os("HOME") {
+            for dir in WATCHED_HOME_DIRS {
+                s.put_dir(&Path::new(&home).join(dir));
+            }
         }
         s
+    }
+
+    /// A watched directory: whether it exists, and its entries.
+    fn put_dir(&mut self, path: &Path) {
+        let items = if path.is_dir() {
+            let mut v = vec!["(exists)".to_string()];
+            v.extend(list_dir(path));
+            v
+        } else {
+            Vec::new()
+        };
+        self.put(&format!("dir {}", path.display()), items);
     }
 
     fn put(&mut self, category: &str, items: impl IntoIterator<Item = String>) {

@@ -96,20 +96,33 @@ pub fn operator_diagnostics(cluster: &Cluster) -> String {
     out
 }
 
-/// `helm ARGS CHART --namespace etcd-snapshot --values VALUES --kubeconfig ADMIN`; panics with
+/// `helm --kubeconfig ADMIN ARGS CHART --namespace etcd-snapshot --values VALUES`; panics with
 /// Helm's output when it fails. `args` starts with the verb and the release, e.g.
 /// `["install", RELEASE, "--wait"]`.
 pub fn helm(cluster: &Cluster, args: &[&str], values: &Path) {
     let (ok, out, err) = support::run(
-        Command::new(eso_testenv::bin("helm").expect("helm installed"))
+        helm_command(cluster)
             .args(args)
             .arg(chart())
             .args(["--namespace", OPERATOR_NS, "--values"])
-            .arg(values)
-            .arg("--kubeconfig")
-            .arg(cluster.kubeconfig()),
+            .arg(values),
     );
     assert!(ok, "helm {args:?} failed:\n{out}\n{err}");
+}
+
+/// `helm --kubeconfig ADMIN` with every cache and config of Helm and of its Kubernetes client in
+/// the cluster dir: by default Helm's client writes its discovery and HTTP caches to
+/// `~/.kube/cache`, which would outlive the cluster (the tier checks the machine is as it was).
+fn helm_command(cluster: &Cluster) -> Command {
+    let home = cluster.dir().join("helm");
+    let mut cmd = Command::new(eso_testenv::bin("helm").expect("helm installed"));
+    cmd.env("KUBECACHEDIR", cluster.dir().join("kubectl-cache"))
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .arg("--kubeconfig")
+        .arg(cluster.kubeconfig());
+    cmd
 }
 
 /// `helm install RELEASE --create-namespace --wait --timeout=5m` with `values`: Helm 4's kstatus
@@ -131,10 +144,9 @@ pub fn install_release(cluster: &Cluster, values: &Path) {
 /// A Helm command without the chart argument (`uninstall`, `history`, `list`...).
 pub fn helm_plain(cluster: &Cluster, args: &[&str]) -> (bool, String, String) {
     support::run(
-        Command::new(eso_testenv::bin("helm").expect("helm installed"))
+        helm_command(cluster)
             .args(args)
-            .args(["--namespace", OPERATOR_NS, "--kubeconfig"])
-            .arg(cluster.kubeconfig()),
+            .args(["--namespace", OPERATOR_NS]),
     )
 }
 
