@@ -4,8 +4,10 @@
 use crate::process::{Proc, free_port, free_port_with, port_is_free, wait_until};
 use crate::tls::{TlsFiles, write};
 use crate::{Error, Result, bin, temp_dir};
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -144,7 +146,10 @@ impl S3Server {
         let log = self.dir.path().join("weed.log");
         let mut args = vec!["mini".to_string()];
         args.extend(self.args.iter().cloned());
-        let mut proc = Proc::spawn("SeaweedFS", &weed, &args, &log)?;
+        // glog's files (and any other temp file) go to the server's own dir, not the machine's /tmp.
+        let tmp = self.dir.path().display().to_string();
+        let mut proc =
+            Proc::spawn_with_env("SeaweedFS", &weed, &args, &[("TMPDIR".into(), tmp)], &log)?;
         let (ip, port) = (self.ip, self.s3_port);
         wait_until(&mut proc, "SeaweedFS S3", Duration::from_secs(60), || {
             s3_answers(ip, port)
@@ -195,6 +200,7 @@ impl S3Server {
     pub fn stop(&mut self) {
         if let Some(mut p) = self.proc.take() {
             p.kill();
+            remove_stale_sockets(&self.args);
         }
     }
 
@@ -202,6 +208,40 @@ impl S3Server {
     pub fn restart(&mut self) -> Result<()> {
         self.stop();
         self.spawn()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `weed mini` makes a Unix socket for each of its ports at a fixed path,
+/// `/tmp/seaweedfs-SERVICE-PORT.sock`, and a killed server leaves them behind. Once the server is
+/// gone, remove the ones of its ports (from its `-….port…=N` arguments) that nothing listens on:
+/// one a server started since on the same port is using stays.
+fn remove_stale_sockets(args: &[String]) {
+    let ports: BTreeSet<u16> = args
+        .iter()
+        .filter_map(|a| a.split_once('='))
+        .filter(|(flag, _)| flag.contains(".port"))
+        .filter_map(|(_, v)| v.parse::<u16>().ok())
+        .filter(|p| *p != 0)
+        .collect();
+    let Ok(entries) = std::fs::read_dir("/tmp") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let port = name
+            .strip_prefix("seaweedfs-")
+            .and_then(|rest| rest.strip_suffix(".sock"))
+            .and_then(|rest| rest.rsplit_once('-'))
+            .and_then(|(_, port)| port.parse::<u16>().ok());
+        if port.is_some_and(|p| ports.contains(&p)) && UnixStream::connect(entry.path()).is_err() {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 
