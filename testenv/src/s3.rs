@@ -222,27 +222,36 @@ impl Drop for S3Server {
 /// gone, remove the ones of its ports (from its `-….port…=N` arguments) that nothing listens on:
 /// one a server started since on the same port is using stays.
 fn remove_stale_sockets(args: &[String]) {
-    let ports: BTreeSet<u16> = args
-        .iter()
-        .filter_map(|a| a.split_once('='))
-        .filter(|(flag, _)| flag.contains(".port"))
-        .filter_map(|(_, v)| v.parse::<u16>().ok())
-        .filter(|p| *p != 0)
-        .collect();
+    let ports = server_ports(args);
     let Ok(entries) = std::fs::read_dir("/tmp") else {
         return;
     };
     for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let port = name
-            .strip_prefix("seaweedfs-")
-            .and_then(|rest| rest.strip_suffix(".sock"))
-            .and_then(|rest| rest.rsplit_once('-'))
-            .and_then(|(_, port)| port.parse::<u16>().ok());
+        let port = socket_port(&entry.file_name().to_string_lossy());
         if port.is_some_and(|p| ports.contains(&p)) && UnixStream::connect(entry.path()).is_err() {
             let _ = std::fs::remove_file(entry.path());
         }
     }
+}
+
+/// The ports a server was given: every `-….port…=N` argument but the disabled ones (`=0`).
+fn server_ports(args: &[String]) -> BTreeSet<u16> {
+    args.iter()
+        .filter_map(|a| a.split_once('='))
+        .filter(|(flag, _)| flag.contains(".port"))
+        .filter_map(|(_, v)| v.parse::<u16>().ok())
+        .filter(|p| *p != 0)
+        .collect()
+}
+
+/// The port of a `weed mini` socket's file name, `seaweedfs-SERVICE-PORT.sock`.
+fn socket_port(name: &str) -> Option<u16> {
+    name.strip_prefix("seaweedfs-")?
+        .strip_suffix(".sock")?
+        .rsplit_once('-')?
+        .1
+        .parse()
+        .ok()
 }
 
 /// Whether the S3 gateway answers an anonymous request with an HTTP status (403 or 200).
@@ -265,5 +274,30 @@ fn s3_answers(ip: std::net::Ipv4Addr, port: u16) -> bool {
             head.starts_with("HTTP/1.1 403") || head.starts_with("HTTP/1.1 200")
         }
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_servers_sockets_are_found_by_its_ports_only() {
+        let args: Vec<String> = [
+            "-dir=/tmp/eso-s3-x/data",
+            "-master.port.grpc=45189",
+            "-master.volumeSizeLimitMB=512",
+            "-s3.port=44893",
+            "-s3.port.iceberg=0",
+            "-admin.port.grpc=42975",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(server_ports(&args), BTreeSet::from([42975, 44893, 45189]));
+        assert_eq!(socket_port("seaweedfs-master-grpc-45189.sock"), Some(45189));
+        assert_eq!(socket_port("seaweedfs-s3-44893.sock"), Some(44893));
+        assert_eq!(socket_port("seaweedfs-s3-grpc-x.sock"), None);
+        assert_eq!(socket_port("weed.INFO"), None);
+        assert_eq!(socket_port("seaweedfs-filer-1.log"), None);
     }
 }
